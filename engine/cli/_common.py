@@ -1,0 +1,115 @@
+"""Shared CLI pieces: common flags, model loading, progress bar, writing results."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ..images import load_image
+from ..model import Model, load_model
+from ..render import overlay_figure
+from ..result import Explanation
+
+DEFAULT_IMAGE = "chelsea"  # skimage.data.chelsea(): the bundled sample photograph (a cat)
+
+
+def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
+    """--model/--preprocessing/--labels/--device (and the optional IMAGE positional)."""
+    if image:
+        p.add_argument("image", nargs="?", default=None,
+                       help="image file (default: the bundled sample photograph, skimage.data.chelsea)")
+    p.add_argument("--model", "-m", default=None, help="ONNX model file (default: bundled EfficientNet-Lite0)")
+    p.add_argument("--preprocessing", default=None,
+                   help="'imagenet', 'none' or a JSON object (overrides the model's manifest/metadata)")
+    p.add_argument("--labels", default=None, help="class names file (.txt one per line, or .json list)")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override the detected input layout")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="execution environment")
+
+
+def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--out", "-o", default=default_out, help=f"output folder (default: {default_out})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def model_from_args(args: argparse.Namespace) -> Model:
+    pre = args.preprocessing
+    if pre is not None and pre.strip().startswith("{"):
+        try:
+            pre = json.loads(pre)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--preprocessing is not valid JSON: {exc}") from None
+    return load_model(args.model, preprocessing=pre, labels=args.labels, execution_environment=args.device,
+                      layout=args.layout)
+
+
+def image_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str]:
+    """The image array and a short name for output files."""
+    if args.image is None or args.image == DEFAULT_IMAGE:
+        from skimage.data import chelsea
+
+        return load_image(chelsea()), DEFAULT_IMAGE
+    return load_image(args.image), pathlib.Path(args.image).stem
+
+
+def parse_label(values: list[str] | None) -> Any:
+    """CLI labels: integers stay integers, anything else is a class name; None -> top class."""
+    if not values:
+        return None
+    out: list[Any] = [int(v) if v.lstrip("-").isdigit() else v for v in values]
+    return out[0] if len(out) == 1 else out
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal, unless forced)."""
+
+    def __init__(self, desc: str, *, enabled: bool = True) -> None:
+        self.desc = desc
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        if total:
+            frac = min(done / total, 1.0)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r{self.desc:<22} [{bar:<30}] {done}/{total} {elapsed:5.1f}s")
+        else:
+            sys.stderr.write(f"\r{self.desc:<22} {done} {elapsed:5.1f}s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathLike, stem: str, *,
+                 kind: str = "heat", model: Model | None = None, extra: dict | None = None,
+                 boundaries: np.ndarray | None = None) -> list[str]:
+    """Write ``stem.png`` (one per label when several), ``stem.npy`` (raw map) and ``stem.json``."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    maps = result.score_map if result.score_map.ndim == 3 else result.score_map[..., None]
+    for k, (idx, name) in enumerate(zip(result.labels, result.label_names)):
+        png = out / (f"{stem}.png" if maps.shape[2] == 1 else f"{stem}_{idx}.png")
+        overlay_figure(image, maps[..., k], png, kind=kind, boundaries=boundaries,
+                       title=f"{result.method}: {name} ({idx}), score {float(np.ravel(result.scores)[k]):.3g}")
+        written.append(str(png))
+    np.save(out / f"{stem}.npy", result.score_map)
+    written.append(str(out / f"{stem}.npy"))
+    summary = result.summary()
+    if model is not None:
+        summary["model"] = {"path": model.path, "output_kind": model.output_kind, "device": model.device}
+    summary.update(extra or {})
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    written.append(str(out / f"{stem}.json"))
+    return written

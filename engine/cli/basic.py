@@ -1,0 +1,64 @@
+"""``onnxplain classify`` and ``onnxplain inspect``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._common import add_model_args, image_from_args, model_from_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("classify", help="top-k classes for an image")
+    add_model_args(p)
+    p.add_argument("--top-k", "-k", type=int, default=5, help="number of classes to show (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_classify)
+
+    p = sub.add_parser("inspect", help="inputs, outputs, layout, preprocessing and tensors of a model")
+    add_model_args(p, image=False)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--all", action="store_true", help="list every tensor (default: the last 40)")
+    p.set_defaults(func=run_inspect)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    model = model_from_args(args)
+    image, name = image_from_args(args)
+    top = model.classify(image, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([{"index": i, "name": n, "score": s} for i, n, s in top], indent=1))
+    else:
+        print(f"{name}: {model.path}")
+        for i, n, s in top:
+            print(f"  {s:8.4f}  {i:5d}  {n}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    model = model_from_args(args)
+    info = model.describe()
+    try:
+        from ..graph import list_tensors
+    except ImportError:  # the graph layer is optional for inspect's summary
+        list_tensors = None
+    tensors = []
+    if list_tensors is not None:
+        tensors = [{"name": t.name, "op_type": t.op_type, "shape": list(t.shape) if t.shape is not None else None,
+                    "dtype": t.dtype} for t in list_tensors(model.onnx_model)]
+    info["tensors"] = tensors
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    print(f"model   {info['path']} (opset {info['opset']}, device {info['device']})")
+    i, o = info["input"], info["output"]
+    print(f"input   {i['name']}: {i['dtype']} {i['layout']} size {i['size']}"
+          + (" static batch 1 (run image by image)" if i["batched_by_loop"] else ""))
+    print(f"output  {o['name']}: {o['kind']}, {o['num_classes']} classes" + (f", logits {o['logits']!r}" if o["logits"] else ""))
+    p = info["preprocessing"]
+    print(f"preproc scale {p['scale']:g}, mean {p['mean']}, std {p['std']}, {p['channel_order']} (from {p['name']})")
+    shown = tensors if args.all else tensors[-40:]
+    if shown:
+        print(f"tensors ({len(tensors)} total{'' if args.all else ', last 40; --all for every one'}):")
+        for t in shown:
+            print(f"  {t['op_type']:<20} {str(t['shape']):<24} {t['name']}")
+    return 0

@@ -1,0 +1,277 @@
+"""Private helpers shared by the graph rewrites (copying, ordering, shapes, constants)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
+
+from .errors import GraphError
+
+MIN_OPSET = 13
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+
+# A static shape: ints for known sizes, None for a size that depends on the batch size
+# (or is unknown).
+Shape = tuple
+
+
+def copy_model(model: ModelProto) -> ModelProto:
+    """A deep copy, so rewrites never touch the caller's proto."""
+    out = ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def onnx_opset(model: ModelProto) -> int:
+    """The default-domain opset version the model imports."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise GraphError("model imports no default-domain (ai.onnx) opset")
+
+
+def ensure_opset(model: ModelProto) -> ModelProto:
+    """Upgrade models below opset 13 with onnx's version converter (a copy)."""
+    version = onnx_opset(model)
+    if version >= MIN_OPSET:
+        return model
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises assorted C++ errors
+        raise GraphError(
+            f"model uses opset {version}; opset >= {MIN_OPSET} is required and the "
+            f"onnx version converter failed: {exc}"
+        ) from exc
+
+
+def attr(node: NodeProto, name: str, default=None):
+    """A node attribute's Python value, or default."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def decode(value):
+    """Attribute strings arrive as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def initializer_names(graph: onnx.GraphProto) -> set[str]:
+    return {t.name for t in graph.initializer}
+
+
+def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not also initializers (old IR versions list both)."""
+    inits = initializer_names(graph)
+    return [i for i in graph.input if i.name not in inits]
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, NodeProto]:
+    return {o: n for n in graph.node for o in n.output if o}
+
+
+def consumers(graph: onnx.GraphProto) -> dict[str, list[NodeProto]]:
+    out: dict[str, list[NodeProto]] = defaultdict(list)
+    for n in graph.node:
+        for i in n.input:
+            if i:
+                out[i].append(n)
+    return out
+
+
+def subgraph_inputs(node: NodeProto) -> set[str]:
+    """Outer-scope names a node's subgraphs (If/Loop/Scan bodies) read."""
+    names: set[str] = set()
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | initializer_names(g)
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                for i in list(n.input) + sorted(subgraph_inputs(n)):
+                    if i and i not in local:
+                        names.add(i)
+            for o in g.output:
+                if o.name not in local:
+                    names.add(o.name)
+    return names
+
+
+def topo_sort(graph: onnx.GraphProto) -> list[NodeProto]:
+    """Nodes in a topological order (stable: keeps file order where it is already valid)."""
+    available = {i.name for i in graph.input} | initializer_names(graph) | {""}
+    nodes = list(graph.node)
+    deps = [set(n.input) | subgraph_inputs(n) for n in nodes]
+    waiting: dict[str, list[int]] = defaultdict(list)
+    missing = []
+    for k, d in enumerate(deps):
+        unmet = {x for x in d if x not in available}
+        missing.append(len(unmet))
+        for x in unmet:
+            waiting[x].append(k)
+    produced_by = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+    ready = [k for k, m in enumerate(missing) if m == 0]
+    import heapq
+
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(nodes[k])
+        for o in nodes[k].output:
+            for j in waiting.pop(o, []):
+                missing[j] -= 1
+                if missing[j] == 0:
+                    heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        stuck = [nodes[k] for k, m in enumerate(missing) if m > 0]
+        unknown = sorted({x for n in stuck for x in n.input if x and x not in produced_by
+                          and x not in available})
+        raise GraphError(
+            f"graph is not a DAG or reads undefined tensors: {len(stuck)} nodes cannot be "
+            f"ordered (first: {stuck[0].name!r} ({stuck[0].op_type}); undefined: {unknown[:5]})"
+        )
+    return order
+
+
+def constant_value(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    """The value of an initializer or Constant-node output, else None."""
+    for t in graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            return constant_node_value(n)
+    return None
+
+
+def constant_node_value(node: NodeProto) -> np.ndarray:
+    """The value a Constant node produces."""
+    a = node.attribute[0]
+    if a.name == "value":
+        return numpy_helper.to_array(a.t)
+    if a.name == "value_float":
+        return np.array(a.f, dtype=np.float32)
+    if a.name == "value_floats":
+        return np.array(list(a.floats), dtype=np.float32)
+    if a.name == "value_int":
+        return np.array(a.i, dtype=np.int64)
+    if a.name == "value_ints":
+        return np.array(list(a.ints), dtype=np.int64)
+    raise GraphError(f"node {node.name!r} (Constant): attribute {a.name} is not supported")
+
+
+def value_info_shape(vi: onnx.ValueInfoProto) -> tuple:
+    """A ValueInfo's shape: ints, dim_param strings, or None for unknown sizes."""
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    dims = []
+    for d in vi.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def set_dims(vi: onnx.ValueInfoProto, dims: Iterable) -> None:
+    """Overwrite a ValueInfo's shape with ints / dim_param strings / None."""
+    shape = vi.type.tensor_type.shape
+    shape.ClearField("dim")
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, (int, np.integer)):
+            dim.dim_value = int(d)
+        elif isinstance(d, str):
+            dim.dim_param = d
+
+
+def infer(model: ModelProto, strict: bool = False) -> dict[str, tuple[tuple | None, int]]:
+    """name -> (shape, elem_type) for every tensor onnx shape inference can type."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+    except Exception as exc:
+        raise GraphError(f"onnx shape inference failed: {exc}") from exc
+    g = inferred.graph
+    out = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        out[vi.name] = (value_info_shape(vi), vi.type.tensor_type.elem_type)
+    for t in g.initializer:
+        out[t.name] = (tuple(t.dims), t.data_type)
+    return out
+
+
+def with_batch(model: ModelProto, batch: int) -> ModelProto:
+    """A copy whose inputs have every symbolic dim 0 set to batch."""
+    m = copy_model(model)
+    inits = initializer_names(m.graph)
+    for vi in m.graph.input:
+        if vi.name in inits:
+            continue
+        dims = list(value_info_shape(vi) or ())
+        if dims and not isinstance(dims[0], int):
+            dims[0] = batch
+            set_dims(vi, dims)
+    # stale intermediate shapes would pin the old batch size
+    m.graph.ClearField("value_info")
+    for o in m.graph.output:
+        dims = value_info_shape(o)
+        if dims:
+            set_dims(o, [d if isinstance(d, int) and k > 0 else None for k, d in enumerate(dims)])
+    return m
+
+
+def batched_shapes(model: ModelProto) -> dict[str, tuple[tuple | None, int]]:
+    """Static shapes with batch-dependent sizes as None.
+
+    Inference runs at batch 2 and 3: a size that differs between the two depends on the
+    batch size and becomes None; everything else is concrete.
+    """
+    a = infer(with_batch(model, 2))
+    b = infer(with_batch(model, 3))
+    out = {}
+    for name, (sa, ta) in a.items():
+        sb = b.get(name, (None, ta))[0]
+        if sa is None or sb is None or len(sa) != len(sb):
+            out[name] = (None, ta)
+            continue
+        out[name] = (tuple(x if (isinstance(x, int) and x == y) else None
+                           for x, y in zip(sa, sb)), ta)
+    return out
+
+
+def np_dtype(elem_type: int):
+    return helper.tensor_dtype_to_np_dtype(elem_type)
+
+
+def make_initializer(name: str, value: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def unique_namer(graph: onnx.GraphProto, prefix: str):
+    """A function giving fresh tensor/node names that cannot clash with the graph's."""
+    taken = {i.name for i in graph.input} | {o.name for o in graph.output}
+    taken |= initializer_names(graph)
+    for n in graph.node:
+        taken.update(n.output)
+        taken.add(n.name)
+    counter = [0]
+
+    def fresh(hint: str = "t") -> str:
+        while True:
+            counter[0] += 1
+            name = f"{prefix}{hint}_{counter[0]}"
+            if name not in taken:
+                taken.add(name)
+                return name
+
+    return fresh

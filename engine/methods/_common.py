@@ -1,0 +1,61 @@
+"""Steps every method shares: image preparation, label resolution, map finishing."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .._validation import check_choice
+from ..images import resize_map
+from ..model import Model
+from ..runtime import ENVIRONMENTS
+
+Progress = Callable[[int, int], None] | None
+
+
+@dataclass
+class Context:
+    """The prepared inputs of one explanation call."""
+
+    model: Model
+    pixels: np.ndarray            # float32 (h, w, 3) working image at the model input size
+    original_size: tuple[int, int]
+    labels: list[int]
+    label_names: list[str]
+    multi: bool                   # label was given as a list: maps get a trailing K axis
+    environment: str
+    started: float = field(default_factory=time.perf_counter)
+
+    def base_scores(self) -> np.ndarray:
+        """Scores (K,) of the explained labels on the unperturbed working image."""
+        native = self.model.to_native(self.pixels[None])
+        return self.model.scores_native(native, environment=self.environment)[0, self.labels]
+
+    def finish(self, maps_k: np.ndarray, method: str) -> np.ndarray:
+        """(h, w, K) working-size maps -> (H, W[, K]) at the original image size."""
+        out = resize_map(maps_k, self.original_size, method) if method != "none" else maps_k
+        return out if self.multi else out[..., 0]
+
+
+def begin(model: Model, image: Any, label: Any, execution_environment: str | None,
+          *, default_label_top: bool = True) -> Context:
+    """Prepare image and labels; ``label=None`` means the model's top class."""
+    if not isinstance(model, Model):
+        raise TypeError(f"The 'model' parameter must be an engine Model (see engine.load_model); got "
+                        f"{type(model).__name__}.")
+    env = model.execution_environment if execution_environment is None else execution_environment
+    check_choice("execution_environment", env, ENVIRONMENTS)
+    model.session_for(env)  # "gpu" without a GPU fails here, before any work
+    pixels, original = model.prepare(image)
+    multi = isinstance(label, (list, tuple, np.ndarray))
+    if label is None:
+        if not default_label_top:
+            raise ValueError("The 'label' parameter is required for this method.")
+        scores = model.scores_native(model.to_native(pixels[None]), environment=env)[0]
+        labels = [int(np.argmax(scores))]
+    else:
+        labels = model.label_indices(label)
+    names = [model.class_names[i] for i in labels]
+    return Context(model, pixels, original, labels, names, multi, env)

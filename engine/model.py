@@ -1,0 +1,477 @@
+"""The model layer: load any ONNX image classifier and run it on batches of images.
+
+``load_model`` turns an ONNX file into a :class:`Model` that knows its input layout,
+dtype, size, preprocessing, output kind and class names. Methods talk to a Model through
+a small interface:
+
+- ``prepare(image)`` -> the working image (float32 (h, w, 3) at the model's input size)
+  and the original (H, W);
+- ``input_spec`` -> how raw pixels become the model's native input (for numba kernels that
+  write batches straight into the native layout/dtype);
+- ``scores_native(x)`` -> class scores for a native input batch; ``predict(images)`` for
+  arrays/paths, streamed in mini-batches;
+- ``gradient_engine(...)`` -> the reverse-mode engine on the graph with preprocessing fused
+  in front (gradients are with respect to raw image pixels, H x W x C).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from . import preprocessing as _pre
+from ._validation import check_choice, check_int
+from .errors import ModelError
+from .images import load_image, resize_image
+from .labels import read_labels, resolve_label
+from .runtime import ENVIRONMENTS, make_session, session_device
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = pathlib.Path(__file__).resolve().parent.parent / "models" / "efficientnet_lite0.onnx"
+_DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.UINT8: np.uint8}
+_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Cast"}
+OUTPUT_KINDS = ("probabilities", "logits", "sigmoid", "score")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a float32 RGB pixel batch (N, H, W, 3) becomes the model's native input.
+
+    ``native[n, c] = cast(scale[c] * pixels[n, :, :, channel_source[c]] + offset[c])`` laid
+    out as ``layout`` with dtype ``dtype`` (uint8: rounded and clipped to 0..255).
+    """
+
+    layout: str
+    dtype: np.dtype
+    size: tuple[int, int]
+    channel_source: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+
+    def native_shape(self, n: int) -> tuple[int, int, int, int]:
+        h, w = self.size
+        return (n, 3, h, w) if self.layout == "NCHW" else (n, h, w, 3)
+
+
+class Model:
+    """An ONNX image classifier ready for explanation. Build with :func:`load_model`."""
+
+    def __init__(self, proto: onnx.ModelProto, *, path: str, preprocessing: Any, labels: Any,
+                 execution_environment: str, layout: str | None, output_kind: str | None,
+                 manifest: dict | None) -> None:
+        self.path = path
+        self._proto = proto
+        self.manifest = manifest
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        graph = proto.graph
+        inits = {i.name for i in graph.initializer}
+        required = [i for i in graph.input if i.name not in inits]
+        if len(required) != 1:
+            names = [i.name for i in required]
+            raise ModelError(f"{path}: the model has {len(required)} required inputs {names}; onnxplain explains "
+                             "models with exactly one image input.")
+        inp = required[0]
+        self.input_name = inp.name
+        tt = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type") or tt.elem_type not in _DTYPES:
+            dtype_name = TensorProto.DataType.Name(tt.elem_type) if tt.elem_type else "non-tensor"
+            raise ModelError(f"{path}: input {inp.name!r} has type {dtype_name}; expected float32, float16 or uint8.")
+        self.input_dtype = np.dtype(_DTYPES[tt.elem_type])
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if len(dims) != 4:
+            raise ModelError(f"{path}: input {inp.name!r} has rank {len(dims)} (shape {_fmt(dims)}); expected an "
+                             "image batch of rank 4 (N, C, H, W) or (N, H, W, C).")
+        self.layout = _detect_layout(dims, layout, path, inp.name)
+        c_axis, hw = (1, (2, 3)) if self.layout == "NCHW" else (3, (1, 2))
+        if dims[c_axis] not in (None, 3):
+            raise ModelError(f"{path}: input {inp.name!r} has {dims[c_axis]} channels in layout {self.layout}; "
+                             "expected 3 (RGB).")
+        model_size = (dims[hw[0]], dims[hw[1]]) if None not in (dims[hw[0]], dims[hw[1]]) else None
+        self.static_batch = dims[0] if dims[0] not in (None, 0) else None
+        self.preprocessing = _pre.resolve(preprocessing, manifest=manifest, metadata=self.metadata,
+                                          model_size=model_size)
+        self._output_index, self.output_name = self._find_output(path)
+        self.output_kind, self.logits_name = self._detect_output_kind(output_kind)
+        self.execution_environment = check_choice("execution_environment", execution_environment, ENVIRONMENTS)
+        self._sessions: dict[str, Any] = {}
+        self._run_proto, self._loop = self._batchable_graph()
+        self.session  # create now: a broken graph fails at load time, not in a method
+        self.class_names = self._resolve_labels(labels)
+        self._engines: dict[str, Any] = {}
+
+    # ---- description -------------------------------------------------------------------
+    @property
+    def onnx_model(self) -> onnx.ModelProto:
+        """The ONNX graph as loaded (do not mutate)."""
+        return self._proto
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) the model takes; None when the model accepts any size and none is declared."""
+        return self.preprocessing.input_size
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The affine pixel -> native-input mapping; needs a known input size."""
+        if self.input_size is None:
+            raise ModelError(f"{self.path}: the model's input size is dynamic and none is declared; set "
+                             "preprocessing input_size.")
+        a, b = self.preprocessing.affine
+        return InputSpec(self.layout, self.input_dtype, tuple(self.input_size), self.preprocessing.channel_source, a, b)
+
+    @property
+    def device(self) -> str:
+        """"gpu" or "cpu": where the default session runs."""
+        return session_device(self.session)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary (used by ``onnxplain inspect`` and result files)."""
+        return {"path": self.path, "input": {"name": self.input_name, "layout": self.layout,
+                                             "dtype": str(self.input_dtype), "size": self.input_size,
+                                             "static_batch": self.static_batch, "batched_by_loop": self._loop},
+                "output": {"name": self.output_name, "kind": self.output_kind, "logits": self.logits_name,
+                           "num_classes": self.num_classes},
+                "preprocessing": self.preprocessing.to_dict(), "device": self.device,
+                "opset": max((o.version for o in self._proto.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+
+    # ---- sessions ----------------------------------------------------------------------
+    @property
+    def session(self):
+        """The InferenceSession for the model's own execution environment."""
+        return self.session_for(self.execution_environment)
+
+    def session_for(self, environment: str):
+        """A cached InferenceSession of the batch-ready graph for ``environment``."""
+        check_choice("execution_environment", environment, ENVIRONMENTS)
+        if environment not in self._sessions:
+            try:
+                self._sessions[environment] = make_session(self._run_proto.SerializeToString(), environment)
+            except Exception as exc:  # ORT raises its own types with long messages
+                if isinstance(exc, ValueError) and type(exc).__module__.startswith("engine"):
+                    raise
+                raise ModelError(f"{self.path}: ONNX Runtime cannot load the model: {_first_line(exc)}") from None
+        return self._sessions[environment]
+
+    # ---- images ------------------------------------------------------------------------
+    def prepare(self, image: Any) -> tuple[np.ndarray, tuple[int, int]]:
+        """Canonical image resized to the model input: (float32 (h, w, 3), original (H, W))."""
+        img = load_image(image)
+        size = self.input_size or img.shape[:2]
+        return resize_image(img, size), (int(img.shape[0]), int(img.shape[1]))
+
+    def to_native(self, pixels: np.ndarray) -> np.ndarray:
+        """Vectorised reference conversion of a float32 (N, h, w, 3) pixel batch to native input."""
+        a, b = self.preprocessing.affine
+        x = pixels[..., self.preprocessing.channel_source] * a + b
+        if self.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        if self.input_dtype == np.uint8:
+            x = np.clip(np.rint(x), 0, 255)
+        return np.ascontiguousarray(x, dtype=self.input_dtype)
+
+    # ---- inference ---------------------------------------------------------------------
+    def run_native(self, x: np.ndarray, *, environment: str | None = None) -> np.ndarray:
+        """Raw first classification output for a native input batch."""
+        session = self.session_for(environment or self.execution_environment)
+        if self._loop:
+            outs = [session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
+            return np.concatenate(outs, axis=0)
+        return session.run([self.output_name], {self.input_name: x})[0]
+
+    def scores_native(self, x: np.ndarray, *, environment: str | None = None) -> np.ndarray:
+        """Class scores (N, num_classes) float32 for a native input batch.
+
+        Scores are the model's output as it is: probabilities for a model ending in Softmax,
+        logits otherwise; a single sigmoid output p becomes the two columns (1 - p, p).
+        """
+        return self.output_to_scores(self.run_native(x, environment=environment))
+
+    def output_to_scores(self, out: np.ndarray) -> np.ndarray:
+        """Convert a raw output batch into (N, num_classes) scores."""
+        out = np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
+        if self.output_kind == "sigmoid":
+            return np.concatenate([1.0 - out, out], axis=1)
+        return out
+
+    def predict(self, images: Iterable[Any] | np.ndarray, *, mini_batch_size: int = 128,
+                environment: str | None = None, progress: Callable[[int, int | None], None] | None = None) -> np.ndarray:
+        """Class scores (N, num_classes) for images, streamed in mini-batches.
+
+        ``images`` is an array (N, H, W, 3) or any iterable of arrays/paths; only one
+        mini-batch of images is held at a time.
+        """
+        mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
+        total = len(images) if hasattr(images, "__len__") else None
+        results, done = [], 0
+        for chunk in _chunks(images, mini_batch_size):
+            pixels = np.stack([self.prepare(im)[0] for im in chunk])
+            results.append(self.scores_native(self.to_native(pixels), environment=environment))
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        if not results:
+            raise ValueError("predict() got no images.")
+        return np.concatenate(results, axis=0)
+
+    def classify(self, image: Any, top_k: int = 5) -> list[tuple[int, str, float]]:
+        """Top-k classes for one image: list of (index, name, score).
+
+        Scores are probabilities (softmax is applied to a logits output for display).
+        """
+        top_k = check_int("top_k", top_k, minimum=1)
+        pixels, _ = self.prepare(image)
+        scores = self.scores_native(self.to_native(pixels[None]))[0]
+        probs = self.probabilities(scores[None])[0]
+        order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
+        return [(int(i), self.class_names[i], float(probs[i])) for i in order]
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """Scores (N, C) as probabilities: unchanged for probability/sigmoid outputs, softmax of logits."""
+        if self.output_kind in ("probabilities", "sigmoid", "score"):
+            return scores
+        z = scores - scores.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def label_index(self, label: Any) -> int:
+        """Class index for an index or a class name (unknown names list close matches)."""
+        return resolve_label(label, self.class_names)
+
+    def label_indices(self, label: Any) -> list[int]:
+        """Indices for one label or a list of labels."""
+        if isinstance(label, (list, tuple, np.ndarray)):
+            if len(label) == 0:
+                raise ValueError("The 'label' parameter is an empty list; give at least one class.")
+            return [self.label_index(lab.item() if isinstance(lab, np.generic) else lab) for lab in label]
+        return [self.label_index(label.item() if isinstance(label, np.generic) else label)]
+
+    # ---- gradients ---------------------------------------------------------------------
+    def fused_model(self) -> onnx.ModelProto:
+        """The graph with preprocessing in front: input ``pixels`` float32 (N, h, w, 3) raw pixels."""
+        from .graph.fuse import fuse_preprocessing
+
+        return fuse_preprocessing(self._run_proto, self.input_name, self.input_spec)
+
+    def gradient_engine(self, environment: str | None = None):
+        """The cached reverse-mode engine on :meth:`fused_model` for ``environment``."""
+        env = environment or self.execution_environment
+        if env not in self._engines:
+            if self.input_dtype == np.uint8:
+                raise ModelError(f"{self.path}: the model takes uint8 input, which has no gradient; use a "
+                                 "forward-only method (LIME, occlusion, RISE, Score-CAM).")
+            from .autodiff import GradientEngine
+
+            self._engines[env] = GradientEngine(self.fused_model(), environment=env)
+        return self._engines[env]
+
+    def seed_for(self, index: int) -> np.ndarray:
+        """Weights over the raw output that select class ``index`` (sigmoid class 0 = -p)."""
+        if self.output_kind == "sigmoid":
+            return np.array([1.0 if index == 1 else -1.0], dtype=np.float32)
+        seed = np.zeros(self.num_classes, dtype=np.float32)
+        seed[index] = 1.0
+        return seed
+
+    # ---- loading helpers ---------------------------------------------------------------
+    def _find_output(self, path: str) -> tuple[int, str]:
+        for i, out in enumerate(self._proto.graph.output):
+            tt = out.type.tensor_type
+            if tt.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE):
+                return i, out.name
+        raise ModelError(f"{path}: the model has no floating-point output to explain.")
+
+    def _producer(self, name: str):
+        for node in self._proto.graph.node:
+            if name in node.output:
+                return node
+        return None
+
+    def _detect_output_kind(self, override: str | None) -> tuple[str, str | None]:
+        name = self.output_name
+        node = self._producer(name)
+        while node is not None and node.op_type in _PASS_THROUGH:
+            name = node.input[0]
+            node = self._producer(name)
+        out = self._proto.graph.output[self._output_index].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in out.shape.dim]
+        width = int(np.prod([d for d in dims[1:] if d is not None])) if len(dims) > 1 else 1
+        if override is None and self.manifest is not None:
+            override = self.manifest.get("output", {}).get("kind")
+        if override is not None:
+            kind = check_choice("output_kind", override, OUTPUT_KINDS)
+        elif node is not None and node.op_type in ("Softmax",):
+            kind = "probabilities"
+        elif node is not None and node.op_type == "Sigmoid" and width == 1:
+            kind = "sigmoid"
+        elif width == 1 and len(dims) <= 2:
+            kind = "score"
+        else:
+            kind = "logits"
+        logits = node.input[0] if node is not None and node.op_type == "Softmax" else None
+        return kind, logits
+
+    def _batchable_graph(self) -> tuple[onnx.ModelProto, bool]:
+        """The graph to run: a static batch-1 graph is rewritten to a dynamic batch when that
+        provably gives the same answers, else it is run image by image (``_loop``)."""
+        if self.static_batch is None:
+            return self._proto, False
+        if self.static_batch != 1:
+            raise ModelError(f"{self.path}: the model's input has a static batch of {self.static_batch}; "
+                             "onnxplain supports a dynamic batch or a static batch of 1.")
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self._proto)
+        for vi in list(proto.graph.input) + list(proto.graph.output):
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
+                dims[0].dim_param = "N"
+        del proto.graph.value_info[:]
+        try:
+            batched = make_session(proto.SerializeToString(), "cpu")
+            single = make_session(self._proto.SerializeToString(), "cpu")
+            shape = list(self.input_spec.native_shape(2)) if self.input_size else None
+            if shape is None:
+                raise ModelError("dynamic size")
+            rng = np.random.default_rng(0)
+            x = rng.uniform(0, 1, shape).astype(self.input_dtype)
+            both = batched.run([self.output_name], {self.input_name: x})[0]
+            each = np.concatenate([single.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(2)])
+            if both.shape == each.shape and np.allclose(both, each, rtol=1e-4, atol=1e-5):
+                return proto, False
+        except Exception as exc:  # a hard-coded batch in a Reshape is the usual reason
+            log.info("%s: batch rewrite failed (%s); running image by image", self.path, _first_line(exc))
+        log.warning("%s: the model was exported with a static batch of 1 that cannot be rewritten; images "
+                    "run one at a time (slower).", self.path)
+        return self._proto, True
+
+    def _resolve_labels(self, labels: Any) -> list[str]:
+        n_out = self._probe_width()
+        if labels is not None:
+            names = read_labels(labels)
+            where = "the labels argument"
+        elif self.manifest is not None and "labels" in self.manifest:
+            names, where = read_labels(self.manifest["labels"], where="manifest labels"), "the manifest"
+        elif "onnxplain.labels" in self.metadata:
+            try:
+                raw = json.loads(self.metadata["onnxplain.labels"])
+            except json.JSONDecodeError as exc:
+                raise ModelError(f"ONNX metadata 'onnxplain.labels' is not valid JSON: {exc}") from None
+            names, where = read_labels(raw, where="ONNX metadata 'onnxplain.labels'"), "the ONNX metadata"
+        else:
+            width = 2 if self.output_kind == "sigmoid" else n_out
+            return [str(i) for i in range(width)]
+        expected = 2 if self.output_kind == "sigmoid" else n_out
+        if len(names) != expected:
+            raise ModelError(f"{self.path}: {where} give {len(names)} class names but the model has "
+                             f"{expected} classes.")
+        return names
+
+    def _probe_width(self) -> int:
+        out = self._proto.graph.output[self._output_index].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in out.shape.dim]
+        if len(dims) >= 2 and all(d is not None for d in dims[1:]):
+            return int(np.prod(dims[1:]))
+        if self.input_size is None:
+            raise ModelError(f"{self.path}: cannot tell the number of classes (dynamic output shape and no input size).")
+        x = np.zeros(self.input_spec.native_shape(1), dtype=self.input_dtype)
+        return int(np.prod(self.run_native(x).shape[1:]))
+
+
+def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = None, labels: Any = None,
+               execution_environment: str = "auto", layout: str | None = None,
+               output_kind: str | None = None) -> Model:
+    """Load an ONNX image classifier.
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        The .onnx file; None loads the bundled EfficientNet-Lite0 (ImageNet).
+    preprocessing : {"imagenet", "none"}, mapping or Preprocessing, optional
+        Overrides the declared preprocessing. Otherwise read from a manifest beside the
+        model (``model.json`` for ``model.onnx``) or from ONNX metadata
+        ``onnxplain.preprocessing``; a model declaring none must be given one.
+    labels : list of str, or path to a .txt / .json file, optional
+        Class names; else from the manifest, ONNX metadata ``onnxplain.labels``, or indices.
+    execution_environment : {"auto", "cpu", "gpu"}
+        "auto" uses CUDA when onnxruntime-gpu and a GPU are present; "gpu" without one is an error.
+    layout : {"NCHW", "NHWC"}, optional
+        Overrides the layout detected from the input shape.
+    output_kind : {"probabilities", "logits", "sigmoid", "score"}, optional
+        Overrides the detected output kind.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelError
+        Not an ONNX file or corrupt; not exactly one required input; input not image-like.
+    """
+    path = BUNDLED_MODEL if path is None else pathlib.Path(os.fspath(path))
+    if not path.exists():
+        raise ModelError(f"model file {str(path)!r} does not exist.")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: not an ONNX model file or corrupt ({_first_line(exc)}).") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path}: not an ONNX model file or corrupt (the graph has no nodes).")
+    manifest = None
+    manifest_path = path.with_suffix(".json")
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"manifest {str(manifest_path)!r} is not valid JSON: {exc}") from None
+        if layout is None:
+            layout = manifest.get("input", {}).get("layout")
+    return Model(proto, path=str(path), preprocessing=preprocessing, labels=labels,
+                 execution_environment=execution_environment, layout=layout, output_kind=output_kind,
+                 manifest=manifest)
+
+
+def _detect_layout(dims: Sequence[int | None], override: str | None, path: str, name: str) -> str:
+    if override is not None:
+        return check_choice("layout", override, ("NCHW", "NHWC"))
+    c_first, c_last = dims[1] in (1, 3), dims[3] in (1, 3)
+    if c_first and not c_last:
+        return "NCHW"
+    if c_last and not c_first:
+        return "NHWC"
+    if c_first and c_last:
+        return "NCHW"
+    raise ModelError(f"{path}: cannot tell the layout of input {name!r} with shape {_fmt(dims)} (no axis of size 3); "
+                     "pass layout='NCHW' or 'NHWC'.")
+
+
+def _fmt(dims: Sequence[int | None]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    iterable = items if not isinstance(items, np.ndarray) or items.ndim != 3 else [items]
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,159 @@
+"""Declared preprocessing: how raw image pixels become the model's input tensor.
+
+Preprocessing is declared, never guessed. A :class:`Preprocessing` says
+
+- ``input_size`` (H, W): the size the image is resized to (bilinear), or None to take it
+  from the model's input shape (an image whose size already matches is used unchanged);
+- per channel: ``model_value = (pixel * scale - mean) / std`` where ``pixel`` is the image
+  value as given (0..255 for uint8 images);
+- ``channel_order``: "RGB" (the image's order) or "BGR" (the model expects reversed channels).
+
+Presets: ``"imagenet"`` (scale 1/255, torchvision mean/std, RGB) and ``"none"`` (identity:
+image values go to the model as they are).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._validation import check_choice
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    "imagenet": {"scale": 1.0 / 255.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+    "none": {"scale": 1.0, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
+}
+_KEYS = {"input_size", "scale", "mean", "std", "channel_order", "resize", "layout", "preset"}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Per-channel affine preprocessing plus the model input size.
+
+    Parameters
+    ----------
+    input_size : (int, int) or None
+        Target (H, W); None means "the model's static input size, else the image's own size".
+    scale : float
+        Multiplies raw pixel values first (e.g. 1/255).
+    mean, std : tuple of 3 floats
+        Subtracted / divided after scaling, in the model's channel order.
+    channel_order : {"RGB", "BGR"}
+        Channel order the model expects (images are always RGB).
+    """
+
+    input_size: tuple[int, int] | None = None
+    scale: float = 1.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self) -> None:
+        check_choice("channel_order", self.channel_order, ("RGB", "BGR"))
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if len(value) != 3:
+                raise ValueError(f"preprocessing {key!r} must have 3 values (one per channel); got {list(value)}.")
+        if any(s == 0 for s in self.std):
+            raise ValueError(f"preprocessing 'std' must be non-zero; got {list(self.std)}.")
+        if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 1):
+            raise ValueError(f"preprocessing 'input_size' must be (H, W) with positive sizes; got {self.input_size}.")
+
+    @property
+    def channel_source(self) -> np.ndarray:
+        """For each model channel, the index of the RGB image channel it reads (int64, (3,))."""
+        return np.array([0, 1, 2] if self.channel_order == "RGB" else [2, 1, 0], dtype=np.int64)
+
+    @property
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b), float32 (3,) each, in model channel order: model_value = a * pixel + b."""
+        std = np.asarray(self.std, dtype=np.float64)
+        a = self.scale / std
+        b = -np.asarray(self.mean, dtype=np.float64) / std
+        return a.astype(np.float32), b.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly description."""
+        d = asdict(self)
+        d["input_size"] = list(self.input_size) if self.input_size else None
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+def preset(name: str, input_size: tuple[int, int] | None = None) -> Preprocessing:
+    """Return the preset ``"imagenet"`` or ``"none"``."""
+    check_choice("preprocessing", name, tuple(_PRESETS))
+    return Preprocessing(input_size=input_size, name=name, **_PRESETS[name])
+
+
+def from_mapping(spec: Mapping[str, Any], *, where: str) -> Preprocessing:
+    """Build a Preprocessing from a manifest/metadata mapping; ``where`` names the source for errors."""
+    unknown = set(spec) - _KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown preprocessing keys {sorted(unknown)}; expected some of {sorted(_KEYS)}.")
+    size = spec.get("input_size")
+    size = (int(size[0]), int(size[1])) if size else None
+    if "preset" in spec:
+        base = preset(spec["preset"], size)
+        extra = {k: spec[k] for k in ("scale", "mean", "std", "channel_order") if k in spec}
+        if not extra:
+            return base
+        spec = {**base.to_dict(), **extra}
+    try:
+        return Preprocessing(
+            input_size=size,
+            scale=float(spec.get("scale", 1.0)),
+            mean=tuple(float(v) for v in _three(spec.get("mean", 0.0))),
+            std=tuple(float(v) for v in _three(spec.get("std", 1.0))),
+            channel_order=str(spec.get("channel_order", "RGB")).upper(),
+            name=where,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: invalid preprocessing: {exc}") from None
+
+
+def _three(v: Any) -> list[float]:
+    if isinstance(v, (int, float)):
+        return [v, v, v]
+    v = list(v)
+    return v * 3 if len(v) == 1 else v
+
+
+def resolve(preprocessing: Any, *, manifest: Mapping[str, Any] | None, metadata: Mapping[str, str],
+            model_size: tuple[int, int] | None) -> Preprocessing:
+    """Pick the preprocessing: argument, else manifest, else ONNX metadata, else an error.
+
+    A model without declared preprocessing and without an argument is refused: guessing
+    would silently give wrong explanations.
+    """
+    if isinstance(preprocessing, Preprocessing):
+        result = preprocessing
+    elif isinstance(preprocessing, str):
+        result = preset(preprocessing)
+    elif isinstance(preprocessing, Mapping):
+        result = from_mapping(preprocessing, where="preprocessing argument")
+    elif preprocessing is not None:
+        raise TypeError("The 'preprocessing' parameter must be 'imagenet', 'none', a mapping or a "
+                        f"Preprocessing; got {type(preprocessing).__name__}.")
+    elif manifest is not None and "preprocessing" in manifest:
+        result = from_mapping(manifest["preprocessing"], where="manifest preprocessing")
+    elif "onnxplain.preprocessing" in metadata:
+        try:
+            spec = json.loads(metadata["onnxplain.preprocessing"])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"ONNX metadata 'onnxplain.preprocessing' is not valid JSON: {exc}") from None
+        result = from_mapping(spec, where="ONNX metadata 'onnxplain.preprocessing'")
+    else:
+        raise ValueError(
+            "The model declares no preprocessing (no manifest beside it, no 'onnxplain.preprocessing' "
+            "ONNX metadata); pass preprocessing='imagenet', 'none' or a mapping with "
+            "scale/mean/std/channel_order.")
+    if result.input_size is None and model_size is not None:
+        result = Preprocessing(model_size, result.scale, result.mean, result.std, result.channel_order, result.name)
+    if result.input_size is not None and model_size is not None and tuple(result.input_size) != tuple(model_size):
+        raise ValueError(f"preprocessing input_size {tuple(result.input_size)} does not match the model's "
+                         f"static input size {tuple(model_size)}.")
+    return result
