@@ -10,10 +10,10 @@ import logging
 import sys
 from typing import Sequence
 
-from . import basic
+from . import basic, explain
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic]
+COMMANDS = [basic, explain]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,70 @@
+"""``onnxplain explain``: every method on one image, written into one folder.
+
+With no arguments it explains the bundled model's decision on the bundled photograph
+with light settings chosen so the whole job takes about a minute on 2 CPU cores; each
+method's own command has the heavier options.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pathlib
+import sys
+import time
+
+from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
+                      parse_label, write_result)
+
+#: (name, module under engine.cli, function, overlay kind). Each function is
+#: ``explain_default(model, image, label, progress) -> Explanation``.
+METHODS: list[tuple[str, str, str, str]] = []
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("explain", help="explain one image with every method (default: bundled model and image)")
+    add_model_args(p)
+    p.add_argument("--label", "-l", nargs="+", default=None, help="class index or name (default: top class)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="subset of methods to run (default: all): " + ", ".join(m[0] for m in METHODS))
+    add_output_args(p, "onnxplain-out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [m[0] for m in METHODS]
+    chosen = args.methods or names
+    unknown = [m for m in chosen if m not in names]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {names}.")
+    t0 = time.perf_counter()
+    model = model_from_args(args)
+    image, stem = image_from_args(args)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    top = model.classify(image, top_k=5)
+    label = parse_label(args.label)
+    label = top[0][0] if label is None else label
+    print(f"model  {model.path} ({model.device})")
+    print(f"image  {stem} {image.shape[1]}x{image.shape[0]}; top-5: "
+          + ", ".join(f"{n} ({i}) {s:.3f}" for i, n, s in top))
+    summary = {"model": model.describe(), "image": stem, "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
+               "label": label, "methods": {}}
+    for name, module, func, kind in METHODS:
+        if name not in chosen:
+            continue
+        fn = getattr(importlib.import_module(f"engine.cli.{module}"), func)
+        bar = ProgressBar(name, enabled=not args.no_progress)
+        t = time.perf_counter()
+        result = fn(model, image, label, bar)
+        bar.close()
+        files = write_result(result, image, out, f"{stem}_{name}", kind=kind, model=model,
+                             boundaries=result.extras.get("feature_map") if name == "lime" else None)
+        elapsed = time.perf_counter() - t
+        summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **result.summary()}
+        print(f"{name:<22} {elapsed:6.2f} s  -> {files[0]}")
+        sys.stdout.flush()
+    summary["total_seconds"] = round(time.perf_counter() - t0, 3)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"done in {summary['total_seconds']:.1f} s; summary: {out / 'summary.json'}")
+    return 0
