@@ -146,6 +146,15 @@ class Model:
                 "preprocessing": self.preprocessing.to_dict(), "device": self.device,
                 "opset": max((o.version for o in self._proto.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
+    def with_graph(self, proto: onnx.ModelProto, *, path: str | None = None) -> "Model":
+        """A Model on another graph with this model's preprocessing, labels, layout and output kind.
+
+        For derived graphs: randomised weights (sanity checks), quantized or float16 builds.
+        """
+        return Model(proto, path=path or f"{self.path} (derived)", preprocessing=self.preprocessing,
+                     labels=list(self.class_names), execution_environment=self.execution_environment,
+                     layout=self.layout, output_kind=self.output_kind, manifest=None)
+
     # ---- sessions ----------------------------------------------------------------------
     @property
     def session(self):
