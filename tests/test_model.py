@@ -236,3 +236,22 @@ def test_exported_zoo_models_load_nhwc_and_static_batch():
         batched = model.scores_native(model.to_native(pixels))
         single = np.concatenate([model.scores_native(model.to_native(pixels[i:i + 1])) for i in range(3)])
         np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(layout="NCHW"), dict(layout="NHWC"), dict(dtype="float16"),
+                                dict(layout="NCHW", pre={"preset": "imagenet", "channel_order": "BGR"})])
+def test_fused_preprocessing_graph_equals_preprocess_then_run(folder, kw):
+    """Oracle: Model.to_native followed by the original graph (the fused graph must compute the same)."""
+    import onnxruntime as ort
+
+    pre = kw.pop("pre", NONE)
+    model = _load(folder, "fuse_" + "_".join(f"{k}{v}" for k, v in kw.items()) + str(len(str(pre))),
+                  preprocessing=pre, **kw)
+    fused = model.fused_model()
+    onnx.checker.check_model(fused, full_check=True)
+    assert model.onnx_model.graph.input[0].name == "image"  # the original is not mutated
+    sess = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(9).uniform(0, 255, (3, 8, 8, 3)).astype(np.float32)
+    out = sess.run([model.output_name], {"pixels": pixels})[0]
+    ref = model.run_native(model.to_native(pixels))
+    np.testing.assert_allclose(out, ref, rtol=1e-3 if "dtype" in kw else 1e-5, atol=1e-3)
