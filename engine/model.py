@@ -273,17 +273,23 @@ class Model:
 
         return fuse_preprocessing(self._run_proto, self.input_name, self.input_spec)
 
-    def gradient_engine(self, environment: str | None = None):
-        """The cached reverse-mode engine on :meth:`fused_model` for ``environment``."""
+    def gradient_engine(self, environment: str | None = None, keep: Sequence[str] = ()):
+        """The cached reverse-mode engine on :meth:`fused_model` for ``environment``.
+
+        ``keep`` names inner tensors that graph preparation must not fold away or rename
+        (layers a method will ask for); one engine is cached per (environment, keep).
+        """
         env = environment or self.execution_environment
-        if env not in self._engines:
+        key = (env, tuple(sorted(set(keep))))
+        if key not in self._engines:
             if self.input_dtype == np.uint8:
                 raise ModelError(f"{self.path}: the model takes uint8 input, which has no gradient; use a "
                                  "forward-only method (LIME, occlusion, RISE, Score-CAM).")
             from .autodiff import GradientEngine
+            from .runtime import providers_for
 
-            self._engines[env] = GradientEngine(self.fused_model(), environment=env)
-        return self._engines[env]
+            self._engines[key] = GradientEngine(self.fused_model(), providers=providers_for(env), keep=list(key[1]))
+        return self._engines[key]
 
     def seed_for(self, index: int) -> np.ndarray:
         """Weights over the raw output that select class ``index`` (sigmoid class 0 = -p)."""

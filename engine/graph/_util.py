@@ -11,12 +11,9 @@ from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 from .errors import GraphError
 
 MIN_OPSET = 13
+# IR version for small probe models built here (onnxruntime 1.17+ reads IR 9).
+PROBE_IR_VERSION = 8
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-
-# A static shape: ints for known sizes, None for a size that depends on the batch size
-# (or is unknown).
-Shape = tuple
-
 
 def copy_model(model: ModelProto) -> ModelProto:
     """A deep copy, so rewrites never touch the caller's proto."""
@@ -238,6 +235,19 @@ def batched_shapes(model: ModelProto) -> dict[str, tuple[tuple | None, int]]:
     """
     a = infer(with_batch(model, 2))
     b = infer(with_batch(model, 3))
+    produced = [o for n in model.graph.node for o in n.output if o]
+    unknown = [o for o in produced if a.get(o, (None, 0))[0] is None
+               or any(not isinstance(d, int) for d in a[o][0])
+               or b.get(o, (None, 0))[0] is None
+               or any(not isinstance(d, int) for d in b[o][0])]
+    if unknown:
+        # onnx inference gives up on data-dependent shapes (e.g. Expand fed by Where);
+        # onnxruntime knows them: run at both batch sizes and read the actual shapes.
+        ra, rb = runtime_shapes(model, unknown, 2), runtime_shapes(model, unknown, 3)
+        for name in unknown:
+            if name in ra and name in rb:
+                a[name] = (ra[name][0], ra[name][1])
+                b[name] = (rb[name][0], rb[name][1])
     out = {}
     for name, (sa, ta) in a.items():
         sb = b.get(name, (None, ta))[0]
@@ -275,3 +285,34 @@ def unique_namer(graph: onnx.GraphProto, prefix: str):
                 return name
 
     return fresh
+
+
+def runtime_shapes(model: ModelProto, names: list[str], batch: int) -> dict:
+    """Actual shapes of tensors when the model runs on zeros at the given batch size."""
+    import onnxruntime as ort
+
+    m = with_batch(model, batch)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            m.graph.output.append(helper.make_empty_tensor_value_info(name))
+    feeds = {}
+    for vi in real_inputs(m.graph):
+        dims = value_info_shape(vi)
+        if dims is None or any(not isinstance(d, int) for d in dims):
+            return {}
+        feeds[vi.name] = np.zeros(dims, np_dtype(vi.type.tensor_type.elem_type))
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        res = sess.run(names, feeds)
+    except Exception:
+        return {}
+    out = {}
+    for name, value in zip(names, res):
+        value = np.asarray(value)
+        out[name] = (tuple(int(d) for d in value.shape),
+                     helper.np_dtype_to_tensor_dtype(value.dtype))
+    return out

@@ -1,0 +1,141 @@
+"""Run gradients of an ONNX model in onnxruntime: prepare once, reverse per request."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+from onnx import ModelProto
+
+from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model
+from .graph._util import real_inputs
+from .graph.errors import GraphError
+from .graph.reverse import RELU_MODES, SEED
+
+log = logging.getLogger(__name__)
+
+
+class GradientEngine:
+    """Gradients of one ONNX model, with one cached session per gradient request.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The exported model; not modified.
+    providers : list, optional
+        onnxruntime execution providers (default CPU).
+    session_options : onnxruntime.SessionOptions, optional
+        Used for every session the engine creates.
+    input_shape : dict, optional
+        Passed to :func:`prepare_model` (needed when non-batch dims are symbolic).
+    prepare : bool
+        Run :func:`prepare_model` (default). Pass False for an already prepared model.
+    keep : sequence of str
+        Tensor names that preparation must keep (layers that will be asked for).
+    """
+
+    def __init__(self, model: ModelProto, providers: Sequence[Any] | None = None,
+                 session_options: Any = None, *, input_shape=None, prepare: bool = True,
+                 keep: Sequence[str] = ()):
+        self.model = prepare_model(model, input_shape, keep=keep) if prepare else model
+        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self.session_options = session_options
+        inputs = real_inputs(self.model.graph)
+        self.input_name = inputs[0].name
+        self.output_name = self.model.graph.output[0].name
+        self.fixed_batch = fixed_batch(self.model)
+        self._sessions: dict[tuple, Any] = {}
+
+    def _session(self, model: ModelProto):
+        import onnxruntime as ort
+
+        return ort.InferenceSession(model.SerializeToString(), self.session_options,
+                                    providers=self.providers)
+
+    def forward(self, inputs: np.ndarray, outputs: Sequence[str] | None = None
+                ) -> dict[str, np.ndarray]:
+        """Run the prepared model.
+
+        Parameters
+        ----------
+        inputs : ndarray
+            The batch for the first graph input.
+        outputs : sequence of str, optional
+            Tensor names to return (graph outputs or inner tensors); default all outputs.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        from .graph import tap_model
+
+        names = tuple(outputs) if outputs else tuple(o.name for o in self.model.graph.output)
+        key = ("forward", names)
+        if key not in self._sessions:
+            self._sessions[key] = self._session(tap_model(self.model, list(names)))
+        sess = self._sessions[key]
+        res = self._run(sess, {self.input_name: inputs}, list(names))
+        return dict(zip(names, res))
+
+    def run(self, inputs: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
+            activations: Sequence[str] = (), reduction: str | None = None,
+            relu_mode: str = "standard", rectifiers: Sequence[str] = ("Relu", "Clip")
+            ) -> dict[str, np.ndarray]:
+        """Forward pass plus d(sum(seed * reduction))/d(wrt), per sample.
+
+        Parameters
+        ----------
+        inputs : ndarray, shape (N, ...)
+            The batch for the first graph input.
+        seed : ndarray, shape like the reduction tensor (N, ...)
+            Per-sample weights of the reduction tensor (a one-hot row selects a class).
+        wrt : sequence of str, optional
+            Tensors to differentiate with respect to (default: the input).
+        activations : sequence of str
+            Inner tensors to return as well.
+        reduction : str, optional
+            The reduced tensor; default the first model output.
+        relu_mode : {"standard", "guided", "deconvnet"}
+        rectifiers : sequence of {"Relu", "Clip"}
+            See :func:`build_gradient_model`.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``"output"`` (first model output), ``"reduction"``, each activation name,
+            and ``"grad:<name>"`` (float32, shaped like the tensor) for each wrt name.
+        """
+        if relu_mode not in RELU_MODES:
+            raise ValueError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
+                             f"got {relu_mode!r}")
+        wrt = tuple(wrt) if wrt is not None else (self.input_name,)
+        reduction = reduction or self.output_name
+        key = ("grad", wrt, tuple(activations), reduction, relu_mode, tuple(rectifiers))
+        if key not in self._sessions:
+            gm = build_gradient_model(self.model, reduction=reduction, wrt=wrt,
+                                      activations=activations, relu_mode=relu_mode,
+                                      rectifiers=rectifiers)
+            self._sessions[key] = self._session(gm)
+        sess = self._sessions[key]
+        inputs = np.asarray(inputs, dtype=np.float32)
+        seed = np.asarray(seed, dtype=np.float32)
+        if seed.shape[0] != inputs.shape[0]:
+            raise ValueError(f"The 'seed' parameter must have one row per input sample "
+                             f"({inputs.shape[0]}); got shape {seed.shape}")
+        names = [self.output_name, reduction, *activations, *(gradient_name(w) for w in wrt)]
+        res = self._run(sess, {self.input_name: inputs, SEED: seed}, names)
+        out = {"output": res[0], "reduction": res[1]}
+        for name, value in zip(names[2:], res[2:]):
+            out[name] = value
+        return out
+
+    def _run(self, sess, feeds: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """session.run, one sample at a time when the prepared graph is pinned to batch 1."""
+        n = next(iter(feeds.values())).shape[0]
+        if self.fixed_batch is None or self.fixed_batch == n:
+            return sess.run(names, feeds)
+        if self.fixed_batch != 1:
+            raise GraphError(f"the prepared model is fixed to batch {self.fixed_batch}; got "
+                             f"a batch of {n}")
+        parts = [sess.run(names, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(n)]
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(names))]

@@ -1,0 +1,13 @@
+"""Pure ModelProto -> ModelProto rewrites: prepare (fold + verify), tap, reverse (VJP)."""
+from .analysis import articulation_tensors
+from .check import gradcheck
+from .errors import GraphError
+from .prepare import fixed_batch, prepare_model, verify_equivalent
+from .reverse import RELU_MODES, build_gradient_model, gradient_name
+from .tap import TensorInfo, list_tensors, tap_model
+
+__all__ = [
+    "GraphError", "RELU_MODES", "TensorInfo", "articulation_tensors", "build_gradient_model",
+    "fixed_batch", "gradcheck", "gradient_name", "list_tensors", "prepare_model", "tap_model",
+    "verify_equivalent",
+]

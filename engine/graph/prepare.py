@@ -1,0 +1,593 @@
+"""Prepare an exported classifier for gradient building: pin shapes, fold, verify.
+
+Exporters leave shape arithmetic in graphs (TF "same" padding computed from ``x.shape``,
+torch's decomposed LRN with an ``If``, ``Flatten`` as ``Shape/Gather/Concat/Reshape``). The
+reverse-mode builder needs every non-batch size to be static, so :func:`prepare_model`
+folds those chains away and then proves, numerically, that nothing changed.
+
+Batch handling: the folding runs twice, at batch 2 and at batch 3. Folded values that
+agree are batch-independent constants; a value that differs depends on the batch size and
+is rewritten into a batch-agnostic form where the data flow allows it (a ``Reshape`` shape
+entry equal to the batch becomes ``0`` when the data's own dim at that position is the
+batch, else ``-1``; an ``Expand`` entry becomes ``1``). Anything else is refused with a
+message asking for a concrete batch. The prepared graph therefore keeps a symbolic batch
+``N`` and is verified at batch 1 and batch 2 (batch 2 against two batch-1 runs).
+
+Graphs exported with a static batch of 1 get their constant ``Reshape`` shapes that start
+with the hard-coded 1 rewritten to ``0`` (copy the batch) when the data's dim 0 is the
+batch; if the graph still does not run batched (e.g. a folded ``[1, 1, D]`` class token
+concatenated to the patch tokens), the prepared graph keeps batch 1 and records
+``onnxplain.fixed_batch = 1`` in its metadata so callers run one sample at a time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import ModelProto, helper, numpy_helper
+
+from . import _util as U
+from .errors import GraphError, node_error
+
+log = logging.getLogger(__name__)
+
+FIXED_BATCH_KEY = "onnxplain.fixed_batch"
+BATCH_DIM = "N"
+# Non-deterministic ops must never be folded.
+_NO_FOLD = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+            "Multinomial", "Bernoulli", "Loop", "Scan", "If", "SequenceConstruct"}
+_MAX_FOLD_ELEMENTS = 1 << 20
+
+
+def prepare_model(
+    model: ModelProto,
+    input_shape: Mapping[str, Sequence[int | str | None]] | None = None,
+    *,
+    verify: bool = True,
+    keep: Sequence[str] = (),
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> ModelProto:
+    """Pin input shapes, fold constants and shape subgraphs, and verify the result.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The exported model; never modified.
+    input_shape : dict of str to list, optional
+        Shape per graph input. Dim 0 may be an int (the graph is then fixed to that batch)
+        or ``"N"``/None (symbolic batch, the default). Other dims must be ints where the
+        model leaves them symbolic.
+    verify : bool
+        Compare outputs of the original and the prepared model on random inputs in
+        onnxruntime (batch 1, and batch 2 when batched) and raise on mismatch.
+    keep : sequence of str
+        Intermediate tensor names that must survive (e.g. layers the user may tap).
+        Graph outputs always survive.
+    rtol, atol : float
+        Verification tolerance: ``max|a - b| <= atol + rtol * max|a|`` per output.
+
+    Returns
+    -------
+    onnx.ModelProto
+        A new model, opset >= 13, shape-inferred, with the same input and output names.
+
+    Raises
+    ------
+    GraphError
+        On a symbolic non-batch input dim, a batch-dependent fold that cannot be made
+        batch-agnostic, a kept name that does not exist, or a verification mismatch.
+    """
+    original = U.copy_model(model)
+    m = U.ensure_opset(U.copy_model(model))
+    _drop_initializer_inputs(m)
+    _check_keep(m, keep)
+    batch, static1 = _pin_inputs(m, input_shape)
+    keep_names = list(dict.fromkeys(list(keep) + [o.name for o in m.graph.output]))
+
+    def build(fixed: int | None) -> ModelProto:
+        g = U.copy_model(m)
+        if fixed is not None:
+            _set_batch(g, fixed)
+            g = _fold(g, (fixed,), keep_names)
+        else:
+            if static1:
+                g = _debatch_reshapes(g)
+            g = _fold(g, (2, 3), keep_names)
+        g = _ort_basic(g, keep_names)
+        return _finalize(g, fixed)
+
+    prepared = build(batch)
+    if batch is None and static1:
+        # A graph exported at batch 1 may hide the batch in constants we cannot see through.
+        try:
+            _check_batch_consistency(prepared, rtol, atol)
+        except GraphError as exc:
+            log.warning("graph exported with static batch 1 does not run batched after "
+                        "preparation (%s); keeping batch 1", exc)
+            batch = 1
+            prepared = build(1)
+    if batch is not None:
+        prepared.metadata_props.append(
+            onnx.StringStringEntryProto(key=FIXED_BATCH_KEY, value=str(batch)))
+    if verify:
+        verify_equivalent(original, prepared, rtol=rtol, atol=atol)
+    return prepared
+
+
+def fixed_batch(model: ModelProto) -> int | None:
+    """The batch size a prepared model is pinned to, or None for a symbolic batch."""
+    for p in model.metadata_props:
+        if p.key == FIXED_BATCH_KEY:
+            return int(p.value)
+    return None
+
+
+def verify_equivalent(
+    original: ModelProto,
+    prepared: ModelProto,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    seed: int = 0,
+) -> None:
+    """Raise GraphError unless prepared computes the original's outputs.
+
+    Runs both on the same standard-normal inputs at batch 1 (and batch 2 where both
+    graphs accept it); for a symbolic-batch prepared graph also checks that a batch of 2
+    equals two batch-1 runs.
+    """
+    rng = np.random.default_rng(seed)
+    orig_sess = _session(original)
+    prep_sess = _session(prepared)
+    orig_static1 = any((U.value_info_shape(i) or (None,))[0] == 1
+                       for i in U.real_inputs(original.graph))
+    batches = [1] if orig_static1 or fixed_batch(prepared) == 1 else [1, 2]
+    for b in batches:
+        feeds = _random_feeds(prep_sess, b, rng)
+        want = dict(zip([o.name for o in orig_sess.get_outputs()], orig_sess.run(None, feeds)))
+        got = dict(zip([o.name for o in prep_sess.get_outputs()], prep_sess.run(None, feeds)))
+        for name, a in want.items():
+            if name not in got:
+                raise GraphError(f"prepared model lost output {name!r}")
+            _compare(name, a, got[name], rtol, atol, f"original vs prepared at batch {b}")
+    if fixed_batch(prepared) is None:
+        _check_batch_consistency(prepared, rtol, atol)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _compare(name, want, got, rtol, atol, what):
+    want = np.asarray(want)
+    got = np.asarray(got)
+    if want.shape != got.shape:
+        raise GraphError(f"{what}: output {name!r} has shape {got.shape}, expected {want.shape}")
+    if want.dtype.kind not in "fc":
+        if not np.array_equal(want, got):
+            raise GraphError(f"{what}: output {name!r} differs")
+        return
+    err = float(np.max(np.abs(want.astype(np.float64) - got))) if want.size else 0.0
+    scale = float(np.max(np.abs(want))) if want.size else 0.0
+    if not np.isfinite(err) or err > atol + rtol * scale:
+        raise GraphError(
+            f"{what}: output {name!r} differs by max |diff| {err:.3g} "
+            f"(allowed {atol + rtol * scale:.3g} = atol {atol:g} + rtol {rtol:g} * {scale:.3g})")
+
+
+def _check_batch_consistency(model: ModelProto, rtol: float, atol: float) -> None:
+    """A batch of 2 must equal two batch-1 runs."""
+    sess = _session(model)
+    rng = np.random.default_rng(1)
+    feeds = _random_feeds(sess, 2, rng)
+    try:
+        both = sess.run(None, feeds)
+    except Exception as exc:
+        raise GraphError(f"prepared model does not run at batch 2: {exc}") from exc
+    for k in range(2):
+        one = sess.run(None, {n: v[k:k + 1] for n, v in feeds.items()})
+        for out, a, b in zip(sess.get_outputs(), one, both):
+            _compare(out.name, a, b[k:k + 1], rtol, atol, f"batch 2 row {k} vs batch 1")
+
+
+def _session(model: ModelProto):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise GraphError(f"onnxruntime cannot load the model: {exc}") from exc
+
+
+def _random_feeds(sess, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for i in sess.get_inputs():
+        dims = [batch if k == 0 else d for k, d in enumerate(i.shape)]
+        if any(not isinstance(d, int) for d in dims):
+            raise GraphError(f"input {i.name!r} has non-static shape {i.shape}")
+        if "float" in i.type:
+            dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                     "tensor(float16)": np.float16}.get(i.type, np.float32)
+            feeds[i.name] = rng.standard_normal(dims).astype(dtype)
+        elif "uint8" in i.type:
+            feeds[i.name] = rng.integers(0, 256, dims).astype(np.uint8)
+        else:
+            raise GraphError(f"input {i.name!r} has type {i.type}; only float and uint8 "
+                             "inputs can be verified")
+    return feeds
+
+
+def _drop_initializer_inputs(m: ModelProto) -> None:
+    """Old IR versions list initializers as inputs; they are constants, not inputs."""
+    inits = U.initializer_names(m.graph)
+    keep = [i for i in m.graph.input if i.name not in inits]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+
+
+def _check_keep(m: ModelProto, keep: Sequence[str]) -> None:
+    names = {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}
+    missing = [k for k in keep if k not in names]
+    if missing:
+        raise GraphError(f"keep names not produced by the graph: {missing}")
+
+
+def _pin_inputs(m: ModelProto, input_shape) -> tuple[int | None, bool]:
+    """Write the requested shapes; return (concrete batch or None, exported-at-batch-1)."""
+    given = dict(input_shape or {})
+    inputs = U.real_inputs(m.graph)
+    unknown = set(given) - {i.name for i in inputs}
+    if unknown:
+        raise GraphError(f"input_shape names unknown inputs {sorted(unknown)}; "
+                         f"graph inputs are {[i.name for i in inputs]}")
+    batch = None
+    static1 = False
+    for vi in inputs:
+        model_dims = list(U.value_info_shape(vi) or ())
+        dims = list(given.get(vi.name, model_dims))
+        if model_dims and len(dims) != len(model_dims):
+            raise GraphError(f"input_shape[{vi.name!r}] has rank {len(dims)}; the model "
+                             f"input has rank {len(model_dims)} ({model_dims})")
+        if not dims:
+            raise GraphError(f"input {vi.name!r} has no shape; pass input_shape")
+        for k, d in enumerate(dims[1:], start=1):
+            if not isinstance(d, (int, np.integer)) or d <= 0:
+                raise GraphError(
+                    f"input {vi.name!r} dim {k} is {d!r}; every non-batch dim must be a "
+                    f"positive int (pass input_shape={{{vi.name!r}: [...]}})")
+        d0 = dims[0]
+        if isinstance(d0, (int, np.integer)) and vi.name in given:
+            batch = int(d0)
+        elif isinstance(d0, (int, np.integer)) and int(d0) == 1:
+            static1 = True
+            dims[0] = BATCH_DIM
+        elif isinstance(d0, (int, np.integer)):
+            batch = int(d0)
+        else:
+            dims[0] = BATCH_DIM
+        U.set_dims(vi, dims)
+    return batch, static1
+
+
+def _set_batch(m: ModelProto, batch: int) -> None:
+    for vi in U.real_inputs(m.graph):
+        dims = list(U.value_info_shape(vi))
+        dims[0] = batch
+        U.set_dims(vi, dims)
+
+
+def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> ModelProto:
+    """Fold Constant/Shape/Size/If-on-constant and small all-constant nodes, to a fixpoint.
+
+    The graph is evaluated at every batch size in ``batches`` in lockstep. A node whose
+    values agree across them becomes an initializer. An integer vector that differs (a
+    shape that contains the batch) is remembered per batch but its node stays; at the end
+    its Reshape/Expand consumers get a batch-agnostic constant where possible
+    (:func:`_batch_agnostic`), and the dynamic chain is kept where not.
+    """
+    m = U.copy_model(model)
+    _set_batch(m, BATCH_DIM)
+    g = m.graph
+    keep = set(keep)
+    dyn: dict[str, list[np.ndarray]] = {}
+    for _ in range(100):
+        shapes = [U.infer(U.with_batch(m, b)) for b in batches]
+        consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        changed = False
+        new_nodes = []
+        for node in U.topo_sort(g):
+            if node.op_type == "If" and node.input[0] in consts and not any(
+                    o in keep for o in node.output):
+                cond = bool(np.asarray(consts[node.input[0]]).reshape(-1)[0])
+                nodes, inits = _inline_branch(
+                    node, U.attr(node, "then_branch" if cond else "else_branch"))
+                new_nodes.extend(nodes)
+                g.initializer.extend(inits)
+                consts.update({t.name: numpy_helper.to_array(t) for t in inits})
+                changed = True
+                continue
+            if any(o in dyn for o in node.output):
+                new_nodes.append(node)
+                continue
+            values = [_try_fold(node, consts, dyn, k, shapes[k], keep)
+                      for k in range(len(batches))]
+            if any(v is None for v in values):
+                new_nodes.append(node)
+                continue
+            changed = True
+            same = all(set(v) == set(values[0]) and all(
+                v[o].shape == values[0][o].shape and np.array_equal(v[o], values[0][o])
+                for o in v) for v in values[1:])
+            if same:
+                for name, value in values[0].items():
+                    g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+                    consts[name] = value
+                continue
+            new_nodes.append(node)
+            for name in values[0]:
+                v0 = values[0][name]
+                if v0.dtype.kind in "iu" and v0.ndim <= 1:
+                    dyn[name] = [v[name] for v in values]
+        del g.node[:]
+        g.node.extend(new_nodes)
+        if not changed:
+            break
+    if dyn:
+        shapes = [U.infer(U.with_batch(m, b)) for b in batches]
+        replaced = {}
+        for node in g.node:
+            if any(o in dyn for o in node.output):
+                continue
+            for k, i in enumerate(node.input):
+                if i not in dyn:
+                    continue
+                try:
+                    fixed = _batch_agnostic(node, k, dyn[i][0], dyn[i][1], shapes[0], shapes[1])
+                except GraphError as exc:
+                    log.debug("keeping a dynamic shape chain: %s", exc)
+                    continue
+                name = f"{i}__batch_agnostic_{len(replaced)}"
+                replaced[name] = fixed
+                node.input[k] = name
+        for name, value in replaced.items():
+            g.initializer.append(numpy_helper.from_array(value.astype(np.int64), name))
+    _remove_unused(m)
+    if len(batches) == 1:
+        _set_batch(m, batches[0])
+    return m
+
+
+def _try_fold(node, consts, dyn, k, shapes, keep):
+    """Values for the node's outputs at the k-th batch size, or None."""
+    if any(o in keep for o in node.output):
+        return None
+    op = node.op_type
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if op == "Constant":
+        return {node.output[0]: U.constant_node_value(node)}
+    if op in ("Shape", "Size"):
+        shape = shapes.get(node.input[0], (None, 0))[0]
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            return None
+        if op == "Size":
+            return {node.output[0]: np.array(int(np.prod(shape)), dtype=np.int64)}
+        start = U.attr(node, "start", 0)
+        end = U.attr(node, "end", None)
+        return {node.output[0]: np.array(shape[start:end], dtype=np.int64)}
+    if op in _NO_FOLD or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                             for a in node.attribute):
+        return None
+    ins = [i for i in node.input if i]
+    if not ins or not all(i in consts or i in dyn for i in ins):
+        return None
+    values = {i: (consts[i] if i in consts else dyn[i][k]) for i in ins}
+    if sum(v.size for v in values.values()) > _MAX_FOLD_ELEMENTS:
+        return None  # big weight transforms are left to onnxruntime's folding
+    for o in node.output:
+        s = shapes.get(o, (None, 0))[0]
+        if s is not None and all(isinstance(d, int) for d in s) and np.prod(s) > _MAX_FOLD_ELEMENTS:
+            return None
+    return _evaluate(node, values)
+
+
+def _evaluate(node, values):
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+              for i, v in values.items()]
+    outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
+               for o in node.output if o]
+    graph = helper.make_graph([node], "fold", inputs, outputs)
+    try:
+        ev = ReferenceEvaluator(helper.make_model(graph))
+        res = ev.run(None, values)
+    except Exception as exc:  # an op the reference runtime lacks: leave it in the graph
+        log.debug("not folding %s (%s): %s", node.name, node.op_type, exc)
+        return None
+    return {o: np.asarray(r) for o, r in zip([o for o in node.output if o], res)}
+
+
+def _inline_branch(node, branch: onnx.GraphProto):
+    """The branch's nodes (local names made unique) writing the If's outputs."""
+    prefix = f"{node.name or node.output[0]}/"
+    local = {t.name for t in branch.initializer} | {o for n in branch.node for o in n.output}
+    rename = {name: prefix + name for name in local}
+    nodes = []
+    for n in branch.node:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name = prefix + (n.name or n.output[0])
+        for k, i in enumerate(c.input):
+            c.input[k] = rename.get(i, i)
+        for k, o in enumerate(c.output):
+            c.output[k] = rename.get(o, o)
+        nodes.append(c)
+    inits = []
+    for t in branch.initializer:
+        c = onnx.TensorProto()
+        c.CopyFrom(t)
+        c.name = rename[t.name]
+        inits.append(c)
+    for out, bo in zip(node.output, branch.output):
+        nodes.append(helper.make_node("Identity", [rename.get(bo.name, bo.name)], [out],
+                                      name=f"{prefix}out_{out}"))
+    return [nodes, inits]
+
+
+def _remove_unused(m: ModelProto) -> None:
+    """Drop nodes and initializers that no graph output depends on."""
+    g = m.graph
+    needed = {o.name for o in g.output}
+    keep_nodes = []
+    for node in reversed(U.topo_sort(g)):
+        if any(o in needed for o in node.output):
+            keep_nodes.append(node)
+            needed.update(i for i in node.input if i)
+            needed.update(U.subgraph_inputs(node))
+    keep_nodes.reverse()
+    del g.node[:]
+    g.node.extend(keep_nodes)
+    inits = [t for t in g.initializer if t.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+
+
+def _batch_agnostic(node, k, a, b, sa, sb) -> np.ndarray:
+    """Rewrite a folded shape vector that differs between batch 2 (a) and 3 (b)."""
+    what = "a folded value that depends on the batch size"
+    if node.op_type not in ("Reshape", "Expand") or k != 1 or a.ndim != 1 or a.shape != b.shape:
+        raise node_error(node, f"input {k} is {what}; pass a concrete batch in input_shape")
+    data_a = sa.get(node.input[0], (None, 0))[0]
+    data_b = sb.get(node.input[0], (None, 0))[0]
+    if data_a is None or data_b is None:
+        raise node_error(node, f"input {k} is {what} and the data shape is unknown")
+    out = a.copy()
+    for i in np.nonzero(a != b)[0]:
+        if not (a[i] == 2 and b[i] == 3):
+            raise node_error(node, f"shape entry {i} ({a[i]} at batch 2, {b[i]} at batch 3) "
+                             "is not the batch size; pass a concrete batch in input_shape")
+        if node.op_type == "Reshape":
+            if i < len(data_a) and data_a[i] == 2 and data_b[i] == 3:
+                out[i] = 0
+            elif -1 not in np.delete(a, i):
+                out[i] = -1
+            else:
+                raise node_error(node, f"cannot express shape entry {i} without the batch "
+                                 "size; pass a concrete batch in input_shape")
+        else:  # Expand broadcasts right-aligned; 1 keeps the data's own (batch) size
+            j = len(data_a) - (len(a) - i)
+            if j >= 0 and data_a[j] == 2 and data_b[j] == 3:
+                out[i] = 1
+            else:
+                raise node_error(node, f"expands to the batch size at entry {i}; pass a "
+                                 "concrete batch in input_shape")
+    return out
+
+
+def _debatch_reshapes(model: ModelProto) -> ModelProto:
+    """Constant Reshape shapes [1, ...] in a batch-1 export: copy the batch (0) instead."""
+    m = U.copy_model(model)
+    g = m.graph
+    for _ in range(64):
+        shapes = U.batched_shapes(m)
+        changed = False
+        for node in U.topo_sort(g):
+            if node.op_type != "Reshape":
+                continue
+            data = shapes.get(node.input[0], (None, 0))[0]
+            if not data or data[0] is not None:
+                continue
+            value = U.constant_value(g, node.input[1])
+            if value is None or value.ndim != 1 or not len(value) or value[0] != 1:
+                continue
+            new = value.copy()
+            new[0] = 0
+            name = f"{node.input[1]}__batch0_{node.name or node.output[0]}"
+            g.initializer.append(numpy_helper.from_array(new.astype(np.int64), name))
+            node.input[1] = name
+            changed = True
+            break  # later shapes depend on this fix
+        if not changed:
+            break
+    _remove_unused(m)
+    return m
+
+
+def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
+    """onnxruntime's basic (portable) optimisations, kept names exposed so they survive."""
+    import onnxruntime as ort
+
+    m = U.copy_model(model)
+    outputs = {o.name for o in m.graph.output}
+    extra = [k for k in keep if k not in outputs]
+    for name in extra:
+        m.graph.output.append(helper.make_empty_tensor_value_info(name))
+    fd, path = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = path
+        try:
+            ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise GraphError(f"onnxruntime cannot load the folded model: {exc}") from exc
+        opt = onnx.load(path)
+    finally:
+        os.unlink(path)
+    foreign = {n.domain for n in opt.graph.node if n.domain not in ("", "ai.onnx")}
+    if foreign - {n.domain for n in model.graph.node}:
+        raise GraphError(f"onnxruntime basic optimisation introduced ops from {foreign}")
+    keep_out = [o for o in opt.graph.output if o.name in outputs]
+    del opt.graph.output[:]
+    opt.graph.output.extend(keep_out)
+    # ORT may add opset imports for domains it no longer uses; keep the model's own.
+    del opt.opset_import[:]
+    opt.opset_import.extend(model.opset_import)
+    opt.ir_version = model.ir_version
+    return opt
+
+
+def _finalize(model: ModelProto, fixed: int | None) -> ModelProto:
+    """Order nodes, refresh shape info, and write batch-aware output shapes."""
+    m = U.copy_model(model)
+    g = m.graph
+    nodes = U.topo_sort(g)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.ClearField("value_info")
+    if fixed is None:
+        shapes = U.batched_shapes(m)
+    else:
+        shapes = U.infer(m)
+    for o in g.output:
+        s, t = shapes.get(o.name, (None, o.type.tensor_type.elem_type))
+        if s is not None:
+            U.set_dims(o, [BATCH_DIM if (d is None and k == 0) else d for k, d in enumerate(s)])
+    m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
+    if fixed is None:
+        _drop_batch_value_info(m, shapes)
+    return m
+
+
+def _drop_batch_value_info(m: ModelProto, shapes) -> None:
+    """Replace inferred intermediate shapes by batch-aware ones ('N' for the batch)."""
+    g = m.graph
+    keep = []
+    for vi in g.value_info:
+        s = shapes.get(vi.name, (None, 0))[0]
+        if s is None:
+            continue
+        U.set_dims(vi, [BATCH_DIM if (d is None and k == 0) else d for k, d in enumerate(s)])
+        keep.append(vi)
+    del g.value_info[:]
+    g.value_info.extend(keep)

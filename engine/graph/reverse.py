@@ -1,0 +1,1336 @@
+"""Reverse-mode (VJP) graph construction: an ONNX model into its own gradient model.
+
+The returned model runs in a plain onnxruntime InferenceSession: every backward rule is
+written with standard ONNX ops (no training kernels). It takes the original inputs plus a
+``seed`` tensor shaped like the reduction tensor (with the batch dim) and returns
+``grad:<name>`` = d(sum(seed * R)) / d(name) for every requested tensor, per sample.
+
+Rectifier modes (``relu_mode``) apply to every ``Relu`` node and, unless ``rectifiers``
+says otherwise, to every ``Clip`` whose lower bound is 0 (ReLU6 exports): guided backprop
+then passes ``mask(lo < x < hi) * relu(g)`` and deconvnet ``relu(g)``. Rationale: ReLU6 is
+a rectifier and the bundled EfficientNet-Lite0 has no plain ReLU, so guided backprop
+would otherwise equal the plain gradient. captum's GuidedBackprop overrides only
+``nn.ReLU`` modules; pass ``rectifiers=("Relu",)`` for captum parity. LeakyRelu, HardSwish
+and other activations always use their standard derivative.
+
+The model should come from :func:`engine.graph.prepare.prepare_model` (static non-batch
+sizes, folded shape chains); the batch dim may be symbolic.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
+
+from . import _util as U
+from .errors import GraphError, node_error
+
+log = logging.getLogger(__name__)
+
+RELU_MODES = ("standard", "guided", "deconvnet")
+RECTIFIERS = ("Relu", "Clip")
+SEED = "seed"
+GRAD_PREFIX = "grad:"
+INT64_MAX = np.iinfo(np.int64).max
+
+# Ops whose outputs carry no gradient (piecewise constant, boolean or shape-valued).
+_NON_DIFFERENTIABLE = {
+    "Shape", "Size", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not",
+    "And", "Or", "Xor", "ArgMax", "ArgMin", "Floor", "Ceil", "Round", "Sign", "NonZero",
+    "ConstantOfShape", "Constant", "IsNaN", "IsInf", "RandomNormalLike", "RandomUniformLike",
+    "EyeLike", "Range", "OneHot",
+}
+# ONNX unary elementwise float ops without a closed-form rule here: central differences.
+_FINITE_DIFFERENCE_OPS = {
+    "Selu", "Celu", "Mish", "ThresholdedRelu", "Tan", "Asin", "Acos", "Atan", "Sinh",
+    "Cosh", "Asinh", "Acosh", "Atanh", "Shrink",
+}
+
+
+def gradient_name(name: str) -> str:
+    """The output name that carries the gradient of tensor ``name``."""
+    return GRAD_PREFIX + name
+
+
+def build_gradient_model(
+    model: ModelProto,
+    *,
+    reduction: str | None = None,
+    wrt: Sequence[str] | None = None,
+    activations: Sequence[str] = (),
+    relu_mode: str = "standard",
+    rectifiers: Sequence[str] = RECTIFIERS,
+) -> ModelProto:
+    """Build the reverse-mode gradient model of ``model``.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        A prepared model (see :func:`prepare_model`); never modified.
+    reduction : str, optional
+        Tensor R whose seeded sum is differentiated; default the first graph output.
+    wrt : sequence of str, optional
+        Tensors to differentiate with respect to: graph inputs or inner tensors (the
+        gradient at an inner tensor is the total gradient reaching it from its
+        consumers). Default: the first graph input.
+    activations : sequence of str
+        Inner tensors to expose as extra outputs (same names).
+    relu_mode : {"standard", "guided", "deconvnet"}
+        Backward rule at rectifiers (see module docstring).
+    rectifiers : sequence of {"Relu", "Clip"}
+        Which ops ``relu_mode`` applies to; ``"Clip"`` means Clip nodes with min == 0.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs: the original inputs and ``seed`` (float32, R's shape with the batch dim).
+        Outputs: the original outputs, the activations, R (if not an output), and
+        ``grad:<name>`` (float32, the shape of ``name``) for each wrt tensor.
+
+    Raises
+    ------
+    GraphError
+        Unknown names or options, non-float32 tensors, or an op without a backward rule
+        (the message names the node and op type).
+    """
+    if relu_mode not in RELU_MODES:
+        raise GraphError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
+                         f"got {relu_mode!r}")
+    bad = [r for r in rectifiers if r not in RECTIFIERS]
+    if bad:
+        raise GraphError(f"The 'rectifiers' parameter items must be in {set(RECTIFIERS)}; "
+                         f"got {bad}")
+    m = U.ensure_opset(U.copy_model(model))
+    if U.onnx_opset(m) < 16:
+        # ScatterElements(reduction="add") (MaxPool backward) needs opset 16.
+        try:
+            from onnx import version_converter
+
+            m = version_converter.convert_version(m, 17)
+        except Exception as exc:
+            raise GraphError(f"cannot upgrade opset {U.onnx_opset(m)} to 17: {exc}") from exc
+    g = m.graph
+    inputs = U.real_inputs(g)
+    if not inputs:
+        raise GraphError("model has no inputs")
+    nodes = U.topo_sort(g)
+    produced = {o for n in nodes for o in n.output if o}
+    known = produced | {i.name for i in inputs}
+    reduction = reduction or g.output[0].name
+    wrt = list(wrt) if wrt is not None else [inputs[0].name]
+    if not wrt:
+        raise GraphError("The 'wrt' parameter must name at least one tensor; got none")
+    for what, names in (("reduction", [reduction]), ("wrt", wrt), ("activations", activations)):
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise GraphError(f"The {what!r} parameter names tensors not in the graph: {missing}")
+    if len(set(wrt)) != len(wrt):
+        raise GraphError(f"The 'wrt' parameter has duplicates: {wrt}")
+    for n in nodes:
+        if n.op_type == "BatchNormalization" and U.attr(n, "training_mode", 0):
+            raise node_error(n, "training_mode=1 is not supported (inference only)")
+    shapes = U.batched_shapes(m)
+    for name in [reduction] + wrt:
+        s, t = shapes.get(name, (None, 0))
+        if t != TensorProto.FLOAT:
+            raise GraphError(f"tensor {name!r} is {TensorProto.DataType.Name(t)}; gradients "
+                             "are built for float32 tensors only")
+        if s is None:
+            raise GraphError(f"tensor {name!r} has no inferred shape; run prepare_model first")
+
+    b = _Builder(m, shapes, relu_mode, set(rectifiers))
+    b.run(nodes, reduction, wrt)
+
+    outputs = {o.name for o in g.output}
+    for name in list(activations) + [reduction]:
+        if name not in outputs:
+            g.output.append(b.value_info(name, name))
+            outputs.add(name)
+    seed_vi = b.value_info(reduction, SEED)
+    g.input.append(seed_vi)
+    for w in wrt:
+        g.output.append(b.value_info(w, gradient_name(w)))
+    g.node.extend(b.nodes)
+    g.initializer.extend(b.inits)
+    return m
+
+
+class _Builder:
+    """Emits backward nodes; one instance per gradient model."""
+
+    def __init__(self, model: ModelProto, shapes, relu_mode: str, rectifiers: set[str]):
+        self.model = model
+        self.g = model.graph
+        self.opset = U.onnx_opset(model)
+        self.shapes = shapes
+        self.relu_mode = relu_mode
+        self.rectifiers = rectifiers
+        self.nodes: list[NodeProto] = []
+        self.inits: list[TensorProto] = []
+        self.fresh = U.unique_namer(self.g, "grad/")
+        self.consts = {t.name: t for t in self.g.initializer}
+        for n in self.g.node:
+            if n.op_type == "Constant":
+                self.consts[n.output[0]] = n
+        self._const_cache: dict = {}
+        self._shape_cache: dict[str, str] = {}
+        self.active: set[str] = set()
+
+    # ------------------------------------------------------------ emission helpers
+    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, hint: str | None = None,
+           **attrs):
+        outs = [self.fresh(hint or op_type) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs,
+                                           name=self.fresh(f"{op_type}_node"), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def const(self, value, dtype=np.float32, hint: str = "c") -> str:
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in self._const_cache:
+            name = self.fresh(hint)
+            self.inits.append(numpy_helper.from_array(arr, name))
+            self._const_cache[key] = name
+        return self._const_cache[key]
+
+    def ints(self, values) -> str:
+        return self.const(np.asarray(values, dtype=np.int64).reshape(-1), np.int64, "i")
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The constant value of a tensor, or None if it is computed at run time."""
+        c = self.consts.get(name)
+        if c is None:
+            return None
+        if isinstance(c, NodeProto):
+            return U.constant_node_value(c)
+        return numpy_helper.to_array(c)
+
+    def shape(self, name: str, node: NodeProto | None = None) -> tuple:
+        s = self.shapes.get(name, (None, 0))[0]
+        if s is None:
+            raise (node_error(node, f"tensor {name!r} has no inferred shape") if node
+                   else GraphError(f"tensor {name!r} has no inferred shape"))
+        return s
+
+    def static_dims(self, name: str, node: NodeProto, axes) -> list[int]:
+        s = self.shape(name, node)
+        out = []
+        for a in axes:
+            if s[a] is None:
+                raise node_error(node, f"dim {a} of {name!r} must be static, got a "
+                                 "batch-dependent size")
+            out.append(s[a])
+        return out
+
+    def shape_of(self, name: str) -> str:
+        """A shape tensor for Reshape/Expand: constant when at most one size is dynamic."""
+        if name in self._shape_cache:
+            return self._shape_cache[name]
+        s = self.shapes.get(name, (None, 0))[0]
+        if s is not None and sum(d is None for d in s) <= 1:
+            out = self.ints([-1 if d is None else d for d in s])
+        else:
+            out = self.op("Shape", [name])
+        self._shape_cache[name] = out
+        return out
+
+    def expand_shape_of(self, name: str) -> str:
+        """A shape tensor valid for Expand (no -1 entries)."""
+        s = self.shapes.get(name, (None, 0))[0]
+        if s is not None and all(d is not None for d in s):
+            return self.ints(list(s))
+        key = "expand:" + name
+        if key not in self._shape_cache:
+            self._shape_cache[key] = self.op("Shape", [name])
+        return self._shape_cache[key]
+
+    def zeros_like(self, name: str) -> str:
+        return self.op("ConstantOfShape", [self.expand_shape_of(name)],
+                       value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+
+    def reshape_like(self, g: str, like: str) -> str:
+        return self.op("Reshape", [g, self.shape_of(like)])
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: int = 1) -> str:
+        """ReduceSum/ReduceMean with axes written the way the model's opset wants."""
+        if op_type == "ReduceSum" or self.opset >= 18:
+            return self.op(op_type, [x, self.ints(axes)], keepdims=keepdims)
+        return self.op(op_type, [x], axes=list(axes), keepdims=keepdims)
+
+    def mul(self, a: str, b: str) -> str:
+        return self.op("Mul", [a, b])
+
+    def mask(self, bool_name: str) -> str:
+        return self.op("Cast", [bool_name], to=TensorProto.FLOAT)
+
+    def unbroadcast(self, g: str, out: str, target: str) -> str:
+        """Sum g (shaped like out) over the axes along which target was broadcast."""
+        ts = self.shape(target)
+        os_ = self.shape(out)
+        if len(ts) == len(os_) and all(a == b for a, b in zip(ts, os_)):
+            return g
+        lead = len(os_) - len(ts)
+        axes = list(range(lead)) + [lead + i for i, d in enumerate(ts)
+                                    if d == 1 and os_[lead + i] != 1]
+        r = self.reduce("ReduceSum", g, axes, keepdims=1) if axes else g
+        if lead:
+            r = self.op("Squeeze", [r, self.ints(list(range(lead)))])
+        return r
+
+    def value_info(self, like: str, name: str) -> onnx.ValueInfoProto:
+        s, t = self.shapes.get(like, (None, TensorProto.FLOAT))
+        if s is None:
+            return helper.make_tensor_value_info(name, t, None)
+        dims = ["N" if (d is None and k == 0) else d for k, d in enumerate(s)]
+        return helper.make_tensor_value_info(name, t, dims)
+
+    # ------------------------------------------------------------ the backward walk
+    def run(self, nodes: list[NodeProto], reduction: str, wrt: list[str]) -> None:
+        float_types = U.FLOAT_TYPES
+        active = set(wrt)
+        for n in nodes:
+            if n.op_type in _NON_DIFFERENTIABLE:
+                continue
+            if any(i in active for i in n.input if i):
+                for o in n.output:
+                    if o and self.shapes.get(o, (None, 0))[1] in float_types:
+                        active.add(o)
+        self.active = active
+        grads: dict[str, list[str]] = {}
+        if reduction in active:
+            grads[reduction] = [SEED]
+        done: dict[str, str] = {}
+
+        def total(name: str) -> str | None:
+            if name in done:
+                return done[name]
+            parts = grads.get(name)
+            if not parts:
+                return None
+            if len(parts) == 1:
+                out = parts[0]
+            elif len(parts) == 2:
+                out = self.op("Add", parts)
+            else:
+                out = self.op("Sum", parts)
+            done[name] = out
+            return out
+
+        for node in reversed(nodes):
+            gy = [total(o) if o else None for o in node.output]
+            if all(x is None for x in gy):
+                continue
+            if not any(i in active for i in node.input if i):
+                continue
+            rule = _RULES.get(node.op_type)
+            if node.domain not in ("", "ai.onnx"):
+                rule = None
+            if rule is None and node.op_type in _FINITE_DIFFERENCE_OPS:
+                rule = _vjp_finite_difference
+            if rule is None:
+                raise node_error(node, "no backward rule for this op type")
+            gx = rule(self, node, gy)
+            for k, (i, gi) in enumerate(zip(node.input, gx)):
+                if gi is None or not i or i not in active:
+                    continue
+                grads.setdefault(i, []).append(gi)
+        for w in wrt:
+            gw = total(w)
+            if gw is None:
+                gw = self.zeros_like(w)
+            self.nodes.append(helper.make_node("Identity", [gw], [gradient_name(w)],
+                                               name=self.fresh("grad_out")))
+
+    def needs(self, node: NodeProto, k: int) -> bool:
+        return k < len(node.input) and bool(node.input[k]) and node.input[k] in self.active
+
+    def const_operand(self, node: NodeProto, k: int, what: str) -> np.ndarray:
+        if self.needs(node, k):
+            raise node_error(node, f"{what} (input {k}) depends on the differentiated input; "
+                             "only constant values are supported")
+        v = self.value(node.input[k])
+        if v is None:
+            raise node_error(node, f"{what} (input {k}) must be a constant")
+        return v
+
+
+# ============================================================ per-op backward rules
+Rule = Callable[[_Builder, NodeProto, list], list]
+_RULES: dict[str, Rule] = {}
+
+
+def _rule(*ops: str):
+    def deco(fn):
+        for op in ops:
+            _RULES[op] = fn
+        return fn
+    return deco
+
+
+@_rule("Identity", "Dropout")
+def _vjp_identity(b, node, gy):
+    return [gy[0]]
+
+
+@_rule("Cast")
+def _vjp_cast(b, node, gy):
+    src = b.shapes.get(node.input[0], (None, 0))[1]
+    if src not in U.FLOAT_TYPES:
+        return [None]
+    dst = U.attr(node, "to")
+    return [gy[0] if dst == src else b.op("Cast", [gy[0]], to=src)]
+
+
+@_rule("Relu")
+def _vjp_relu(b, node, gy):
+    g = gy[0]
+    mode = b.relu_mode if "Relu" in b.rectifiers else "standard"
+    if mode == "deconvnet":
+        return [b.op("Relu", [g])]
+    # (y > 0) == (x > 0); reading y keeps Conv -> Relu fusable. Sign(y) would be one op
+    # but onnxruntime's Sign is ~5x slower than Greater + Cast.
+    mask = b.mask(b.op("Greater", [node.output[0], b.const(0.0)]))
+    if mode == "guided":
+        g = b.op("Relu", [g])
+    return [b.mul(g, mask)]
+
+
+@_rule("Clip")
+def _vjp_clip(b, node, gy):
+    lo = b.const_operand(node, 1, "min") if len(node.input) > 1 and node.input[1] else None
+    hi = b.const_operand(node, 2, "max") if len(node.input) > 2 and node.input[2] else None
+    if b.opset < 11:  # pragma: no cover - models are upgraded to >= 13
+        lo, hi = U.attr(node, "min"), U.attr(node, "max")
+    g = gy[0]
+    # The mask is read from the output (y > lo iff x > lo, y < hi iff x < hi), so the
+    # forward Conv -> Clip pair stays fusable in onnxruntime.
+    x = node.output[0]
+    mode = "standard"
+    if "Clip" in b.rectifiers and lo is not None and float(np.asarray(lo)) == 0.0:
+        mode = b.relu_mode
+    if mode == "deconvnet":
+        return [b.op("Relu", [g])]
+    if mode == "guided":
+        g = b.op("Relu", [g])
+    conds = []
+    if lo is not None:
+        conds.append(b.op("Greater", [x, b.const(np.asarray(lo, np.float32))]))
+    if hi is not None:
+        conds.append(b.op("Less", [x, b.const(np.asarray(hi, np.float32))]))
+    if not conds:
+        return [g]
+    # Mul by a cast mask: Where is about twice as slow, Sign(...) tricks slower still.
+    cond = conds[0] if len(conds) == 1 else b.op("And", conds)
+    return [b.mul(g, b.mask(cond))]
+
+
+@_rule("LeakyRelu")
+def _vjp_leaky_relu(b, node, gy):
+    alpha = U.attr(node, "alpha", 0.01)
+    pos = b.mask(b.op("Greater", [node.input[0], b.const(0.0)]))
+    slope = b.op("Add", [b.mul(pos, b.const(1.0 - alpha)), b.const(alpha)])
+    return [b.mul(gy[0], slope)]
+
+
+@_rule("PRelu")
+def _vjp_prelu(b, node, gy):
+    b.const_operand(node, 1, "slope")
+    x = node.input[0]
+    pos = b.mask(b.op("Greater", [x, b.const(0.0)]))
+    neg = b.op("Sub", [b.const(1.0), pos])
+    slope = b.op("Add", [pos, b.mul(neg, node.input[1])])
+    return [b.mul(gy[0], slope), None]
+
+
+@_rule("Sigmoid")
+def _vjp_sigmoid(b, node, gy):
+    y = node.output[0]
+    d = b.mul(y, b.op("Sub", [b.const(1.0), y]))
+    return [b.mul(gy[0], d)]
+
+
+@_rule("Tanh")
+def _vjp_tanh(b, node, gy):
+    y = node.output[0]
+    d = b.op("Sub", [b.const(1.0), b.mul(y, y)])
+    return [b.mul(gy[0], d)]
+
+
+@_rule("HardSigmoid")
+def _vjp_hard_sigmoid(b, node, gy):
+    alpha = U.attr(node, "alpha", 0.2)
+    y = node.output[0]
+    inside = b.op("And", [b.op("Greater", [y, b.const(0.0)]), b.op("Less", [y, b.const(1.0)])])
+    return [b.mul(b.mul(gy[0], b.const(alpha)), b.mask(inside))]
+
+
+@_rule("HardSwish")
+def _vjp_hard_swish(b, node, gy):
+    # torch: 0 for x < -3, x/3 + 1/2 for -3 <= x <= 3, 1 above.
+    x = node.input[0]
+    mid = b.op("Add", [b.mul(x, b.const(1.0 / 3.0)), b.const(0.5)])
+    d = b.op("Where", [b.op("Greater", [x, b.const(3.0)]), b.const(1.0), mid])
+    d = b.op("Where", [b.op("Less", [x, b.const(-3.0)]), b.const(0.0), d])
+    return [b.mul(gy[0], d)]
+
+
+@_rule("Erf")
+def _vjp_erf(b, node, gy):
+    x = node.input[0]
+    e = b.op("Exp", [b.op("Neg", [b.mul(x, x)])])
+    return [b.mul(gy[0], b.mul(e, b.const(2.0 / math.sqrt(math.pi))))]
+
+
+@_rule("Gelu")
+def _vjp_gelu(b, node, gy):
+    x = node.input[0]
+    approx = U.decode(U.attr(node, "approximate", "none"))
+    if approx == "tanh":
+        k = math.sqrt(2.0 / math.pi)
+        x2 = b.mul(x, x)
+        inner = b.mul(b.mul(x, b.op("Add", [b.const(1.0), b.mul(x2, b.const(0.044715))])),
+                      b.const(k))
+        t = b.op("Tanh", [inner])
+        du = b.mul(b.op("Add", [b.const(1.0), b.mul(x2, b.const(3 * 0.044715))]), b.const(k))
+        sech2 = b.op("Sub", [b.const(1.0), b.mul(t, t)])
+        d = b.op("Add", [b.mul(b.op("Add", [b.const(1.0), t]), b.const(0.5)),
+                         b.mul(b.mul(x, b.const(0.5)), b.mul(sech2, du))])
+    else:
+        cdf = b.mul(b.op("Add", [b.const(1.0), b.op("Erf", [b.mul(x, b.const(1 / math.sqrt(2)))])]),
+                    b.const(0.5))
+        pdf = b.mul(b.op("Exp", [b.mul(b.mul(x, x), b.const(-0.5))]),
+                    b.const(1 / math.sqrt(2 * math.pi)))
+        d = b.op("Add", [cdf, b.mul(x, pdf)])
+    return [b.mul(gy[0], d)]
+
+
+@_rule("Exp")
+def _vjp_exp(b, node, gy):
+    return [b.mul(gy[0], node.output[0])]
+
+
+@_rule("Log")
+def _vjp_log(b, node, gy):
+    return [b.op("Div", [gy[0], node.input[0]])]
+
+
+@_rule("Sqrt")
+def _vjp_sqrt(b, node, gy):
+    return [b.op("Div", [b.mul(gy[0], b.const(0.5)), node.output[0]])]
+
+
+@_rule("Reciprocal")
+def _vjp_reciprocal(b, node, gy):
+    y = node.output[0]
+    return [b.op("Neg", [b.mul(gy[0], b.mul(y, y))])]
+
+
+@_rule("Neg")
+def _vjp_neg(b, node, gy):
+    return [b.op("Neg", [gy[0]])]
+
+
+@_rule("Abs")
+def _vjp_abs(b, node, gy):
+    return [b.mul(gy[0], b.op("Sign", [node.input[0]]))]
+
+
+@_rule("Sin")
+def _vjp_sin(b, node, gy):
+    return [b.mul(gy[0], b.op("Cos", [node.input[0]]))]
+
+
+@_rule("Cos")
+def _vjp_cos(b, node, gy):
+    return [b.op("Neg", [b.mul(gy[0], b.op("Sin", [node.input[0]]))])]
+
+
+@_rule("Softplus")
+def _vjp_softplus(b, node, gy):
+    return [b.mul(gy[0], b.op("Sigmoid", [node.input[0]]))]
+
+
+@_rule("Softsign")
+def _vjp_softsign(b, node, gy):
+    d = b.op("Add", [b.const(1.0), b.op("Abs", [node.input[0]])])
+    return [b.op("Div", [gy[0], b.mul(d, d)])]
+
+
+@_rule("Elu")
+def _vjp_elu(b, node, gy):
+    alpha = U.attr(node, "alpha", 1.0)
+    x, y = node.input[0], node.output[0]
+    pos = b.mask(b.op("Greater", [x, b.const(0.0)]))
+    neg = b.op("Sub", [b.const(1.0), pos])
+    d = b.op("Add", [pos, b.mul(neg, b.op("Add", [y, b.const(alpha)]))])
+    return [b.mul(gy[0], d)]
+
+
+def _vjp_finite_difference(b, node, gy):
+    """Central difference of a unary elementwise op, computed in-graph."""
+    if len(node.input) != 1 or len(node.output) != 1:
+        raise node_error(node, "no backward rule for this op type")
+    log.warning("node %r (%s): no closed-form backward rule; using an in-graph central "
+                "difference (float32, step 1e-3 * max(1, |x|))", node.name, node.op_type)
+    x = node.input[0]
+    h = b.mul(b.op("Max", [b.op("Abs", [x]), b.const(1.0)]), b.const(1e-3))
+    outs = []
+    for sign in ("Add", "Sub"):
+        shifted = b.op(sign, [x, h])
+        y = b.fresh(node.op_type)
+        b.nodes.append(helper.make_node(node.op_type, [shifted], [y], name=b.fresh("fd"),
+                                        domain=node.domain, **{
+                                            a.name: helper.get_attribute_value(a)
+                                            for a in node.attribute}))
+        outs.append(y)
+    d = b.op("Div", [b.op("Sub", outs), b.mul(h, b.const(2.0))])
+    return [b.mul(gy[0], d)]
+
+
+@_rule("Add", "Sub")
+def _vjp_add(b, node, gy):
+    g, y = gy[0], node.output[0]
+    ga = b.unbroadcast(g, y, node.input[0]) if b.needs(node, 0) else None
+    gb = None
+    if b.needs(node, 1):
+        gb = b.unbroadcast(g, y, node.input[1])
+        if node.op_type == "Sub":
+            gb = b.op("Neg", [gb])
+    return [ga, gb]
+
+
+@_rule("Sum")
+def _vjp_sum(b, node, gy):
+    return [b.unbroadcast(gy[0], node.output[0], i) if b.needs(node, k) else None
+            for k, i in enumerate(node.input)]
+
+
+@_rule("Mean")
+def _vjp_mean(b, node, gy):
+    g = b.mul(gy[0], b.const(1.0 / len(node.input)))
+    return [b.unbroadcast(g, node.output[0], i) if b.needs(node, k) else None
+            for k, i in enumerate(node.input)]
+
+
+@_rule("Mul")
+def _vjp_mul(b, node, gy):
+    g, y = gy[0], node.output[0]
+    a, c = node.input[0], node.input[1]
+    ga = b.unbroadcast(b.mul(g, c), y, a) if b.needs(node, 0) else None
+    gc = b.unbroadcast(b.mul(g, a), y, c) if b.needs(node, 1) else None
+    return [ga, gc]
+
+
+@_rule("Div")
+def _vjp_div(b, node, gy):
+    g, y = gy[0], node.output[0]
+    a, c = node.input[0], node.input[1]
+    ga = gc = None
+    if b.needs(node, 0):
+        inv = b.value(c)
+        if inv is not None and inv.dtype.kind == "f":
+            ga = b.mul(g, b.const((1.0 / inv).astype(np.float32)))
+        else:
+            ga = b.op("Div", [g, c])
+        ga = b.unbroadcast(ga, y, a)
+    if b.needs(node, 1):
+        gc = b.op("Neg", [b.op("Div", [b.mul(g, y), c])])
+        gc = b.unbroadcast(gc, y, c)
+    return [ga, gc]
+
+
+@_rule("Pow")
+def _vjp_pow(b, node, gy):
+    g, y = gy[0], node.output[0]
+    x, e = node.input[0], node.input[1]
+    gx = ge = None
+    if b.needs(node, 0):
+        ev = b.value(e)
+        if ev is not None and ev.size == 1:
+            ef = float(ev.reshape(-1)[0])
+            if ef == 2.0:
+                d = b.mul(x, b.const(2.0))
+            elif ef == 1.0:
+                d = None
+            else:
+                d = b.mul(b.op("Pow", [x, b.const(ef - 1.0)]), b.const(ef))
+        else:
+            ecast = e if b.shapes.get(e, (0, 1))[1] == TensorProto.FLOAT else b.op(
+                "Cast", [e], to=TensorProto.FLOAT)
+            d = b.mul(b.op("Pow", [x, b.op("Sub", [ecast, b.const(1.0)])]), ecast)
+        gx = b.unbroadcast(g if d is None else b.mul(g, d), y, x)
+    if b.needs(node, 1):
+        ge = b.unbroadcast(b.mul(b.mul(g, y), b.op("Log", [x])), y, e)
+    return [gx, ge]
+
+
+@_rule("Where")
+def _vjp_where(b, node, gy):
+    g, y = gy[0], node.output[0]
+    c = node.input[0]
+    zero = b.const(0.0)
+    ga = b.unbroadcast(b.op("Where", [c, g, zero]), y, node.input[1]) if b.needs(node, 1) else None
+    gb = b.unbroadcast(b.op("Where", [c, zero, g]), y, node.input[2]) if b.needs(node, 2) else None
+    return [None, ga, gb]
+
+
+@_rule("Max", "Min")
+def _vjp_max(b, node, gy):
+    # The gradient goes to every input equal to the result (ties share it fully).
+    g, y = gy[0], node.output[0]
+    out = []
+    for k, i in enumerate(node.input):
+        if not b.needs(node, k):
+            out.append(None)
+            continue
+        m = b.mask(b.op("Equal", [i, y]))
+        out.append(b.unbroadcast(b.mul(g, m), y, i))
+    return out
+
+
+def _transpose_last2(b, name: str, rank: int) -> str:
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    v = b.value(name)
+    if v is not None:
+        return b.const(np.ascontiguousarray(np.transpose(v, perm)).astype(np.float32), hint="wT")
+    return b.op("Transpose", [name], perm=perm)
+
+
+@_rule("MatMul")
+def _vjp_matmul(b, node, gy):
+    g, y = gy[0], node.output[0]
+    a, c = node.input[0], node.input[1]
+    ra, rc = len(b.shape(a, node)), len(b.shape(c, node))
+    if ra < 2 or rc < 2:
+        # 1-D operands: promote, differentiate, then sum away the broadcast dims.
+        a1 = a if ra >= 2 else b.op("Unsqueeze", [a, b.ints([0])])
+        c1 = c if rc >= 2 else b.op("Unsqueeze", [c, b.ints([-1])])
+        g1 = g
+        if ra < 2:
+            g1 = b.op("Unsqueeze", [g1, b.ints([-2 if rc >= 2 else 0])])
+        if rc < 2:
+            g1 = b.op("Unsqueeze", [g1, b.ints([-1])])
+        r1 = max(len(b.shape(y, node)) + (ra < 2) + (rc < 2), 2)
+        out = [None, None]
+        if b.needs(node, 0):
+            ga = b.op("MatMul", [g1, _transpose_last2(b, c1, max(rc, 2))])
+            if ra < 2:
+                out[0] = b.reduce("ReduceSum", ga, list(range(r1 - 1)), keepdims=0)
+            else:
+                out[0] = _unbroadcast_rank(b, ga, r1, a)
+        if b.needs(node, 1):
+            gc = b.op("MatMul", [_transpose_last2(b, a1, max(ra, 2)), g1])
+            if rc < 2:
+                t = b.reduce("ReduceSum", gc, list(range(r1 - 2)) + [r1 - 1], keepdims=0)
+                out[1] = t
+            else:
+                out[1] = _unbroadcast_rank(b, gc, r1, c)
+        return out
+    out = [None, None]
+    if b.needs(node, 0):
+        ga = b.op("MatMul", [g, _transpose_last2(b, c, rc)])
+        out[0] = _unbroadcast_batch(b, ga, y, a)
+    if b.needs(node, 1):
+        gc = b.op("MatMul", [_transpose_last2(b, a, ra), g])
+        out[1] = _unbroadcast_batch(b, gc, y, c)
+    return out
+
+
+def _unbroadcast_rank(b, gx: str, rank: int, target: str) -> str:
+    """Sum leading dims of a rank-``rank`` gradient down to target's rank."""
+    lead = rank - len(b.shape(target))
+    if lead <= 0:
+        return gx
+    return b.reduce("ReduceSum", gx, list(range(lead)), keepdims=0)
+
+
+def _unbroadcast_batch(b, gx: str, y: str, target: str) -> str:
+    """Reduce a MatMul operand gradient over broadcast batch dims of the product."""
+    ys, ts = b.shape(y), b.shape(target)
+    lead = len(ys) - len(ts)
+    axes = list(range(lead)) + [lead + i for i, d in enumerate(ts[:-2])
+                                if d == 1 and ys[lead + i] != 1]
+    if not axes:
+        return gx
+    r = b.reduce("ReduceSum", gx, axes, keepdims=1)
+    return b.op("Squeeze", [r, b.ints(list(range(lead)))]) if lead else r
+
+
+@_rule("Gemm")
+def _vjp_gemm(b, node, gy):
+    g = gy[0]
+    alpha = U.attr(node, "alpha", 1.0)
+    beta = U.attr(node, "beta", 1.0)
+    ta, tb = U.attr(node, "transA", 0), U.attr(node, "transB", 0)
+    a, c = node.input[0], node.input[1]
+    out = [None, None, None]
+    if b.needs(node, 0):
+        # A' = A^T if transA; dA' = alpha * g @ B'^T
+        if not ta:
+            out[0] = b.op("Gemm", [g, c], alpha=alpha, transB=0 if tb else 1)
+        else:
+            out[0] = b.op("Gemm", [c, g], alpha=alpha, transA=tb, transB=1)
+    if b.needs(node, 1):
+        if not tb:
+            out[1] = b.op("Gemm", [a, g], alpha=alpha, transA=0 if ta else 1)
+        else:
+            out[1] = b.op("Gemm", [g, a], alpha=alpha, transA=1, transB=ta)
+    if len(node.input) > 2 and b.needs(node, 2):
+        gc = g if beta == 1.0 else b.mul(g, b.const(beta))
+        out[2] = b.unbroadcast(gc, node.output[0], node.input[2])
+    return out
+
+
+def _explicit_pads(b, node, x: str, kernel: Sequence[int], strides, dilations) -> list[int]:
+    """Begin+end pads with auto_pad resolved against the static input size."""
+    rank = len(kernel)
+    auto = U.decode(U.attr(node, "auto_pad", "NOTSET"))
+    pads = list(U.attr(node, "pads", [0] * (2 * rank)))
+    if auto in ("NOTSET", ""):
+        return pads
+    if auto == "VALID":
+        return [0] * (2 * rank)
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise node_error(node, f"auto_pad {auto} is not supported")
+    spatial = b.static_dims(x, node, range(2, 2 + rank))
+    begin, end = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+        out = -(-size // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _transpose_geometry(in_sizes, out_sizes, kernel, strides, dilations, begin):
+    """ConvTranspose pads/output_padding that invert a strided window op exactly."""
+    ends, extra = [], []
+    for hi, ho, k, s, d, pb in zip(in_sizes, out_sizes, kernel, strides, dilations, begin):
+        r = s * (ho - 1) + (k - 1) * d + 1 - pb - hi
+        ends.append(max(r, 0))
+        extra.append(max(-r, 0))
+    return ends, extra
+
+
+@_rule("Conv")
+def _vjp_conv(b, node, gy):
+    g = gy[0]
+    x, w = node.input[0], node.input[1]
+    if b.needs(node, 1) or (len(node.input) > 2 and b.needs(node, 2)):
+        raise node_error(node, "weights or bias depend on the differentiated input; only "
+                         "constant weights are supported")
+    if not b.needs(node, 0):
+        return [None, None, None]
+    wv = b.value(w)
+    if wv is None:
+        raise node_error(node, "weights must be a constant")
+    rank = wv.ndim - 2
+    kernel = list(wv.shape[2:])
+    strides = list(U.attr(node, "strides", [1] * rank))
+    dilations = list(U.attr(node, "dilations", [1] * rank))
+    group = U.attr(node, "group", 1)
+    pads = _explicit_pads(b, node, x, kernel, strides, dilations)
+    begin = pads[:rank]
+    in_sizes = b.static_dims(x, node, range(2, 2 + rank))
+    out_sizes = b.static_dims(node.output[0], node, range(2, 2 + rank))
+    channels = b.static_dims(x, node, [1])[0]
+    flip = tuple(slice(None, None, -1) for _ in range(rank))
+    if all(s == 1 for s in strides):
+        # Stride 1: the input gradient is a full correlation with the flipped,
+        # group-transposed kernel; a (grouped) Conv is much faster than ConvTranspose on
+        # CPU. (Zero-upsampling strided gradients to reuse this measured slower.)
+        new_begin = [(k - 1) * d - p for k, d, p in zip(kernel, dilations, begin)]
+        new_end = [hi - ho + (k - 1) * d - nb
+                   for hi, ho, k, d, nb in zip(in_sizes, out_sizes, kernel, dilations,
+                                               new_begin)]
+        if all(p >= 0 for p in new_begin + new_end):
+            m_out = wv.shape[0]
+            cg = wv.shape[1]  # input channels per group
+            mg = m_out // group
+            # [M, C/g, k] -> per group transpose to [C, M/g, k], flipped spatially.
+            wt = wv.reshape(group, mg, cg, *kernel).swapaxes(1, 2).reshape(
+                group * cg, mg, *kernel)
+            wt = np.ascontiguousarray(wt[(slice(None), slice(None)) + flip]).astype(np.float32)
+            assert group * cg == channels
+            return [b.op("Conv", [g, b.const(wt, hint="wflip")], group=group,
+                         dilations=dilations, pads=new_begin + new_end,
+                         kernel_shape=kernel, strides=[1] * rank), None, None]
+    ends, extra = _transpose_geometry(in_sizes, out_sizes, kernel, strides, dilations, begin)
+    attrs = dict(strides=strides, dilations=dilations, group=group, pads=begin + ends,
+                 kernel_shape=kernel)
+    if any(extra):
+        attrs["output_padding"] = extra
+    return [b.op("ConvTranspose", [g, w], **attrs), None, None]
+
+
+@_rule("BatchNormalization")
+def _vjp_batchnorm(b, node, gy):
+    if U.attr(node, "training_mode", 0):
+        raise node_error(node, "training_mode=1 is not supported (inference only)")
+    if len([o for o in node.output if o]) > 1:
+        raise node_error(node, "running-statistics outputs (training) are not supported")
+    scale = b.const_operand(node, 1, "scale")
+    var = b.const_operand(node, 4, "input_var")
+    for k, what in ((2, "B"), (3, "input_mean")):
+        b.const_operand(node, k, what)
+    eps = U.attr(node, "epsilon", 1e-5)
+    rank = len(b.shape(node.input[0], node))
+    k = (scale / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+    k = k.reshape((-1,) + (1,) * (rank - 2))
+    return [b.mul(gy[0], b.const(k, hint="bn_scale")), None, None, None, None]
+
+
+@_rule("MaxPool")
+def _vjp_maxpool(b, node, gy):
+    if U.attr(node, "storage_order", 0):
+        raise node_error(node, "storage_order=1 is not supported")
+    if len(node.output) < 2 or not node.output[1]:
+        # Forward now also returns argmax indices (flat over the whole input tensor).
+        if len(node.output) < 2:
+            node.output.append(b.fresh("maxpool_indices"))
+        else:
+            node.output[1] = b.fresh("maxpool_indices")
+    x = node.input[0]
+    idx = node.output[1]
+    flat = b.ints([-1])
+    gflat = b.op("Reshape", [gy[0], flat])
+    iflat = b.op("Reshape", [idx, flat])
+    xflat = b.op("Reshape", [x, flat])
+    zeros = b.op("ConstantOfShape", [b.op("Shape", [xflat])],
+                 value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+    # Overlapping windows can pick the same input twice: accumulate (MaxUnpool would not).
+    scat = b.op("ScatterElements", [zeros, iflat, gflat], axis=0, reduction="add")
+    return [b.reshape_like(scat, x)]
+
+
+@_rule("GlobalMaxPool")
+def _vjp_global_maxpool(b, node, gy):
+    m = b.mask(b.op("Equal", [node.input[0], node.output[0]]))
+    return [b.mul(gy[0], m)]
+
+
+@_rule("GlobalAveragePool")
+def _vjp_global_avgpool(b, node, gy):
+    x = node.input[0]
+    s = b.shape(x, node)
+    spatial = b.static_dims(x, node, range(2, len(s)))
+    scaled = b.mul(gy[0], b.const(1.0 / float(np.prod(spatial))))
+    return [b.op("Expand", [scaled, b.expand_shape_of(x)])]
+
+
+@_rule("AveragePool")
+def _vjp_avgpool(b, node, gy):
+    x = node.input[0]
+    kernel = list(U.attr(node, "kernel_shape"))
+    rank = len(kernel)
+    strides = list(U.attr(node, "strides", [1] * rank))
+    dilations = list(U.attr(node, "dilations", [1] * rank))
+    pads = _explicit_pads(b, node, x, kernel, strides, dilations)
+    begin = pads[:rank]
+    in_sizes = b.static_dims(x, node, range(2, 2 + rank))
+    out_sizes = b.static_dims(node.output[0], node, range(2, 2 + rank))
+    channels = b.static_dims(x, node, [1])[0]
+    weights = _avgpool_weights(b, node, in_sizes, out_sizes, kernel, strides, dilations, begin)
+    g = gy[0]
+    scalar = None
+    if np.allclose(weights, weights.reshape(-1)[0], rtol=1e-6, atol=0):
+        scalar = float(weights.reshape(-1)[0])
+    else:
+        g = b.mul(g, b.const(weights[None, None].astype(np.float32), hint="pool_w"))
+    if (all(k == s for k, s in zip(kernel, strides)) and not any(begin)
+            and all(d == 1 for d in dilations)
+            and all(o * k == i for o, k, i in zip(out_sizes, kernel, in_sizes))
+            and scalar is not None):
+        # Non-overlapping tiling pool: the backward pass is a nearest-neighbour upsample.
+        up = b.op("Resize", [g, "", b.const([1.0, 1.0] + [float(k) for k in kernel])],
+                  mode="nearest")
+        return [b.mul(up, b.const(scalar)) if scalar != 1.0 else up]
+    ones = np.full([channels, 1] + kernel, 1.0 if scalar is None else scalar, np.float32)
+    ends, extra = _transpose_geometry(in_sizes, out_sizes, kernel, strides, dilations, begin)
+    attrs = dict(strides=strides, dilations=dilations, group=channels, pads=begin + ends,
+                 kernel_shape=kernel)
+    if any(extra):
+        attrs["output_padding"] = extra
+    return [b.op("ConvTranspose", [g, b.const(ones, hint="pool_k")], **attrs)]
+
+
+def _avgpool_weights(b, node, in_sizes, out_sizes, kernel, strides, dilations, begin):
+    """1/divisor per output window, as the runtime itself computes it.
+
+    AveragePool(ones) gives valid/divisor per window (valid = input elements covered);
+    the valid counts follow from the geometry, so 1/divisor = AveragePool(ones)/valid.
+    This honours count_include_pad and ceil_mode overhang exactly as onnxruntime does.
+    """
+    import onnxruntime as ort
+
+    rank = len(kernel)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["x"], ["y"], **attrs)], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1] + list(in_sizes))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)],
+                              ir_version=U.PROBE_IR_VERSION)
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    avg = sess.run(None, {"x": np.ones([1, 1] + list(in_sizes), np.float32)})[0][0, 0]
+    if list(avg.shape) != list(out_sizes):
+        raise node_error(node, f"probe output {avg.shape} differs from inferred {out_sizes}")
+    valid = np.ones(out_sizes, np.float64)
+    for a in range(rank):
+        starts = np.arange(out_sizes[a]) * strides[a] - begin[a]
+        taps = starts[:, None] + np.arange(kernel[a])[None, :] * dilations[a]
+        count = ((taps >= 0) & (taps < in_sizes[a])).sum(1).astype(np.float64)
+        shape = [1] * rank
+        shape[a] = out_sizes[a]
+        valid = valid * count.reshape(shape)
+    return avg / np.maximum(valid, 1.0)
+
+
+@_rule("ReduceMean", "ReduceSum")
+def _vjp_reduce(b, node, gy):
+    x = node.input[0]
+    s = b.shape(x, node)
+    rank = len(s)
+    axes = U.attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = b.const_operand(node, 1, "axes").tolist()
+    if not axes:
+        if U.attr(node, "noop_with_empty_axes", 0):
+            return [gy[0]]
+        axes = list(range(rank))
+    axes = sorted(a % rank for a in axes)
+    g = gy[0]
+    if not U.attr(node, "keepdims", 1):
+        g = b.op("Unsqueeze", [g, b.ints(axes)])
+    if node.op_type == "ReduceMean":
+        count = np.prod(b.static_dims(x, node, axes))
+        g = b.mul(g, b.const(1.0 / float(count)))
+    return [b.op("Expand", [g, b.expand_shape_of(x)]), None]
+
+
+@_rule("LRN")
+def _vjp_lrn(b, node, gy):
+    x = node.input[0]
+    s = b.shape(x, node)
+    size = U.attr(node, "size")
+    alpha = U.attr(node, "alpha", 1e-4)
+    beta = U.attr(node, "beta", 0.75)
+    bias = U.attr(node, "bias", 1.0)
+    channels = b.static_dims(x, node, [1])[0]
+    rest = int(np.prod(b.static_dims(x, node, range(2, len(s)))))
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    kernel = b.const(np.ones((1, 1, size, 1), np.float32), hint="lrn_k")
+    as_image = b.ints([-1, 1, channels, rest])
+
+    def window_sum(t, begin, end):
+        t4 = b.op("Reshape", [t, as_image])
+        c = b.op("Conv", [t4, kernel], pads=[begin, 0, end, 0], kernel_shape=[size, 1])
+        return b.reshape_like(c, x)
+
+    # y = x * S^-beta, S = bias + alpha/size * sum_{window} x^2
+    S = b.op("Add", [b.mul(window_sum(b.mul(x, x), lo, hi), b.const(alpha / size)),
+                     b.const(bias)])
+    s_beta = b.op("Pow", [S, b.const(-beta)])
+    g = gy[0]
+    t = b.op("Div", [b.mul(b.mul(g, x), s_beta), S])
+    # Channel j receives from every window i that contains it: the transposed window.
+    back = window_sum(t, hi, lo)
+    gx = b.op("Sub", [b.mul(g, s_beta),
+                      b.mul(b.mul(x, back), b.const(2.0 * beta * alpha / size))])
+    return [gx]
+
+
+@_rule("Concat")
+def _vjp_concat(b, node, gy):
+    axis = U.attr(node, "axis")
+    rank = len(b.shape(node.output[0], node))
+    axis %= rank
+    sizes = [b.static_dims(i, node, [axis])[0] for i in node.input]
+    needed = [b.needs(node, k) for k in range(len(node.input))]
+    if sum(needed) == 1:
+        k = needed.index(True)
+        start = sum(sizes[:k])
+        return [b.op("Slice", [gy[0], b.ints([start]), b.ints([start + sizes[k]]),
+                               b.ints([axis])]) if n else None for n in needed]
+    parts = b.op("Split", [gy[0], b.ints(sizes)], n_out=len(sizes), axis=axis)
+    parts = parts if isinstance(parts, list) else [parts]
+    return [p if n else None for p, n in zip(parts, needed)]
+
+
+@_rule("Split")
+def _vjp_split(b, node, gy):
+    axis = U.attr(node, "axis", 0)
+    parts = [g if g is not None else b.zeros_like(o) for g, o in zip(gy, node.output)]
+    return [b.op("Concat", parts, axis=axis), None]
+
+
+@_rule("Slice")
+def _vjp_slice(b, node, gy):
+    x = node.input[0]
+    s = b.shape(x, node)
+    rank = len(s)
+    starts = b.const_operand(node, 1, "starts").tolist()
+    ends = b.const_operand(node, 2, "ends").tolist()
+    axes = (b.const_operand(node, 3, "axes").tolist()
+            if len(node.input) > 3 and node.input[3] else list(range(len(starts))))
+    steps = (b.const_operand(node, 4, "steps").tolist()
+             if len(node.input) > 4 and node.input[4] else [1] * len(starts))
+    g = gy[0]
+    cur = list(b.shape(node.output[0], node))  # the gradient's shape as axes are undone
+    begin, end = [0] * rank, [0] * rank
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        ax %= rank
+        dim = b.static_dims(x, node, [ax])[0]
+        st = int(max(min(st, INT64_MAX), -INT64_MAX))
+        idx = list(range(*slice(int(st), int(en), int(sp)).indices(dim)))
+        if not idx:
+            raise node_error(node, f"axis {ax} selects nothing")
+        if sp < 0:
+            g = b.op("Slice", [g, b.ints([-1]), b.ints([-INT64_MAX]), b.ints([ax]),
+                               b.ints([-1])])
+            idx = idx[::-1]
+            sp = -sp
+        length = len(idx)
+        if sp > 1:
+            later = cur[ax + 1:]
+            if any(d is None for d in later):
+                raise node_error(node, "strided slice before a batch-dependent axis")
+            g = b.op("Unsqueeze", [g, b.ints([ax + 1])])
+            pads = [0] * (2 * (rank + 1))
+            pads[rank + 1 + ax + 1] = sp - 1
+            g = b.op("Pad", [g, b.ints(pads)])
+            g = b.op("Reshape", [g, b.ints([0] * ax + [-1] + list(later))])
+            g = b.op("Slice", [g, b.ints([0]), b.ints([(length - 1) * sp + 1]), b.ints([ax])])
+        span = (length - 1) * sp + 1
+        cur[ax] = span
+        begin[ax] = idx[0]
+        end[ax] = dim - idx[0] - span
+    if any(begin) or any(end):
+        g = b.op("Pad", [g, b.ints(begin + end)])
+    return [g, None, None, None, None]
+
+
+@_rule("Pad")
+def _vjp_pad(b, node, gy):
+    mode = U.decode(U.attr(node, "mode", "constant"))
+    if mode != "constant":
+        raise node_error(node, f"mode {mode!r} is not supported (only 'constant')")
+    x = node.input[0]
+    s = b.shape(x, node)
+    rank = len(s)
+    pads = b.const_operand(node, 1, "pads").astype(np.int64).tolist()
+    if len(node.input) > 3 and node.input[3]:
+        axes = [a % rank for a in b.const_operand(node, 3, "axes").tolist()]
+        full = [0] * (2 * rank)
+        for k, a in enumerate(axes):
+            full[a] = pads[k]
+            full[rank + a] = pads[len(axes) + k]
+        pads = full
+    g = gy[0]
+    grow = [max(-p, 0) for p in pads]
+    if any(grow):
+        g = b.op("Pad", [g, b.ints(grow)])
+    axes = [a for a in range(rank) if pads[a] != 0 or pads[rank + a] != 0]
+    if axes:
+        starts = [max(pads[a], 0) for a in axes]
+        dims = b.static_dims(x, node, axes)
+        g = b.op("Slice", [g, b.ints(starts), b.ints([st + d for st, d in zip(starts, dims)]),
+                           b.ints(axes)])
+    return [g, None, None, None]
+
+
+@_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def _vjp_reshape(b, node, gy):
+    return [b.reshape_like(gy[0], node.input[0])] + [None] * (len(node.input) - 1)
+
+
+@_rule("Transpose")
+def _vjp_transpose(b, node, gy):
+    rank = len(b.shape(node.input[0], node))
+    perm = U.attr(node, "perm", list(range(rank))[::-1])
+    inv = list(np.argsort(perm))
+    return [b.op("Transpose", [gy[0]], perm=[int(p) for p in inv])]
+
+
+@_rule("Expand")
+def _vjp_expand(b, node, gy):
+    return [b.unbroadcast(gy[0], node.output[0], node.input[0]), None]
+
+
+@_rule("Tile")
+def _vjp_tile(b, node, gy):
+    x = node.input[0]
+    reps = b.const_operand(node, 1, "repeats").tolist()
+    s = b.shape(x, node)
+    if all(r == 1 for r in reps):
+        return [gy[0], None]
+    dims = []
+    axes = []
+    for a, (r, d) in enumerate(zip(reps, s)):
+        if r != 1 and d is None:
+            raise node_error(node, "tiling a batch-dependent axis is not supported")
+        dims += [r, d if d is not None else -1]
+        axes.append(2 * a)
+    t = b.op("Reshape", [gy[0], b.ints([0 if d is None else d for d in dims])])
+    return [b.reshape_like(b.reduce("ReduceSum", t, axes, keepdims=0), x), None]
+
+
+@_rule("Gather")
+def _vjp_gather(b, node, gy):
+    x = node.input[0]
+    s = b.shape(x, node)
+    rank = len(s)
+    axis = U.attr(node, "axis", 0) % rank
+    idx = b.const_operand(node, 1, "indices")
+    dim = b.static_dims(x, node, [axis])[0]
+    idx = np.where(idx < 0, idx + dim, idx)
+    g = gy[0]
+    if idx.ndim == 0:
+        g = b.op("Unsqueeze", [g, b.ints([axis])])
+        pads = [0] * (2 * rank)
+        pads[axis] = int(idx)
+        pads[rank + axis] = dim - int(idx) - 1
+        return [b.op("Pad", [g, b.ints(pads)]), None]
+    # General constant indices: contract with a one-hot matrix [K, dim] along the axis.
+    flat = idx.reshape(-1)
+    onehot = np.zeros((flat.size, dim), np.float32)
+    np.add.at(onehot, (np.arange(flat.size), flat), 1.0)
+    out_rank = rank - 1 + idx.ndim
+    if idx.ndim != 1:
+        tail = [d if d is not None else 0 for d in b.shape(node.output[0], node)[axis + idx.ndim:]]
+        g = b.op("Reshape", [g, b.ints([0] * axis + [-1] + tail)])
+        out_rank = rank
+    perm = [a for a in range(out_rank) if a != axis] + [axis]
+    t = b.op("Transpose", [g], perm=perm)
+    t = b.op("MatMul", [t, b.const(onehot, hint="onehot")])
+    inv = [int(p) for p in np.argsort(perm)]
+    return [b.op("Transpose", [t], perm=inv), None]
+
+
+@_rule("Softmax")
+def _vjp_softmax(b, node, gy):
+    y = node.output[0]
+    rank = len(b.shape(y, node))
+    axis = U.attr(node, "axis", -1) % rank
+    g = gy[0]
+    dot = b.reduce("ReduceSum", b.mul(g, y), [axis], keepdims=1)
+    return [b.mul(y, b.op("Sub", [g, dot]))]
+
+
+@_rule("LogSoftmax")
+def _vjp_log_softmax(b, node, gy):
+    y = node.output[0]
+    rank = len(b.shape(y, node))
+    axis = U.attr(node, "axis", -1) % rank
+    g = gy[0]
+    tot = b.reduce("ReduceSum", g, [axis], keepdims=1)
+    return [b.op("Sub", [g, b.mul(b.op("Exp", [y]), tot)])]
+
+
+@_rule("LayerNormalization")
+def _vjp_layer_norm(b, node, gy):
+    x = node.input[0]
+    rank = len(b.shape(x, node))
+    axis = U.attr(node, "axis", -1) % rank
+    eps = U.attr(node, "epsilon", 1e-5)
+    scale = b.const_operand(node, 1, "Scale")
+    if len(node.input) > 2 and node.input[2]:
+        b.const_operand(node, 2, "B")
+    axes = list(range(axis, rank))
+    mu = b.reduce("ReduceMean", x, axes)
+    xc = b.op("Sub", [x, mu])
+    var = b.reduce("ReduceMean", b.mul(xc, xc), axes)
+    rstd = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
+    xhat = b.mul(xc, rstd)
+    gh = b.mul(gy[0], b.const(scale.astype(np.float32), hint="ln_scale"))
+    m1 = b.reduce("ReduceMean", gh, axes)
+    m2 = b.reduce("ReduceMean", b.mul(gh, xhat), axes)
+    inner = b.op("Sub", [b.op("Sub", [gh, m1]), b.mul(xhat, m2)])
+    return [b.mul(rstd, inner), None, None]
+
+
+@_rule("Resize")
+def _vjp_resize(b, node, gy):
+    x = node.input[0]
+    s = b.shape(x, node)
+    ys = b.shape(node.output[0], node)
+    rank = len(s)
+    mats = _resize_matrices(b, node, s, ys)
+    g = gy[0]
+    for a, mat in mats.items():
+        # g[..., O_a, ...] -> contract with mat [O_a, D_a] along axis a.
+        if a == rank - 1:
+            g = b.op("MatMul", [g, b.const(mat, hint="resize_m")])
+        elif a == rank - 2:
+            g = b.op("MatMul", [b.const(np.ascontiguousarray(mat.T), hint="resize_mT"), g])
+        else:
+            perm = [k for k in range(rank) if k != a] + [a]
+            t = b.op("Transpose", [g], perm=perm)
+            t = b.op("MatMul", [t, b.const(mat, hint="resize_m")])
+            g = b.op("Transpose", [t], perm=[int(p) for p in np.argsort(perm)])
+    return [g, None, None, None]
+
+
+def _resize_matrices(b, node, s, ys) -> dict[int, np.ndarray]:
+    """Per-axis interpolation matrices [out, in], measured by running the node itself."""
+    import onnxruntime as ort
+
+    if any(d is None for d in s[1:]) or any(d is None for d in ys[1:]):
+        raise node_error(node, "Resize needs static non-batch sizes")
+    axes = [a for a in range(1, len(s)) if s[a] != ys[a]]
+    if s[0] is not None and s[0] != ys[0]:
+        raise node_error(node, "resizing the batch axis is not supported")
+    extra = {}
+    for k, name in enumerate(node.input[1:], start=1):
+        if not name:
+            continue
+        if k == 3 and b.value(name) is None:
+            # Output sizes computed at run time from the batch: the static ones suffice.
+            extra[name] = np.array([1] + list(ys[1:]), np.int64)
+        else:
+            extra[name] = b.const_operand(node, k, ["", "roi", "scales", "sizes"][k])
+    shape1 = [1] + list(s[1:])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape1)]
+    inits = [numpy_helper.from_array(v, n) for n, v in extra.items()]
+    probe_node = helper.make_node("Resize", ["x"] + list(node.input[1:]), ["y"],
+                                  **{a.name: helper.get_attribute_value(a)
+                                     for a in node.attribute})
+    graph = helper.make_graph([probe_node], "resize", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=inits)
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)],
+                              ir_version=U.PROBE_IR_VERSION)
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    mats = {}
+    for a in axes:
+        d = s[a]
+        mat = np.zeros((ys[a], d), np.float32)
+        for j in range(d):
+            e = np.ones(shape1, np.float32)
+            sl = [slice(None)] * len(shape1)
+            sl[a] = slice(None)
+            basis = np.zeros(d, np.float32)
+            basis[j] = 1.0
+            shp = [1] * len(shape1)
+            shp[a] = d
+            e = e * basis.reshape(shp)
+            out = sess.run(None, {"x": e})[0]
+            line = [0] * len(shape1)
+            line[a] = slice(None)
+            mat[:, j] = out[tuple(line)]
+        mats[a] = mat
+    # The product of per-axis matrices must reproduce the node (separable modes only).
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal(shape1).astype(np.float32)
+    want = sess.run(None, {"x": r})[0]
+    got = r
+    for a, mat in mats.items():
+        got = np.moveaxis(np.tensordot(mat, np.moveaxis(got, a, 0), axes=(1, 0)), 0, a)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+        raise node_error(node, "this Resize mode is not separable per axis; no backward rule")
+    return mats

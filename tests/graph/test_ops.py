@@ -1,0 +1,289 @@
+"""Per-op VJP rules on tiny inline models. Oracle: torch autograd (float64) on the same
+weights; smooth ops at rtol 1e-4, piecewise-linear ones too (inputs avoid kinks by seed)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import helper
+
+from engine.graph import GraphError, build_gradient_model, prepare_model
+
+from graph_helpers import make_model, onnx_grad, rel_err, t, torch_grad
+
+R = np.random.default_rng(42)
+
+
+def w(*shape, scale=0.5):
+    return (R.standard_normal(shape) * scale).astype(np.float32)
+
+
+def node(op, ins, outs, **kw):
+    return helper.make_node(op, ins, outs, **kw)
+
+
+def case_conv_groups_dilation_asym():
+    W = w(6, 2, 3, 3)
+    n = [node("Conv", ["x", "W"], ["y"], group=2, dilations=[2, 1], strides=[1, 2],
+              pads=[1, 0, 2, 1])]
+    fn = lambda x: F.conv2d(F.pad(x, (0, 1, 1, 2)), t(W), stride=(1, 2), dilation=(2, 1),
+                            groups=2)
+    return n, ["N", 4, 9, 11], {"W": W}, fn
+
+
+def case_conv_same_upper_stride2():
+    W, B = w(3, 2, 3, 3), w(3)
+    n = [node("Conv", ["x", "W", "B"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2])]
+    # H=W=8, k=3, s=2: total pad 1 -> begin 0, end 1
+    fn = lambda x: F.conv2d(F.pad(x, (0, 1, 0, 1)), t(W), t(B), stride=2)
+    return n, ["N", 2, 8, 8], {"W": W, "B": B}, fn
+
+
+def case_conv_depthwise_stride1():
+    W = w(4, 1, 5, 5)
+    n = [node("Conv", ["x", "W"], ["y"], group=4, pads=[2, 2, 2, 2])]
+    fn = lambda x: F.conv2d(x, t(W), padding=2, groups=4)
+    return n, ["N", 4, 7, 6], {"W": W}, fn
+
+
+def case_conv_depthwise_stride2_tf_pads():
+    W = w(4, 1, 3, 3)
+    n = [node("Conv", ["x", "W"], ["y"], group=4, strides=[2, 2], pads=[0, 0, 1, 1])]
+    fn = lambda x: F.conv2d(F.pad(x, (0, 1, 0, 1)), t(W), stride=2, groups=4)
+    return n, ["N", 4, 9, 8], {"W": W}, fn
+
+
+def case_conv1d_channel_multiplier():
+    W = w(6, 1, 3)
+    n = [node("Conv", ["x", "W"], ["y"], group=3, pads=[1, 1])]
+    fn = lambda x: F.conv1d(x, t(W), padding=1, groups=3)
+    return n, ["N", 3, 10], {"W": W}, fn
+
+
+def case_maxpool_ceil_overlap():
+    n = [node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+              ceil_mode=1)]
+    fn = lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True)
+    return n, ["N", 2, 8, 8], {}, fn
+
+
+def case_avgpool_count_include_pad_ceil():
+    n = [node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+              pads=[1, 1, 1, 1], count_include_pad=1, ceil_mode=1)]
+    fn = lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=True)
+    return n, ["N", 2, 8, 8], {}, fn
+
+
+def case_avgpool_exclude_pad():
+    n = [node("AveragePool", ["x"], ["y"], kernel_shape=[3, 2], strides=[1, 2],
+              pads=[1, 0, 1, 0], count_include_pad=0)]
+    fn = lambda x: F.avg_pool2d(x, (3, 2), (1, 2), (1, 0), count_include_pad=False)
+    return n, ["N", 2, 6, 8], {}, fn
+
+
+def case_avgpool_tiling():
+    n = [node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    return n, ["N", 3, 6, 8], {}, lambda x: F.avg_pool2d(x, 2)
+
+
+def case_gemm_trans_alpha_beta():
+    B, C = w(5, 6), w(5)
+    n = [node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+         node("Gemm", ["xt", "B", "C"], ["y"], transA=1, transB=1, alpha=0.7, beta=0.3)]
+    fn = lambda x: 0.7 * x @ t(B).T + 0.3 * t(C)
+    return n, ["N", 6], {"B": B, "C": C}, fn
+
+
+def case_se_broadcast_mul():
+    W = w(4, 4, 1, 1)
+    n = [node("GlobalAveragePool", ["x"], ["p"]), node("Conv", ["p", "W"], ["q"]),
+         node("Sigmoid", ["q"], ["s"]), node("Mul", ["x", "s"], ["y"])]
+    fn = lambda x: x * torch.sigmoid(F.conv2d(x.mean((2, 3), keepdim=True), t(W)))
+    return n, ["N", 4, 5, 5], {"W": W}, fn
+
+
+def case_attention_matmul_softmax():
+    Wq, Wk = w(4, 4), w(4, 4)
+    n = [node("MatMul", ["x", "Wq"], ["q"]), node("MatMul", ["x", "Wk"], ["k"]),
+         node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]), node("MatMul", ["q", "kt"], ["s"]),
+         node("Softmax", ["s"], ["a"], axis=-1), node("MatMul", ["a", "x"], ["y"])]
+
+    def fn(x):
+        s = (x @ t(Wq)) @ (x @ t(Wk)).transpose(1, 2)
+        return torch.softmax(s, -1) @ x
+    return n, ["N", 3, 4], {"Wq": Wq, "Wk": Wk}, fn
+
+
+def case_softmax_axis1_logsoftmax():
+    n = [node("Softmax", ["x"], ["s"], axis=1), node("LogSoftmax", ["s"], ["y"], axis=2)]
+    fn = lambda x: torch.log_softmax(torch.softmax(x, 1), 2)
+    return n, ["N", 3, 4], {}, fn
+
+
+def case_resize_linear():
+    sc = np.array([1, 1, 2, 1.5], np.float32)
+    n = [node("Resize", ["x", "", "sc"], ["y"], mode="linear",
+              coordinate_transformation_mode="half_pixel")]
+    fn = lambda x: F.interpolate(x, size=(10, 9), mode="bilinear", align_corners=False)
+    return n, ["N", 2, 5, 6], {"sc": sc}, fn
+
+
+def case_resize_nearest():
+    sc = np.array([1, 1, 2, 3], np.float32)
+    n = [node("Resize", ["x", "", "sc"], ["y"], mode="nearest",
+              coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
+    fn = lambda x: F.interpolate(x, scale_factor=(2, 3), mode="nearest")
+    return n, ["N", 2, 4, 3], {"sc": sc}, fn
+
+
+def case_layernorm():
+    S, B = w(6) + 1, w(6)
+    n = [node("LayerNormalization", ["x", "S", "B"], ["y"], axis=-1, epsilon=1e-5)]
+    fn = lambda x: F.layer_norm(x, (6,), t(S), t(B), 1e-5)
+    return n, ["N", 3, 6], {"S": S, "B": B}, fn
+
+
+def case_slice_bounds():
+    i = lambda *v: np.array(v, np.int64)
+    big = np.iinfo(np.int64).max
+    n = [node("Slice", ["x", "s1", "e1", "a1"], ["p"]),
+         node("Slice", ["p", "s2", "e2", "a2", "st2"], ["y"])]
+    inits = {"s1": i(-5, 1), "e1": i(big, -1), "a1": i(2, 3),
+             "s2": i(0, -1), "e2": i(big, -big), "a2": i(2, 3), "st2": i(2, -2)}
+    fn = lambda x: torch.flip(x[:, :, -5:, 1:-1][:, :, ::2], [3])[:, :, :, ::2]
+    return n, ["N", 2, 7, 8], inits, fn
+
+
+def case_pad_concat_split_transpose():
+    i = lambda *v: np.array(v, np.int64)
+    n = [node("Pad", ["x", "pads"], ["p"]),
+         node("Split", ["p", "sp"], ["a", "b"], axis=1),
+         node("Tanh", ["b"], ["tb"]),
+         node("Concat", ["tb", "a", "x"], ["c"], axis=1),
+         node("Transpose", ["c"], ["y"], perm=[0, 3, 1, 2])]
+    inits = {"pads": i(0, 0, 1, 2, 0, 0, 2, 0), "sp": i(1, 2)}
+
+    def fn(x):
+        p = F.pad(x, (2, 0, 1, 2))
+        a, b = p[:, :1], p[:, 1:]
+        c = torch.cat([torch.tanh(b), a, F.pad(x, (2, 0, 1, 2))], 1)
+        return c.permute(0, 3, 1, 2)
+    # third Concat operand must match sizes: use p instead of x
+    n[3] = node("Concat", ["tb", "a", "p"], ["c"], axis=1)
+    return n, ["N", 3, 4, 5], inits, fn
+
+
+def case_reshape_gather_expand_reduce():
+    i = lambda *v: np.array(v, np.int64)
+    n = [node("Reshape", ["x", "shp"], ["r"]),
+         node("Gather", ["r", "idx"], ["g"], axis=1),
+         node("Gather", ["r", "idx2"], ["g2"], axis=2),
+         node("ReduceSum", ["g2", "ax"], ["s"], keepdims=0),
+         node("Unsqueeze", ["s", "ax"], ["su"]),
+         node("Expand", ["su", "eshp"], ["e"]),
+         node("Unsqueeze", ["g", "ax1"], ["gu"]),
+         node("Mul", ["e", "gu"], ["m"]),
+         node("ReduceMean", ["m"], ["y"], axes=[1], keepdims=1)]
+    inits = {"shp": i(0, 3, -1), "idx": np.array(1, np.int64), "idx2": i(0, 2, 2, 5),
+             "ax": i(2), "ax1": i(1), "eshp": i(1, 6)}
+
+    def fn(x):
+        r = x.reshape(x.shape[0], 3, -1)
+        g = r[:, 1]
+        s = r[:, :, [0, 2, 2, 5]].sum(2)
+        return (s.unsqueeze(2).expand(-1, -1, 6) * g.unsqueeze(1)).mean(1, keepdim=True)
+    return n, ["N", 3, 2, 3], inits, fn
+
+
+def case_lrn():
+    n = [node("LRN", ["x"], ["y"], size=3, alpha=0.3, beta=0.75, bias=1.5)]
+    fn = lambda x: F.local_response_norm(x, 3, alpha=0.3, beta=0.75, k=1.5)
+    return n, ["N", 5, 3, 4], {}, fn
+
+
+def case_elementwise_smooth():
+    E = np.float32(1.7)
+    n = [node("Erf", ["x"], ["a"]), node("Exp", ["a"], ["b"]), node("Sqrt", ["b"], ["c"]),
+         node("Pow", ["c", "E"], ["d"]), node("Div", ["d", "b"], ["e"]),
+         node("Sub", ["e", "x"], ["f"]), node("Neg", ["f"], ["g"]),
+         node("Sigmoid", ["g"], ["h"]), node("Tanh", ["h"], ["y"])]
+    fn = lambda x: torch.tanh(torch.sigmoid(-(torch.sqrt(torch.exp(torch.erf(x))) ** 1.7
+                                              / torch.exp(torch.erf(x)) - x)))
+    return n, ["N", 3, 4], {"E": E}, fn
+
+
+def case_rectifiers():
+    lo, hi = np.float32(-0.5), np.float32(0.8)
+    n = [node("Clip", ["x", "lo", "hi"], ["a"]), node("LeakyRelu", ["x"], ["b"], alpha=0.1),
+         node("HardSigmoid", ["x"], ["c"], alpha=0.3), node("HardSwish", ["x"], ["d"]),
+         node("Relu", ["x"], ["e"]), node("Sum", ["a", "b", "c", "d", "e"], ["y"])]
+    fn = lambda x: (x.clamp(-0.5, 0.8) + F.leaky_relu(x, 0.1) + (0.3 * x + 0.5).clamp(0, 1)
+                    + F.hardswish(x) + F.relu(x))
+    return n, ["N", 4, 6], {"lo": lo, "hi": hi}, fn
+
+
+def case_where_cast_batchnorm():
+    C = 3
+    s, b_, m, v = w(C) + 1, w(C), w(C), np.abs(w(C)) + 0.5
+    n = [node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn"], epsilon=1e-3),
+         node("Greater", ["x", "zero"], ["cond"]), node("Cast", ["bn"], ["bc"], to=1),
+         node("Where", ["cond", "bc", "x"], ["y"])]
+    fn = lambda x: torch.where(x > 0, F.batch_norm(x, t(m), t(v), t(s), t(b_), eps=1e-3), x)
+    return n, ["N", C, 2, 3], {"s": s, "b": b_, "m": m, "v": v, "zero": np.float32(0)}, fn
+
+
+def case_gelu_opset20():
+    n = [node("Gelu", ["x"], ["a"]), node("Gelu", ["a"], ["y"], approximate="tanh")]
+    fn = lambda x: F.gelu(F.gelu(x), approximate="tanh")
+    return n, ["N", 5], {}, fn, 20
+
+
+CASES = {k[5:]: v for k, v in sorted(globals().items()) if k.startswith("case_")}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_op_gradient_matches_torch(name):
+    spec = CASES[name]()
+    nodes, shape, inits, fn = spec[:4]
+    opset = spec[4] if len(spec) > 4 else 17
+    model = make_model(nodes, shape, inits=inits, opset=opset)
+    x = np.random.default_rng(7).standard_normal([2] + shape[1:]).astype(np.float32)
+    out, seed, gm = onnx_grad(model, x)
+    y_t, g_t = torch_grad(fn, x, seed)
+    assert rel_err(out["y"], y_t) < 1e-5, "forward differs: the torch mirror is wrong"
+    assert rel_err(out["grad:x"], g_t) < 1e-4
+    onnx.checker.check_model(gm, full_check=True)
+
+
+def test_unsupported_op_names_node_and_type():
+    model = make_model([node("Relu", ["x"], ["r"]),
+                        node("CumSum", ["r", "ax"], ["y"], name="cum_7")], ["N", 4],
+                       inits={"ax": np.array(1, np.int64)})
+    with pytest.raises(GraphError, match=r"node 'cum_7' \(CumSum\)"):
+        build_gradient_model(prepare_model(model))
+
+
+def test_batchnorm_training_mode_refused():
+    C = 2
+    inits = {k: np.ones(C, np.float32) for k in "sbmv"}
+    model = make_model([node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                             training_mode=1, name="bn_train")], ["N", C, 3], inits=inits)
+    with pytest.raises(GraphError, match=r"bn_train.*training_mode"):
+        build_gradient_model(model)
+
+
+def test_finite_difference_fallback_warns(caplog):
+    model = make_model([node("Selu", ["x"], ["y"])], ["N", 5])
+    x = np.random.default_rng(3).standard_normal([2, 5]).astype(np.float32) + 0.05
+    out, seed, _ = onnx_grad(model, x)
+    _, g_t = torch_grad(torch.selu, x, seed)
+    assert rel_err(out["grad:x"], g_t) < 1e-3
+    assert any("central difference" in r.message for r in caplog.records)
+
+
+def test_bad_relu_mode_message():
+    model = make_model([node("Relu", ["x"], ["y"])], ["N", 5])
+    with pytest.raises(GraphError, match="'relu_mode' parameter must be one of"):
+        build_gradient_model(model, relu_mode="bogus")
