@@ -10,10 +10,13 @@ import logging
 import sys
 from typing import Sequence
 
-from . import basic, explain
+from . import basic, explain, lime
+from . import evaluate as quality
+from . import gradcam, gradients
+from . import gradcheck, occlusion
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck]
 
 
 class _Parser(argparse.ArgumentParser):
