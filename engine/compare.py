@@ -1,0 +1,230 @@
+"""Compare two models' predictions and explanations on the same images.
+
+The main use is a float32 model against its int8 or float16 build ("did my edge build
+change what the model looks at?"), but any two models with the same classes work.
+
+Per image: top-1 agreement, top-5 overlap (|top5_A ∩ top5_B| / 5; / number of classes when
+fewer) and the largest absolute
+difference between the two probability vectors. Per image and method: both models explain
+the **same class** (model A's top-1, unless ``label`` is given), and the maps are compared
+by Spearman rank correlation (signed maps) and by the IoU of their top ``top_fraction``
+pixels (10% by default; exactly that many pixels, ties in raster order).
+
+A gradient method needs the gradient engine to handle the graph (QuantizeLinear /
+DequantizeLinear, float16). When it cannot (a ``GraphError`` or ``ModelError``), the method
+is reported as "fallback: forward-only" and, unless one is already in the list, the
+forward-only ``fallback`` method (occlusion by default) is added so the comparison still
+says something about the explanations.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ._validation import check_float, check_int
+from .evaluate import FORWARD_ONLY, QUALITY_METHODS, check_methods, explain_with, is_gradient_failure
+from .model import Model
+from .sanity import spearman
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Comparison:
+    """Outcome of :func:`compare_models`.
+
+    Attributes
+    ----------
+    model_a, model_b : str
+        The models' paths.
+    predictions : list of dict
+        One per image: ``image``, ``top1_a``, ``top1_b`` (indices), ``top1_name_a``,
+        ``top1_name_b``, ``top1_equal``, ``top5_overlap``, ``max_prob_diff``, ``label``
+        (the class explained).
+    maps : list of dict
+        One per (image, method): ``image``, ``method``, ``spearman``, ``iou_top``,
+        ``status`` ("ok" or "fallback: forward-only (...)").
+    drift : list of dict
+        One per image, most drifted first: ``image``, ``drift`` (1 − the lowest map
+        correlation over the methods that ran), ``worst_method``, ``flagged``
+        (drift ≥ ``drift_threshold``).
+    """
+
+    model_a: str
+    model_b: str
+    predictions: list[dict[str, Any]]
+    maps: list[dict[str, Any]]
+    drift: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Aggregates: top-1 agreement rate, mean top-5 overlap, max prob diff, mean map metrics per method."""
+        preds = self.predictions
+        per_method: dict[str, dict[str, Any]] = {}
+        for m in dict.fromkeys(r["method"] for r in self.maps):
+            rows = [r for r in self.maps if r["method"] == m]
+            ok = [r for r in rows if r["status"] == "ok"]
+            per_method[m] = {"mean_spearman": _mean([r["spearman"] for r in ok]),
+                             "mean_iou_top": _mean([r["iou_top"] for r in ok]),
+                             "status": "ok" if len(ok) == len(rows) else rows[[r["status"] != "ok" for r in rows].index(True)]["status"]}
+        return {"model_a": self.model_a, "model_b": self.model_b, "images": len(preds),
+                "top1_agreement": _mean([float(p["top1_equal"]) for p in preds]),
+                "mean_top5_overlap": _mean([p["top5_overlap"] for p in preds]),
+                "max_prob_diff": max((p["max_prob_diff"] for p in preds), default=float("nan")),
+                "methods": per_method, "flagged": [d["image"] for d in self.drift if d["flagged"]]}
+
+    def markdown(self) -> str:
+        """Prediction table, map table and the drift ranking as markdown."""
+        lines = [f"model A: `{self.model_a}`  ", f"model B: `{self.model_b}`", "",
+                 "| image | top-1 A | top-1 B | equal | top-5 overlap | max prob diff |", "|---|---|---|---|---|---|"]
+        for p in self.predictions:
+            lines.append(f"| {p['image']} | {p['top1_name_a']} ({p['top1_a']}) | {p['top1_name_b']} ({p['top1_b']}) | "
+                         f"{'yes' if p['top1_equal'] else 'NO'} | {p['top5_overlap']:.2f} | {p['max_prob_diff']:.4f} |")
+        lines += ["", f"| image | method | spearman | IoU top {self.params.get('top_fraction', 0.1):.0%} | status |",
+                  "|---|---|---|---|---|"]
+        for r in self.maps:
+            lines.append(f"| {r['image']} | {r['method']} | {_f(r['spearman'])} | {_f(r['iou_top'])} | {r['status']} |")
+        lines += ["", "| image | drift | worst method | flagged |", "|---|---|---|---|"]
+        for d in self.drift:
+            lines.append(f"| {d['image']} | {_f(d['drift'])} | {d['worst_method']} | {'FLAG' if d['flagged'] else ''} |")
+        return "\n".join(lines)
+
+
+def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, *,
+                   methods: Sequence[str] = ("gradcam", "occlusion"), label: Any = None, top_fraction: float = 0.1,
+                   method_params: dict[str, dict[str, Any]] | None = None, fallback: str | None = "occlusion",
+                   drift_threshold: float = 0.5, names: Sequence[str] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Comparison:
+    """Compare two models' predictions and explanations image by image.
+
+    Parameters
+    ----------
+    model_a, model_b : Model
+        Models with the same classes (e.g. a float32 model and its int8 build).
+    images : sequence of images (arrays (H, W, 3) or paths), or one image
+    methods : sequence of str
+        Names from :data:`engine.evaluate.QUALITY_METHODS`.
+    label : int or str, optional
+        The class explained for every image; default model A's top-1 per image.
+    top_fraction : float
+        Share of pixels in the top region whose IoU is reported (0 < f ≤ 1; default 0.1).
+    method_params : dict of str to dict, optional
+        Extra keyword arguments per method.
+    fallback : str or None
+        Forward-only method added when a gradient method fails on either model (None: none).
+    drift_threshold : float
+        An image is flagged when 1 − (lowest map correlation) ≥ this.
+    names : sequence of str, optional
+        Image names for the tables; default the file stems, or "image0", "image1", ...
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    Comparison
+
+    Raises
+    ------
+    ValueError
+        Unknown method; models with different numbers of classes; no images.
+    """
+    methods = check_methods(methods)
+    top_fraction = check_float("top_fraction", top_fraction, minimum=0.0, maximum=1.0, strict_minimum=True)
+    drift_threshold = check_float("drift_threshold", drift_threshold)
+    if fallback is not None:
+        check_methods([fallback])
+        if QUALITY_METHODS[fallback][3]:
+            raise ValueError(f"The 'fallback' parameter must be a forward-only method {FORWARD_ONLY}; got {fallback!r}.")
+    if model_a.num_classes != model_b.num_classes:
+        raise ValueError(f"the models have different numbers of classes: {model_a.num_classes} "
+                         f"({model_a.path}) and {model_b.num_classes} ({model_b.path}).")
+    images = [images] if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3) \
+        else list(images)
+    if not images:
+        raise ValueError("compare_models() got no images.")
+    if names is None:
+        names = [pathlib.Path(os.fspath(im)).stem if isinstance(im, (str, os.PathLike)) else f"image{i}"
+                 for i, im in enumerate(images)]
+    elif len(names) != len(images):
+        raise ValueError(f"The 'names' parameter has {len(names)} names for {len(images)} images.")
+    params = {m: dict((method_params or {}).get(m, {})) for m in list(methods) + ([fallback] if fallback else [])}
+    run_methods = list(methods)
+    failed: dict[tuple[int, str], str] = {}  # (id(model), method) -> reason, so a graph is tried once
+    predictions, maps, drift = [], [], []
+    done, total = 0, len(images) * len(run_methods)
+    for name, image in zip(names, images):
+        pa = model_a.probabilities(model_a.predict([image]))[0]
+        pb = model_b.probabilities(model_b.predict([image]))[0]
+        ta, tb = np.argsort(-pa, kind="stable")[:5], np.argsort(-pb, kind="stable")[:5]
+        lab = int(ta[0]) if label is None else model_a.label_index(label)
+        predictions.append({"image": name, "top1_a": int(ta[0]), "top1_b": int(tb[0]),
+                            "top1_name_a": model_a.class_names[ta[0]], "top1_name_b": model_b.class_names[tb[0]],
+                            "top1_equal": bool(ta[0] == tb[0]), "top5_overlap": len(set(ta) & set(tb)) / len(ta),
+                            "max_prob_diff": float(np.abs(pa - pb).max()), "label": lab})
+        worst = (float("nan"), "")
+        m_i = 0
+        while m_i < len(run_methods):  # a fallback appended during this image runs for it too
+            method = run_methods[m_i]
+            m_i += 1
+            row = {"image": name, "method": method, "spearman": float("nan"), "iou_top": float("nan"), "status": "ok"}
+            result_maps = []
+            for which, model in (("A", model_a), ("B", model_b)):
+                key = (id(model), method)
+                if key in failed:
+                    row["status"] = failed[key]
+                    break
+                try:
+                    result_maps.append(np.asarray(explain_with(method, model, image, lab, **params[method]).score_map))
+                except Exception as exc:
+                    if not (QUALITY_METHODS[method][3] and is_gradient_failure(exc)):
+                        raise
+                    reason = f"fallback: forward-only (model {which}: {str(exc).splitlines()[0][:160]})"
+                    log.warning("%s on %s: %s", method, model.path, reason)
+                    failed[key] = row["status"] = reason
+                    if fallback is not None and fallback not in run_methods:
+                        run_methods.append(fallback)
+                        total += len(images)
+                    break
+            if len(result_maps) == 2:
+                a, b = result_maps
+                row["spearman"] = 1.0 if np.array_equal(a, b) else spearman(a, b)  # equal constant maps agree
+                row["iou_top"] = top_region_iou(a, b, top_fraction)
+                if not np.isnan(row["spearman"]) and not (row["spearman"] >= worst[0]):
+                    worst = (row["spearman"], method)
+            maps.append(row)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        d = 1.0 - worst[0] if worst[1] else float("nan")
+        drift.append({"image": name, "drift": d, "worst_method": worst[1],
+                      "flagged": bool(worst[1]) and d >= drift_threshold})
+    drift.sort(key=lambda r: -np.inf if np.isnan(r["drift"]) else -r["drift"])
+    return Comparison(model_a.path, model_b.path, predictions, maps, drift,
+                      {"methods": run_methods, "top_fraction": top_fraction, "drift_threshold": drift_threshold,
+                       "fallback": fallback, "method_params": params, "label": label})
+
+
+def top_region_iou(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
+    """IoU of the top ``fraction`` of pixels of two maps (exactly ceil(fraction·N) pixels each, ties in raster order)."""
+    a, b = np.ravel(a), np.ravel(b)
+    if a.shape != b.shape:
+        raise ValueError(f"maps of different sizes: {a.size} and {b.size} values.")
+    k = max(1, int(np.ceil(fraction * a.size)))
+    top_a = np.zeros(a.size, bool)
+    top_b = np.zeros(b.size, bool)
+    top_a[np.argsort(-a.astype(np.float64), kind="stable")[:k]] = True
+    top_b[np.argsort(-b.astype(np.float64), kind="stable")[:k]] = True
+    return float(np.count_nonzero(top_a & top_b) / np.count_nonzero(top_a | top_b))
+
+
+def _mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _f(v: float) -> str:
+    return "nan" if v is None or np.isnan(v) else f"{v:.3f}"
