@@ -678,8 +678,18 @@ class RectangleCNN(nn.Module):
 
 
 def load_rectangle() -> nn.Module:
+    """Torch twin of ``rectangle/rectangle_cnn.onnx``.
+
+    The weights are read from the ONNX initializers (which the TorchScript
+    exporter names after the state_dict keys), so no .pt copy is committed.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(os.path.join(RECT_DIR, "rectangle_cnn.onnx"))
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
     m = RectangleCNN()
-    m.load_state_dict(torch.load(os.path.join(RECT_DIR, "rectangle_cnn.pt"), map_location="cpu"))
+    m.load_state_dict({k: inits[k] for k in m.state_dict()})
     return m.eval()
 
 
