@@ -1,0 +1,96 @@
+"""``onnxplain lime``: image LIME (MATLAB imageLIME semantics) on one image.
+
+Writes ``<image>_lime.png`` (overlay with feature boundaries; one per label when several),
+``<image>_lime.npy`` (the raw score map), ``<image>_lime_features.npy`` (the feature map)
+and ``<image>_lime.json`` (labels, scores, options, timings, feature importances).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from ..images import resize_map
+from ..methods.lime import FILLS, SEGMENTATIONS, SURROGATES, UPSAMPLING, explain_default, image_lime
+from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
+    write_result
+
+__all__ = ["add_parser", "run", "explain_default"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("lime", help="image LIME: which superpixels / grid cells the class score depends on")
+    add_model_args(p)
+    p.add_argument("--label", "-l", nargs="+", action="extend", default=None, metavar="L",
+                   help="class index or name, several for one sampling pass (default: the top class)")
+    p.add_argument("--num-features", type=int, default=49, help="target number of features (default 49)")
+    p.add_argument("--num-samples", type=int, default=2048, help="synthetic images (default 2048)")
+    p.add_argument("--segmentation", default="superpixels", metavar="|".join(SEGMENTATIONS) + "|FILE.npy",
+                   help="segmentation method, or a .npy integer matrix of the image's size (default superpixels)")
+    p.add_argument("--surrogate", choices=SURROGATES, default="tree", help="simple model (default tree)")
+    p.add_argument("--upsampling", choices=UPSAMPLING, default="nearest", help="output upsampling (default nearest)")
+    p.add_argument("--fill", default="mean",
+                   help=f"value of 'off' features: {', '.join(FILLS)}, a number or R,G,B (default mean)")
+    p.add_argument("--batch-size", type=int, default=128, help="synthetic images per model call (default 128)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
+    add_output_args(p, "onnxplain-out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = model_from_args(args)
+    image, name = image_from_args(args)
+    bar = ProgressBar("lime", enabled=not args.no_progress)
+    try:
+        result = image_lime(model, image, parse_label(args.label), num_features=args.num_features,
+                            num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
+                            surrogate=args.surrogate, output_upsampling=args.upsampling,
+                            mini_batch_size=args.batch_size, random_state=args.seed, fill=_fill(args.fill),
+                            progress=bar)
+    finally:
+        bar.close()
+    stem = f"{name}_lime"
+    shown, extra = result, {}
+    if result.score_map.shape[:2] != image.shape[:2]:  # "none": the PNG shows it upsampled nearest
+        shown = dataclasses.replace(result, score_map=resize_map(result.score_map, image.shape[:2], "nearest"))
+        extra = {"map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
+    written = write_result(shown, image, args.out, stem, kind="heat", model=model, extra=extra,
+                           boundaries=result.feature_map)
+    out = pathlib.Path(args.out)
+    np.save(out / f"{stem}.npy", result.score_map)
+    np.save(out / f"{stem}_features.npy", result.feature_map)
+    written.append(str(out / f"{stem}_features.npy"))
+    for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):
+        imp = result.feature_importance if result.feature_importance.ndim == 1 else result.feature_importance[:, k]
+        top = np.argsort(-imp, kind="stable")[:5]
+        print(f"{label} ({idx}), score {float(result.scores[k]):.4g}: top features "
+              + ", ".join(f"{int(f)} ({imp[f]:.3g})" for f in top))
+    print(f"{result.num_features} features, {result.params['num_samples']} samples, "
+          f"{result.timings['total']:.1f} s -> " + ", ".join(written))
+    return 0
+
+
+def _segmentation(value: str) -> Any:
+    """A method name, or the integer matrix in a .npy file."""
+    if value in SEGMENTATIONS:
+        return value
+    if value.endswith(".npy"):
+        path = pathlib.Path(value)
+        if not path.exists():
+            raise FileNotFoundError(f"--segmentation file {value!r} does not exist.")
+        return np.load(path, allow_pickle=False)
+    raise ValueError(f"--segmentation must be one of {', '.join(SEGMENTATIONS)} or a .npy file; got {value!r}.")
+
+
+def _fill(value: str) -> Any:
+    """--fill: a named fill, a number or R,G,B."""
+    if value in FILLS:
+        return value
+    try:
+        numbers = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise ValueError(f"--fill must be one of {', '.join(FILLS)}, a number or R,G,B; got {value!r}.") from None
+    return numbers[0] if len(numbers) == 1 else numbers
