@@ -1,0 +1,119 @@
+"""The class-activation-map family on one template (pytorch-grad-cam's ``BaseCAM`` shape).
+
+Every CAM method computes ``map = ReLU(sum_k w_k A_k)`` over the channels ``A_k`` of a
+feature layer; the methods differ only in how the channel weights ``w_k`` are obtained:
+
+- :class:`GradientCAM` subclasses run the gradient engine once per mini-batch of targets
+  and turn (activations, gradients) into weights in :meth:`GradientCAM.channel_weights`
+  (Grad-CAM: the spatial mean of the gradient; Grad-CAM++: the weighted positive gradient);
+- Score-CAM (``scorecam.py``) is forward-only: it taps the feature layer and scores the
+  image masked by each upsampled channel.
+
+Maps stay raw (no normalisation); upsampling follows ``output_upsampling``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .._validation import check_choice, check_int
+from ..images import resize_map
+from ..model import Model
+from ..result import Explanation
+from . import _targets as T
+from .layers import FeatureLayer, feature_layer_for
+
+UPSAMPLING = ("bicubic", "bilinear", "nearest", "none")
+Progress = Callable[[int, int], None] | None
+
+
+class CAMMethod:
+    """Template: resolve layer and targets, get (activations, weights), combine, upsample."""
+
+    name = "cam"
+    #: whether the method differentiates (forward-only methods skip the gradient probe and the
+    #: numeric gradient of callables)
+    uses_gradients = True
+
+    def explain(self, model: Model, image: Any, label: Any = None, *, reduction: Any = None,
+                feature_layer: str | None = None, reduction_layer: str | None = None,
+                output_upsampling: str = "bicubic", feature_layout: str | None = None,
+                execution_environment: str | None = None, mini_batch_size: int = 32,
+                progress: Progress = None) -> Explanation:
+        started = time.perf_counter()
+        check_choice("output_upsampling", output_upsampling, UPSAMPLING)
+        mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
+        pixels, original, env = T.start(model, image, execution_environment)
+        layer = feature_layer_for(model, feature_layer, feature_layout=feature_layout, environment=env,
+                                  allow_probe=self.uses_gradients)
+        tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
+        shape = T.per_sample_shape(model, tensor, is_output)
+        targets = T.resolve_targets(model, pixels, label, reduction, tensor, is_output, shape,
+                                    lambda: T.reduction_value(model, pixels, tensor, is_output, env),
+                                    env, differentiate=self.uses_gradients)
+        timings: dict[str, float] = {"setup": time.perf_counter() - started}
+        t0 = time.perf_counter()
+        acts, weights, scores = self.activations_and_weights(model, pixels, layer, targets, env, mini_batch_size,
+                                                              progress)
+        timings["inference"] = time.perf_counter() - t0
+        cam = np.maximum(np.einsum("kc,kchw->khw", weights.astype(np.float64), acts.astype(np.float64)), 0.0)
+        cam = cam.astype(np.float32)                         # (K, h, w) at the feature map's size
+        cam_hwk = np.ascontiguousarray(cam.transpose(1, 2, 0))
+        if output_upsampling == "none":
+            maps = cam_hwk
+        else:
+            maps = resize_map(cam_hwk, original, output_upsampling)
+        multi = T.is_multi(label, reduction)
+        timings["total"] = time.perf_counter() - started
+        params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
+                  "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
+                  "execution_environment": env}
+        extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
+                  "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
+        return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
+                           np.asarray(scores, np.float32), params, extras, timings)
+
+    # ---- steps the subclasses provide ---------------------------------------------------
+    def activations_and_weights(self, model: Model, pixels: np.ndarray, layer: FeatureLayer, targets: T.Targets,
+                                env: str, mini_batch_size: int, progress: Progress
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(activations (K, C, h, w), channel weights (K, C), explained scores (K,))."""
+        raise NotImplementedError
+
+
+class GradientCAM(CAMMethod):
+    """CAM methods whose weights come from the gradient at the feature layer."""
+
+    def channel_weights(self, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        """(K, C) weights from activations and gradients (K, C, h, w)."""
+        raise NotImplementedError
+
+    def activations_and_weights(self, model, pixels, layer, targets, env, mini_batch_size, progress):
+        acts, grads, r = feature_gradients(model, pixels, layer, targets, env, mini_batch_size, progress)
+        return acts, self.channel_weights(acts, grads), targets.scores(r)
+
+
+def feature_gradients(model: Model, pixels: np.ndarray, layer: FeatureLayer, targets: T.Targets, env: str,
+                      mini_batch_size: int, progress: Progress = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Activations and gradients (K, C, h, w) at the feature layer and R values (K, ...), one row per target.
+
+    The image is replicated once per target; each row carries its own seed, so K targets
+    cost ceil(K / mini_batch_size) engine runs.
+    """
+    engine = T.engine_for(model, env, [layer.name] + ([] if targets.is_output else [targets.tensor]))
+    reduction = None if targets.is_output else targets.tensor
+    acts, grads, rs = [], [], []
+    total = targets.count
+    for start in range(0, total, mini_batch_size):
+        seeds = targets.seeds[start:start + mini_batch_size]
+        batch = np.repeat(pixels[None], len(seeds), axis=0)
+        out = engine.run(batch, seeds, wrt=[layer.name], activations=[layer.name], reduction=reduction)
+        acts.append(layer.to_nchw(out[layer.name]))
+        grads.append(layer.to_nchw(out[f"grad:{layer.name}"]))
+        rs.append(np.asarray(out["reduction"] if "reduction" in out else out["output"], np.float32))
+        if progress is not None:
+            progress(min(start + len(seeds), total), total)
+    return np.concatenate(acts), np.concatenate(grads), np.concatenate(rs)

@@ -1,0 +1,239 @@
+"""Gradient attribution (the MATLAB gradient-attribution example) on the gradient engine.
+
+All methods differentiate the class score ``S_c`` (the model output's class entry:
+the probability for a model ending in Softmax, as MATLAB's example; or any ``reduction``
+as in Grad-CAM, see :mod:`engine.methods._targets`) with respect to the raw image pixels: preprocessing is fused in front of the graph, so gradients are in the
+image's own units, laid out (H, W, C) like the image.
+
+- "gradient": ``dS_c/dI`` (captum ``Saliency(abs=False)``);
+- "guided-backprop": at rectifiers ``g_in = (x > 0) * max(g_out, 0)`` (Relu, and Clip with
+  lower bound 0 = ReLU6; captum ``GuidedBackprop`` on ReLU networks);
+- "zeiler-fergus": ``g_in = max(g_out, 0)`` (deconvnet; captum ``Deconvolution``);
+- "integrated-gradients": ``(I - I0) * sum_n w_n dS_c/dI(I0 + a_n (I - I0))`` with
+  ``a_n = n / (num_steps - 1)``, n = 0..num_steps-1, and trapezoid weights ``w`` (both ends
+  halved): captum ``IntegratedGradients(method="riemann_trapezoid")``; the baseline ``I0``
+  is black (zeros in pixel units) by default; all path images are batched;
+- "smoothgrad": the mean gradient over ``num_samples`` copies of the image with Gaussian
+  noise, ``sigma = noise_level * (max - min)`` of the image's values;
+- "gradient-x-input": ``I * dS_c/dI`` (pixels as given, so the implicit baseline is black).
+
+Size rule: gradients are computed for the working image (the image resized to the
+model's input size). ``extras["working_gradients"]`` holds them exactly; ``gradients`` is
+that array resized bilinearly to the image's own size (per-pixel values, not rescaled by
+the area ratio), and ``score_map = sum_c |gradients|`` at that size. When the image
+already has the model's size both are the same array.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .._validation import as_generator, check_choice, check_float, check_int
+from ..images import load_image, resize_image, resize_map
+from ..model import Model
+from ..result import Explanation
+from . import _targets as T
+from ._common import Progress
+
+__all__ = ["gradient_attribution", "METHODS", "explain_default", "EXPLAIN_DEFAULTS"]
+
+METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients", "smoothgrad",
+           "gradient-x-input")
+_RELU_MODE = {"guided-backprop": "guided", "zeiler-fergus": "deconvnet"}
+
+
+def gradient_attribution(model: Model, image: Any, label: Any = None, *, method: str = "gradient",
+                         baseline: Any = None, num_steps: int = 25, num_samples: int = 25,
+                         noise_level: float = 0.15, mini_batch_size: int = 32, random_state: Any = None,
+                         reduction: Any = None, reduction_layer: str | None = None,
+                         execution_environment: str | None = None, progress: Progress = None) -> Explanation:
+    """Pixel attribution of a class score by gradients (see the module docstring for the methods).
+
+    Parameters
+    ----------
+    model : Model
+        From :func:`engine.load_model`, differentiable by the gradient engine (float input).
+    image : path or ndarray (H, W[, C])
+    label : int, str or list, optional
+        Class(es) to explain; None = the model's top class; a list gives a trailing K axis.
+    method : {"gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients", "smoothgrad", "gradient-x-input"}
+    baseline : None, float, (3,) or image-shaped array, optional
+        Integrated-gradients baseline in pixel units: None = black (zeros); a number or a
+        per-channel colour fills the image; an array of the image's or the model's size.
+    num_steps : int
+        Integrated-gradients path points (>= 2), both ends included.
+    num_samples : int
+        SmoothGrad noisy copies.
+    noise_level : float
+        SmoothGrad noise standard deviation as a fraction of the image's value range.
+    mini_batch_size : int
+        Images per engine run (path points / noisy copies of all labels are batched).
+    random_state : int, Generator or None
+        SmoothGrad noise; same seed -> identical output.
+    reduction, reduction_layer : optional
+        What to differentiate instead of a class of the model output, exactly as in
+        :func:`engine.grad_cam` (weights, :class:`engine.ClassRegion`, a callable, or the
+        tensor before a final Softmax with ``reduction_layer="logits"``).
+    execution_environment : {"auto", "cpu", "gpu"}, optional
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    Explanation
+        ``score_map`` float32 (H, W[, K]) = sum over channels of |gradients|; extras
+        ``gradients`` float32 (H, W, 3[, K]) signed per-channel attribution at the image's
+        size, ``working_gradients`` (h, w, 3[, K]) at the model's input size. ``scores``
+        are the class scores on the working image.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Unknown method, bad counts/levels/baseline; a graph the engine cannot differentiate.
+    """
+    started = time.perf_counter()
+    check_choice("method", method, METHODS)
+    mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
+    num_steps = check_int("num_steps", num_steps, minimum=2)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    noise_level = check_float("noise_level", noise_level, minimum=0.0)
+    pixels, original, env = T.start(model, image, execution_environment)
+    tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
+    shape = T.per_sample_shape(model, tensor, is_output)
+    targets = T.resolve_targets(model, pixels, label, reduction, tensor, is_output, shape,
+                                lambda: T.reduction_value(model, pixels, tensor, is_output, env), env)
+    multi = T.is_multi(label, reduction)
+    seeds = targets.seeds                                                          # (K, *R shape)
+    base = _baseline(baseline, pixels, original) if method == "integrated-gradients" else None
+    rng = as_generator(random_state) if method == "smoothgrad" else None
+    plan = _Plan.build(method, pixels, base, num_steps, num_samples, noise_level, rng)
+    engine = T.engine_for(model, env, [] if is_output else [tensor])
+    relu_mode = _RELU_MODE.get(method, "standard")
+    k_count = targets.count
+    total = k_count * plan.count
+    acc = np.zeros((k_count, *pixels.shape), np.float64)
+    r_at_image: dict[int, np.ndarray] = {}
+    t0 = time.perf_counter()
+    done = 0
+    for rows in _batches(k_count, plan.count, mini_batch_size):
+        batch = np.stack([plan.image(s) for _, s in rows])
+        out = engine.run(batch, seeds[[k for k, _ in rows]], wrt=[engine.input_name], relu_mode=relu_mode,
+                         reduction=None if is_output else tensor)
+        grads = np.asarray(out[f"grad:{engine.input_name}"], np.float64)
+        for row, ((k, s), g) in enumerate(zip(rows, grads)):
+            acc[k] += plan.weights[s] * g
+            if s == plan.exact:  # this sample is the image itself: keep R for the reported score
+                r_at_image[k] = out["reduction"][row]
+        done += len(rows)
+        if progress is not None:
+            progress(done, total)
+    inference = time.perf_counter() - t0
+    attribution = plan.finish(acc, pixels).astype(np.float32)                    # (K, h, w, 3)
+    working = np.ascontiguousarray(attribution.transpose(1, 2, 3, 0))            # (h, w, 3, K)
+    full = working
+    if tuple(original) != tuple(working.shape[:2]):
+        h, w, c, k = working.shape
+        full = resize_map(working.reshape(h, w, c * k), original, "bilinear").reshape(*original, c, k)
+    score = np.abs(full).sum(axis=2)
+    if len(r_at_image) < k_count:
+        r0 = np.asarray(T.reduction_value(model, pixels, tensor, is_output, env), np.float32)
+        r_at_image = {k: r0 for k in range(k_count)}
+    scores = targets.scores(np.stack([r_at_image[k] for k in range(k_count)]))
+    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+              "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
+    if method == "integrated-gradients":
+        params.update(num_steps=num_steps, baseline="black" if baseline is None else "custom")
+    if method == "smoothgrad":
+        params.update(num_samples=num_samples, noise_level=noise_level, noise_sigma=plan.sigma)
+    extras = {"gradients": full if multi else full[..., 0], "working_gradients": working if multi else working[..., 0]}
+    timings = {"inference": inference, "total": time.perf_counter() - started}
+    return Explanation(method, (score if multi else score[..., 0]).astype(np.float32), list(targets.labels),
+                       list(targets.names), scores, params, extras, timings)
+
+
+class _Plan:
+    """The images a method differentiates at, their weights, and the final combination."""
+
+    def __init__(self, count: int, image: Callable[[int], np.ndarray], weights: np.ndarray,
+                 finish: Callable[[np.ndarray, np.ndarray], np.ndarray], sigma: float = 0.0,
+                 exact: int | None = 0) -> None:
+        self.count, self.image, self.weights, self.finish, self.sigma = count, image, weights, finish, sigma
+        self.exact = exact  # index of the sample that is the unperturbed image, if any
+
+    @classmethod
+    def build(cls, method, pixels, base, num_steps, num_samples, noise_level, rng) -> "_Plan":
+        keep = lambda acc, px: acc  # noqa: E731
+        if method == "integrated-gradients":
+            alphas = np.linspace(0.0, 1.0, num_steps)
+            weights = np.full(num_steps, 1.0 / (num_steps - 1))
+            weights[[0, -1]] *= 0.5
+            diff = pixels - base
+            return cls(num_steps, lambda s: pixels if s == num_steps - 1 else
+                       (base + np.float32(alphas[s]) * diff).astype(np.float32), weights,
+                       lambda acc, px: acc * diff.astype(np.float64), exact=num_steps - 1)
+        if method == "smoothgrad":
+            sigma = float(noise_level * (pixels.max() - pixels.min()))
+            noise = rng.normal(0.0, 1.0, (num_samples, *pixels.shape)).astype(np.float32) * np.float32(sigma)
+            return cls(num_samples, lambda s: pixels + noise[s], np.full(num_samples, 1.0 / num_samples), keep,
+                       sigma, exact=None)
+        if method == "gradient-x-input":
+            return cls(1, lambda s: pixels, np.ones(1), lambda acc, px: acc * px.astype(np.float64))
+        return cls(1, lambda s: pixels, np.ones(1), keep)
+
+
+def _batches(k_count: int, per_label: int, size: int) -> Iterator[list[tuple[int, int]]]:
+    rows: list[tuple[int, int]] = []
+    for k in range(k_count):
+        for s in range(per_label):
+            rows.append((k, s))
+            if len(rows) == size:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
+
+
+def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> np.ndarray:
+    if baseline is None:
+        return np.zeros_like(pixels)
+    if isinstance(baseline, (int, float, np.number)) and not isinstance(baseline, bool):
+        value = check_float("baseline", float(baseline))
+        return np.full_like(pixels, value)
+    arr = np.asarray(baseline)
+    if arr.dtype.kind not in "uif":
+        raise TypeError(f"The 'baseline' parameter must be None, a number, a colour (3,) or an image; got dtype "
+                        f"{arr.dtype}.")
+    if arr.shape == (3,):
+        return np.broadcast_to(arr.astype(np.float32), pixels.shape).copy()
+    img = load_image(arr, name="baseline")
+    if img.shape[:2] == pixels.shape[:2]:
+        return img
+    if img.shape[:2] == tuple(original):
+        return resize_image(img, pixels.shape[:2])
+    raise ValueError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
+                     f"or the model's input size {pixels.shape[:2]}.")
+
+
+# Light settings for `onnxplain explain` (all six on the bundled model, 2 cores: ~5 s steady state).
+_LIGHT = {"integrated-gradients": {"num_steps": 16}, "smoothgrad": {"num_samples": 10, "random_state": 0}}
+
+
+def explain_default(model: Model, image: Any, label: Any = None, progress: Progress = None, *,
+                    method: str = "gradient") -> Explanation:
+    """Light default settings for ``onnxplain explain`` (``method`` one of :data:`METHODS`)."""
+    check_choice("method", method, METHODS)
+    return gradient_attribution(model, image, label, method=method, progress=progress, **_LIGHT.get(method, {}))
+
+
+def _default_for(method: str) -> Callable[..., Explanation]:
+    def run(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
+        return explain_default(model, image, label, progress, method=method)
+
+    run.__name__ = "explain_" + method.replace("-", "_")
+    run.__doc__ = f"{method} with light default settings, for ``onnxplain explain``."
+    return run
+
+
+#: method name -> ``explain_default(model, image, label, progress)``-style function
+EXPLAIN_DEFAULTS: dict[str, Callable[..., Explanation]] = {m: _default_for(m) for m in METHODS}

@@ -1,0 +1,420 @@
+"""Choosing and describing the feature layer of the CAM family (Grad-CAM, Grad-CAM++, Score-CAM).
+
+The automatic rule (REFERENCE.md, GRADIENTS.md "Choosing the Grad-CAM feature layer"):
+
+1. candidates are float tensors that lie on every path from the image input to the model
+   output (articulation tensors: this excludes everything inside residual blocks), of
+   rank 4 with a spatial size H * W > 1;
+2. take the last candidate in topological order produced by an activation (Relu, Clip,
+   Sigmoid, HardSwish, LeakyRelu, ...) or by Add / Concat / Mul (Mul covers swish,
+   ``x * sigmoid(x)``, and squeeze-excitation gates); when no candidate is, take the last
+   candidate whatever produced it;
+3. no rank-4 candidate (a vision transformer): take the last token tensor [N, T, D] on
+   every path whose *patch* tokens still receive gradient, and read it as a patch grid.
+   The grid (gh, gw) comes from the patch-embedding Conv's output shape; the T - gh * gw
+   leading tokens (class / distillation tokens) are dropped. "Still receive gradient" is
+   measured, not guessed: one gradient run at a fixed random image takes the gradient
+   with respect to every token candidate, and the last one whose patch-token gradient is
+   not identically zero wins (the last block's *output* feeds only the class token to the
+   head, so its patch tokens get exactly zero; the last block's *input* is chosen).
+   Without a patch grid the choice is an error asking for ``feature_layer``.
+
+Channel axis of rank-4 tensors: ONNX convolutions and pools are channels-first, so a map
+produced by them is NCHW; graphs converted from TensorFlow keep NHWC tensors between
+``Transpose`` nodes. The layout is tracked from the image input through the graph
+(Conv/Pool/BatchNormalization outputs are NCHW, Transpose permutes the channel axis,
+elementwise ops and Concat keep their input's layout). A tensor whose layout cannot be
+traced (e.g. after a Reshape) is taken as NCHW; pass ``feature_layout`` to override.
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .._validation import check_choice
+from ..model import Model
+
+log = logging.getLogger(__name__)
+
+#: producers that make a tensor a preferred Grad-CAM feature layer
+PREFERRED_OPS = frozenset({
+    "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu",
+    "Gelu", "Tanh", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Swish",
+    "Add", "Concat", "Mul", "Sum",
+})
+#: ops whose rank-4 output is channels-first whatever their input
+_CHANNELS_FIRST_OPS = frozenset({
+    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization", "InstanceNormalization",
+    "LRN", "DepthToSpace", "SpaceToDepth", "MaxRoiPool", "RoiAlign",
+})
+#: ops through which a rank-4 layout passes unchanged (anything elementwise or channel-preserving)
+_LAYOUT_KEEPING_OPS = PREFERRED_OPS | frozenset({
+    "Sub", "Div", "Max", "Min", "Mean", "Neg", "Abs", "Exp", "Log", "Sqrt", "Pow", "Reciprocal", "Erf",
+    "Identity", "Dropout", "Cast", "Pad", "Slice", "Resize", "Upsample", "Where", "Floor", "Ceil",
+    "Round", "Sign", "Sin", "Cos", "DequantizeLinear", "QuantizeLinear",
+})
+FEATURE_LAYOUTS = ("NCHW", "NHWC")
+#: at most this many non-patch tokens (class, distillation, register tokens) lead a token tensor
+_MAX_EXTRA_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class FeatureLayer:
+    """A feature tensor and how to read it as (C, H, W) maps.
+
+    ``layout`` is "NCHW", "NHWC" or "tokens" ([N, T, D] with ``extra_tokens`` leading
+    non-patch tokens and the remaining tokens on a ``grid`` = (gh, gw) patch grid).
+    ``shape`` is the per-sample shape (without the batch axis).
+    """
+
+    name: str
+    op_type: str
+    shape: tuple[int, ...]
+    layout: str
+    grid: tuple[int, int]
+    extra_tokens: int = 0
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.shape[-1] if self.layout in ("NHWC", "tokens") else self.shape[0])
+
+    def to_nchw(self, batch: np.ndarray) -> np.ndarray:
+        """A batch of this tensor's values (N, *shape) as float32 (N, C, H, W) maps."""
+        x = np.asarray(batch, dtype=np.float32)
+        if self.layout == "NCHW":
+            return x
+        if self.layout == "NHWC":
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        gh, gw = self.grid
+        patches = x[:, self.extra_tokens:, :]
+        return np.ascontiguousarray(patches.reshape(len(x), gh, gw, -1).transpose(0, 3, 1, 2))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "op_type": self.op_type, "shape": list(self.shape), "layout": self.layout,
+                "grid": list(self.grid), "extra_tokens": self.extra_tokens}
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    op_type: str
+    shape: tuple | None     # per-sample shape; None when unknown
+    is_float: bool
+
+
+# Automatic choices are cached per model (the token probe costs a gradient run).
+_AUTO_CACHE: "weakref.WeakKeyDictionary[Model, FeatureLayer]" = weakref.WeakKeyDictionary()
+_FACTS_CACHE: "weakref.WeakKeyDictionary[Model, tuple]" = weakref.WeakKeyDictionary()
+
+
+def feature_layer_for(model: Model, feature_layer: str | None = None, *, feature_layout: str | None = None,
+                      environment: str | None = None, allow_probe: bool = True) -> FeatureLayer:
+    """The feature layer to use: the automatic choice, or the named tensor validated.
+
+    Parameters
+    ----------
+    model : Model
+    feature_layer : str, optional
+        A tensor name of the model graph (see ``onnxplain inspect --all``); None chooses
+        automatically (module docstring).
+    feature_layout : {"NCHW", "NHWC"}, optional
+        Channel axis of a rank-4 feature tensor when the traced layout is wrong.
+    environment : str, optional
+        Execution environment for the token-model gradient probe.
+    allow_probe : bool
+        Whether the automatic choice may run the gradient engine (token models); forward-only
+        callers (Score-CAM on graphs the engine cannot reverse) pass False.
+
+    Raises
+    ------
+    ValueError
+        Unknown tensor, a tensor that is not a float rank-3/4 map on the input's data flow,
+        or no usable automatic choice (the message asks for ``feature_layer``).
+    """
+    if feature_layout is not None:
+        check_choice("feature_layout", feature_layout, FEATURE_LAYOUTS)
+    tensors, order, articulation = _facts(model)
+    if feature_layer is None:
+        if feature_layout is None and model in _AUTO_CACHE:
+            return _AUTO_CACHE[model]
+        chosen = _choose(model, tensors, order, articulation, feature_layout, environment, allow_probe)
+        if feature_layout is None:
+            _AUTO_CACHE[model] = chosen
+        return chosen
+    if not isinstance(feature_layer, str):
+        raise TypeError(f"The 'feature_layer' parameter must be a tensor name (str) or None; got "
+                        f"{type(feature_layer).__name__}.")
+    if feature_layer not in tensors:
+        close = _close_names(feature_layer, order)
+        hint = f" Close names: {close}." if close else " List them with `onnxplain inspect --all`."
+        raise ValueError(f"The 'feature_layer' parameter names no tensor of the model: {feature_layer!r}.{hint}")
+    t = tensors[feature_layer]
+    if not t.is_float:
+        raise ValueError(f"feature layer {feature_layer!r} is not a float tensor; choose an activation map.")
+    if t.shape is None or len(t.shape) not in (2, 3):
+        shape = "unknown" if t.shape is None else f"[N, {', '.join(str(d) for d in t.shape)}]"
+        raise ValueError(f"feature layer {feature_layer!r} has shape {shape}; expected a rank-4 map [N, C, H, W] "
+                         "(or [N, H, W, C]) or a rank-3 token tensor [N, T, D].")
+    if len(t.shape) == 3:
+        return _as_map(model, t, feature_layout)
+    return _as_tokens(model, t, order, tensors)
+
+
+def _choose(model, tensors, order, articulation, feature_layout, environment, allow_probe) -> FeatureLayer:
+    maps, tokens = [], []
+    position = {n: k for k, n in enumerate(order)}
+    grid = _patch_grid(order, tensors)
+    for name in order:
+        t = tensors[name]
+        if name not in articulation or not t.is_float or t.shape is None:
+            continue
+        if len(t.shape) == 3:
+            layer = _as_map(model, t, feature_layout)
+            if layer.grid[0] * layer.grid[1] > 1:
+                maps.append(layer)
+        elif len(t.shape) == 2 and grid is not None and grid[0] * grid[1] > 1 \
+                and 0 <= t.shape[0] - grid[0] * grid[1] <= _MAX_EXTRA_TOKENS:
+            tokens.append(t)
+    # A vision transformer also has rank-4 maps (the patch embedding), but its features
+    # continue as tokens: tokens after the last map win.
+    if maps and not (tokens and position[tokens[-1].name] > position[maps[-1].name]):
+        preferred = [m for m in maps if m.op_type in PREFERRED_OPS]
+        chosen = (preferred or maps)[-1]
+        log.info("Grad-CAM feature layer: %s (%s, %s)", chosen.name, chosen.op_type, chosen.layout)
+        return chosen
+    if not tokens and model.input_size is None:
+        raise ValueError(f"{model.path}: cannot choose a Grad-CAM feature layer automatically: the model's input "
+                         "size is dynamic, so its feature-map sizes are unknown; declare preprocessing input_size "
+                         "or pass feature_layer=<tensor name>.")
+    if not tokens:
+        raise ValueError(f"{model.path}: cannot choose a Grad-CAM feature layer automatically (no rank-4 map "
+                         "with spatial size > 1 lies on every input-to-output path, and no token tensor with a "
+                         "patch grid was found); pass feature_layer=<tensor name> (list tensors with "
+                         "`onnxplain inspect --all`).")
+    if not allow_probe:
+        raise ValueError(f"{model.path}: choosing a token model's feature layer needs a gradient probe; pass "
+                         "feature_layer=<tensor name> for forward-only methods.")
+    if maps:
+        tokens = [t for t in tokens if position[t.name] > position[maps[-1].name]]
+    live = _tokens_with_patch_gradient(model, [t.name for t in tokens], grid, environment)
+    if not live:
+        raise ValueError(f"{model.path}: no token tensor's patch tokens receive gradient; pass "
+                         "feature_layer=<tensor name>.")
+    t = tensors[live[-1]]
+    log.info("Grad-CAM feature layer: %s (tokens on a %dx%d grid)", t.name, *grid)
+    return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, int(t.shape[0]) - grid[0] * grid[1])
+
+
+def _as_map(model, t: _Tensor, feature_layout) -> FeatureLayer:
+    layout = feature_layout or _traced_layout(model, t.name)
+    if layout is None:
+        log.info("feature layer %s: layout not traceable; assuming NCHW (pass feature_layout to override)", t.name)
+        layout = "NCHW"
+    c, a, b = t.shape
+    grid = (a, b) if layout == "NCHW" else (c, a)
+    return FeatureLayer(t.name, t.op_type, tuple(t.shape), layout, (int(grid[0]), int(grid[1])))
+
+
+def _as_tokens(model, t: _Tensor, order, tensors) -> FeatureLayer:
+    tokens = int(t.shape[0])
+    grid = _patch_grid(order, tensors)
+    if grid is None or grid[0] * grid[1] > tokens:
+        side = int(round(np.sqrt(tokens)))
+        side1 = int(round(np.sqrt(tokens - 1))) if tokens > 1 else 0
+        if side * side == tokens:
+            grid = (side, side)
+        elif side1 * side1 == tokens - 1:
+            grid = (side1, side1)
+        else:
+            raise ValueError(f"feature layer {t.name!r} is a token tensor [N, {tokens}, {t.shape[1]}] but no patch "
+                             "grid can be found (no patch-embedding Conv, and neither T nor T - 1 is a square); "
+                             "choose a rank-4 feature map.")
+    return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, tokens - grid[0] * grid[1])
+
+
+def _patch_grid(order, tensors) -> tuple[int, int] | None:
+    """(gh, gw) of the last Conv output map before the first rank-3 tensor: the patch embedding."""
+    grid = None
+    for name in order:
+        t = tensors[name]
+        if t.shape is None:
+            continue
+        if t.op_type == "Conv" and len(t.shape) == 3:
+            grid = (int(t.shape[1]), int(t.shape[2]))
+        elif len(t.shape) == 2 and t.is_float and grid is not None:
+            return grid
+    return grid
+
+
+def _tokens_with_patch_gradient(model: Model, names: list[str], grid, environment) -> list[str]:
+    """Token tensors (in the given order) whose patch tokens get non-zero gradient at a random image."""
+    from ._targets import engine_for
+
+    engine = engine_for(model, environment or model.execution_environment, names)
+    h, w = model.input_size
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+    width = int(np.prod(_output_shape(model)))
+    seed = rng.standard_normal((1, width)).astype(np.float32).reshape((1, *_output_shape(model)))
+    out = engine.run(pixels, seed, wrt=names)
+    live = []
+    for name in names:
+        g = np.asarray(out[f"grad:{name}"])
+        patches = g[:, g.shape[1] - grid[0] * grid[1]:, :]
+        if np.any(patches != 0):
+            live.append(name)
+    return live
+
+
+def _output_shape(model: Model) -> tuple[int, ...]:
+    tensors, _, _ = _facts(model)
+    t = tensors.get(model.output_name)
+    if t is not None and t.shape is not None and all(isinstance(d, int) for d in t.shape):
+        return tuple(t.shape)
+    x = model.to_native(np.zeros((1, *model.input_size, 3), np.float32))
+    return tuple(model.run_native(x).shape[1:])
+
+
+def tensor_shape(model: Model, name: str) -> tuple | None:
+    """Per-sample shape of a tensor of the model graph (None if unknown or no such tensor)."""
+    t = _facts(model)[0].get(name)
+    return None if t is None else t.shape
+
+
+def tensor_names(model: Model) -> list[str]:
+    """All tensor names of the model graph in topological order."""
+    return list(_facts(model)[1])
+
+
+# ---- graph facts ------------------------------------------------------------------------
+def _facts(model: Model) -> tuple[dict[str, _Tensor], list[str], set[str]]:
+    """(tensors by name, names in topological order, articulation names) of the model graph."""
+    if model in _FACTS_CACHE:
+        return _FACTS_CACHE[model]
+    from ..graph.analysis import articulation_tensors
+    from ..graph.tap import list_tensors
+
+    proto = model.onnx_model
+    tensors: dict[str, _Tensor] = {}
+    order: list[str] = []
+    unknown = []
+    for info in list_tensors(proto):
+        shape = _per_sample(info.shape)
+        is_float = _is_float(info.dtype) or info.dtype == "unknown"
+        tensors[info.name] = _Tensor(info.name, info.op_type or "", shape, is_float)
+        order.append(info.name)
+        if shape is None and is_float and (info.shape is None or len(info.shape) in (3, 4)):
+            unknown.append(info.name)
+    if unknown and model.input_size is not None:
+        # Shape inference gives up behind run-time padding arithmetic (TF "same" exports):
+        # one forward run of a zero image tells the sizes.
+        for name, (shape, is_float) in _probe_shapes(model, unknown).items():
+            tensors[name] = _Tensor(name, tensors[name].op_type, shape, is_float)
+    articulation = set(articulation_tensors(_value_graph(proto), model.input_name, model.output_name))
+    facts = (tensors, order, articulation)
+    _FACTS_CACHE[model] = facts
+    return facts
+
+
+def _probe_shapes(model: Model, names: list[str]) -> dict[str, tuple[tuple | None, bool]]:
+    """Per-sample shapes and float-ness of ``names`` from one run of the model on a zero image."""
+    from ..graph.tap import tap_model
+    from ..runtime import make_session
+
+    session = make_session(tap_model(model.onnx_model, names).SerializeToString(), "cpu")
+    x = model.to_native(np.zeros((1, *model.input_size, 3), np.float32))
+    values = session.run(names, {model.input_name: x})
+    return {n: (tuple(int(d) for d in v.shape[1:]) if v.ndim >= 1 else None, v.dtype.kind == "f")
+            for n, v in zip(names, values)}
+
+
+def _value_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A structural copy where Shape/Size outputs are constants: they read a tensor's shape, not its
+    values, so a ``Shape(image)`` feeding a late Reshape must not count as a path that bypasses
+    every layer (exporters write ``x.view(x.size(0), -1)`` that way)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for node in out.graph.node:
+        if node.op_type in ("Shape", "Size"):
+            output = node.output[0]
+            node.Clear()
+            node.op_type = "Constant"
+            node.output.append(output)
+            node.attribute.append(onnx.helper.make_attribute("value_ints", [0]))
+    return out
+
+
+def _per_sample(shape) -> tuple | None:
+    if shape is None:
+        return None
+    dims = tuple(shape)
+    if len(dims) == 0:
+        return None
+    rest = dims[1:]
+    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in rest):
+        return None
+    return tuple(int(d) for d in rest)
+
+
+def _is_float(dtype) -> bool:
+    if isinstance(dtype, (int, np.integer)):
+        return int(dtype) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                              onnx.TensorProto.BFLOAT16)
+    try:
+        return np.dtype(dtype).kind == "f"
+    except TypeError:
+        return "float" in str(dtype).lower() or "double" in str(dtype).lower()
+
+
+def _traced_layout(model: Model, name: str) -> str | None:
+    """"NCHW"/"NHWC" of a rank-4 tensor traced from the input through the graph; None if unknown."""
+    axes = _channel_axes(model)
+    axis = axes.get(name)
+    return {1: "NCHW", 3: "NHWC"}.get(axis)
+
+
+_AXES_CACHE: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def _channel_axes(model: Model) -> dict[str, int]:
+    if model in _AXES_CACHE:
+        return _AXES_CACHE[model]
+    tensors, order, _ = _facts(model)
+    rank = {n: (len(t.shape) + 1 if t.shape is not None else None) for n, t in tensors.items()}
+    axes: dict[str, int] = {model.input_name: 1 if model.layout == "NCHW" else 3}
+    graph = model.onnx_model.graph
+    from ..graph._util import topo_sort
+
+    for node in topo_sort(graph):
+        outs = [o for o in node.output if o and rank.get(o) == 4]
+        if not outs:
+            continue
+        if node.op_type in _CHANNELS_FIRST_OPS:
+            axis = 1
+        else:
+            known = [axes[i] for i in node.input if i in axes and rank.get(i) == 4]
+            if not known:
+                continue
+            if node.op_type == "Transpose":
+                perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [3, 2, 1, 0])
+                axis = perm.index(known[0])
+            elif node.op_type in _LAYOUT_KEEPING_OPS:
+                axis = known[0]
+            else:
+                continue
+        for o in outs:
+            axes[o] = axis
+    _AXES_CACHE[model] = axes
+    return axes
+
+
+def _close_names(name: str, names: list[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(name, names, n=3, cutoff=0.6)
