@@ -54,7 +54,9 @@ def overlay_figure(image: np.ndarray, score_map: np.ndarray, path: str | os.Path
         axes[0].imshow(img)
         axes[0].set_title("image")
         shown = axes[1].imshow(normalize(m), cmap=CMAPS[kind], vmin=0, vmax=1)
-        axes[1].set_title(title or "attribution (rescaled)")
+        axes[1].set_title("attribution (rescaled to [0, 1])", fontsize=9)
+        if title:
+            fig.suptitle(title, fontsize=9)
         for ax in axes:
             ax.axis("off")
         fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)

@@ -18,7 +18,18 @@ from ._common import (ProgressBar, add_model_args, add_output_args, image_from_a
 
 #: (name, module under engine.cli, function, overlay kind). Each function is
 #: ``explain_default(model, image, label, progress) -> Explanation``.
-METHODS: list[tuple[str, str, str, str]] = []
+METHODS: list[tuple[str, str, str, str]] = [
+    ("lime", "lime", "explain_default", "heat"),
+    ("gradcam", "gradcam", "explain_default", "heat"),
+    ("gradcam++", "gradcam", "explain_default_plus_plus", "heat"),
+    ("guided-gradcam", "gradcam", "explain_default_guided", "gradient"),
+    ("gradient", "gradients", "explain_gradient", "gradient"),
+    ("guided-backprop", "gradients", "explain_guided_backprop", "gradient"),
+    ("zeiler-fergus", "gradients", "explain_zeiler_fergus", "gradient"),
+    ("integrated-gradients", "gradients", "explain_integrated_gradients", "gradient"),
+    ("smoothgrad", "gradients", "explain_smoothgrad", "gradient"),
+    ("gradient-x-input", "gradients", "explain_gradient_x_input", "gradient"),
+]
 
 
 def add_parser(sub) -> None:
