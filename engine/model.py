@@ -155,6 +155,22 @@ class Model:
                      labels=list(self.class_names), execution_environment=self.execution_environment,
                      layout=self.layout, output_kind=self.output_kind, manifest=None)
 
+    def probe_shapes(self, names: Sequence[str]) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Per-sample shape and dtype of inner tensors from one run on a zero image.
+
+        Static shape inference gives up behind run-time shape arithmetic (TF "same" padding
+        exports); one forward run tells the sizes.
+        """
+        from .graph.tap import tap_model
+
+        names = list(names)
+        if not names:
+            return {}
+        session = make_session(tap_model(self._run_proto, names).SerializeToString(), "cpu")
+        x = self.to_native(np.zeros((1, *self.input_spec.size, 3), np.float32))
+        values = session.run(names, {self.input_name: x})
+        return {n: (tuple(int(d) for d in v.shape[1:]), str(v.dtype)) for n, v in zip(names, values)}
+
     # ---- sessions ----------------------------------------------------------------------
     @property
     def session(self):

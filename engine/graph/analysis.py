@@ -10,6 +10,9 @@ from .errors import GraphError
 _PRIME = (1 << 61) - 1
 
 
+_SHAPE_ONLY = ("Shape", "Size")
+
+
 def articulation_tensors(model: ModelProto, input_name: str, output_name: str) -> list[str]:
     """Tensors that lie on every path from ``input_name`` to ``output_name``.
 
@@ -41,6 +44,10 @@ def articulation_tensors(model: ModelProto, input_name: str, output_name: str) -
     fwd = {input_name: 1}
     order = [input_name]
     for n in nodes:
+        if n.op_type in _SHAPE_ONLY:
+            # Shape/Size read a tensor's shape, not its values: a Shape(image) feeding a late
+            # Reshape is no path around the layers.
+            continue
         count = sum(fwd.get(i, 0) for i in n.input if i) % _PRIME
         if not count:
             continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -347,47 +346,17 @@ def per_sample_shape(model: Model, tensor: str, is_output: bool) -> tuple[int, .
 
 
 # ---- the gradient engine ----------------------------------------------------------------
-_ENGINES: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
-
-
 def engine_for(model: Model, env: str, names: Sequence[str] = ()):
     """The model's gradient engine for ``env`` whose prepared graph still has every tensor in ``names``.
 
     Preparation (folding) may remove or rename inner tensors that nobody asked to keep; a
-    name the shared engine lost gets an engine prepared with ``keep=names`` (cached).
+    name the shared engine lost gets an engine prepared with ``keep=names`` (cached by the model).
     """
-    base = _base_engine(model, env)
+    base = model.gradient_engine(env)
     if _has_tensors(base, names):
         return base
-    cache = _ENGINES.setdefault(model, {})
-    key = (env, tuple(sorted(set(names))))
-    if key not in cache:
-        from ..autodiff import GradientEngine
-        from ..runtime import providers_for
-
-        log.info("preparing a gradient engine that keeps %s", list(key[1]))
-        cache[key] = GradientEngine(model.fused_model(), providers=providers_for(env), keep=list(key[1]))
-    return cache[key]
-
-
-def _base_engine(model: Model, env: str):
-    try:
-        return model.gradient_engine(env)
-    except TypeError:
-        # Model.gradient_engine passes environment=..., which GradientEngine does not take
-        # (yet); build the same engine here.
-        cache = _ENGINES.setdefault(model, {})
-        if (env, None) not in cache:
-            from ..autodiff import GradientEngine
-            from ..runtime import providers_for
-
-            if model.input_dtype == np.uint8:
-                from ..errors import ModelError
-
-                raise ModelError(f"{model.path}: the model takes uint8 input, which has no gradient; use a "
-                                 "forward-only method (LIME, occlusion, RISE, Score-CAM).") from None
-            cache[(env, None)] = GradientEngine(model.fused_model(), providers=providers_for(env))
-        return cache[(env, None)]
+    log.info("preparing a gradient engine that keeps %s", sorted(set(names)))
+    return model.gradient_engine(env, keep=names)
 
 
 def _has_tensors(engine, names: Sequence[str]) -> bool:

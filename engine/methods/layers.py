@@ -314,40 +314,12 @@ def _facts(model: Model) -> tuple[dict[str, _Tensor], list[str], set[str]]:
     if unknown and model.input_size is not None:
         # Shape inference gives up behind run-time padding arithmetic (TF "same" exports):
         # one forward run of a zero image tells the sizes.
-        for name, (shape, is_float) in _probe_shapes(model, unknown).items():
-            tensors[name] = _Tensor(name, tensors[name].op_type, shape, is_float)
-    articulation = set(articulation_tensors(_value_graph(proto), model.input_name, model.output_name))
+        for name, (shape, dtype) in model.probe_shapes(unknown).items():
+            tensors[name] = _Tensor(name, tensors[name].op_type, shape or None, dtype.startswith("float"))
+    articulation = set(articulation_tensors(proto, model.input_name, model.output_name))
     facts = (tensors, order, articulation)
     _FACTS_CACHE[model] = facts
     return facts
-
-
-def _probe_shapes(model: Model, names: list[str]) -> dict[str, tuple[tuple | None, bool]]:
-    """Per-sample shapes and float-ness of ``names`` from one run of the model on a zero image."""
-    from ..graph.tap import tap_model
-    from ..runtime import make_session
-
-    session = make_session(tap_model(model.onnx_model, names).SerializeToString(), "cpu")
-    x = model.to_native(np.zeros((1, *model.input_size, 3), np.float32))
-    values = session.run(names, {model.input_name: x})
-    return {n: (tuple(int(d) for d in v.shape[1:]) if v.ndim >= 1 else None, v.dtype.kind == "f")
-            for n, v in zip(names, values)}
-
-
-def _value_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A structural copy where Shape/Size outputs are constants: they read a tensor's shape, not its
-    values, so a ``Shape(image)`` feeding a late Reshape must not count as a path that bypasses
-    every layer (exporters write ``x.view(x.size(0), -1)`` that way)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for node in out.graph.node:
-        if node.op_type in ("Shape", "Size"):
-            output = node.output[0]
-            node.Clear()
-            node.op_type = "Constant"
-            node.output.append(output)
-            node.attribute.append(onnx.helper.make_attribute("value_ints", [0]))
-    return out
 
 
 def _per_sample(shape) -> tuple | None:
