@@ -1,0 +1,80 @@
+"""Pieces the forward-only masking methods (occlusion, RISE) share: the native-input spec,
+fill values, and the batch loop that streams synthetic batches through the model."""
+from __future__ import annotations
+
+import numbers
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from kernels._native import to_native_reference
+
+from ..model import InputSpec, Model
+
+
+def native_spec(model: Model, pixels: np.ndarray) -> InputSpec:
+    """The model's pixel -> native mapping at the working image's size (also for dynamic-size models)."""
+    a, b = model.preprocessing.affine
+    return InputSpec(model.layout, model.input_dtype, tuple(pixels.shape[:2]),
+                     model.preprocessing.channel_source, a, b)
+
+
+def to_native(spec: InputSpec, pixels: np.ndarray) -> np.ndarray:
+    """Convert a float32 (N, h, w, 3) pixel batch with the same arithmetic as the kernels."""
+    return to_native_reference(pixels, spec.layout, spec.dtype, spec.channel_source, spec.scale, spec.offset)
+
+
+def resolve_fill(name: str, value: Any, pixels: np.ndarray | None, *, mean_word: str) -> np.ndarray | None:
+    """A fill value in RGB pixel units, float32 (3,): ``mean_word`` (per-channel image mean),
+    "zero" (only where ``mean_word`` is "mean", i.e. RISE), a number, or three numbers.
+    With ``pixels=None`` the value is only validated (returns None for the mean)."""
+    if isinstance(value, str):
+        if value == mean_word:
+            if pixels is None:
+                return None
+            return pixels.reshape(-1, 3).astype(np.float64).mean(axis=0).astype(np.float32)
+        if value == "zero" and mean_word == "mean":
+            return np.zeros(3, dtype=np.float32)
+        words = (mean_word, "zero") if mean_word == "mean" else (mean_word,)
+        listed = ", ".join(repr(w) for w in words)
+        raise ValueError(f"The {name!r} parameter must be one of {{{listed}}}, a number or 3 numbers (R, G, B) "
+                         f"in pixel units; got {value!r}.")
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = [float(value)] * 3
+    else:
+        try:
+            values = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise TypeError(f"The {name!r} parameter must be {mean_word!r}, a number or 3 numbers (R, G, B); "
+                            f"got {value!r}.") from None
+        if len(values) != 3:
+            raise ValueError(f"The {name!r} parameter must have 3 values (R, G, B); got {len(values)}.")
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"The {name!r} parameter must be finite; got {values}.")
+    return arr.astype(np.float32)
+
+
+def stream(model: Model, environment: str, total: int, batch: int, write: Callable[[int, int], np.ndarray],
+           consume: Callable[[int, int, np.ndarray], None], progress: Callable[[int, int], None] | None,
+           timings: dict[str, float]) -> None:
+    """Run ``total`` synthetic samples through the model ``batch`` at a time.
+
+    ``write(start, n)`` fills and returns the native batch of samples start..start+n-1;
+    ``consume(start, n, scores)`` takes their (n, num_classes) scores. Time in ``write`` and
+    ``consume`` is added to ``timings["masking"]``, time in the model to ``timings["inference"]``.
+    """
+    for start in range(0, total, batch):
+        n = min(batch, total - start)
+        t0 = time.perf_counter()
+        x = write(start, n)
+        t1 = time.perf_counter()
+        scores = model.scores_native(x, environment=environment)
+        t2 = time.perf_counter()
+        consume(start, n, scores)
+        t3 = time.perf_counter()
+        timings["masking"] += (t1 - t0) + (t3 - t2)
+        timings["inference"] += t2 - t1
+        if progress is not None:
+            progress(start + n, total)
