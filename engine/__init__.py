@@ -7,16 +7,28 @@ Public API (everything else is private)::
 """
 from __future__ import annotations
 
+from .compare import Comparison, compare_models
 from .errors import EnvironmentUnavailableError, ImageError, LabelError, ModelError, OnnxplainError
 from .images import load_image
+from .methods.gradcam import ClassRegion, grad_cam, grad_cam_plus_plus, guided_grad_cam
+from .methods.gradients import gradient_attribution
+from .methods.scorecam import score_cam
+from .methods.occlusion import occlusion_sensitivity
+from .methods.rise import rise
+from .methods.lime import image_lime
 from .model import InputSpec, Model, load_model
 from .preprocessing import Preprocessing
 from .render import image_and_mask, overlay_figure
 from .result import Explanation
+from .sanity import SanityResult, sanity_check
+from .evaluate import Evaluation, energy_in_region, evaluate, pointing_game  # engine.evaluate is the function
 
 __all__ = [
+    "grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "score_cam", "gradient_attribution", "ClassRegion",
+    "evaluate", "Evaluation", "pointing_game", "energy_in_region", "sanity_check", "SanityResult",
+    "compare_models", "Comparison",
     "load_model", "Model", "InputSpec", "Preprocessing", "load_image", "Explanation",
-    "overlay_figure", "image_and_mask",
+    "overlay_figure", "image_and_mask", "occlusion_sensitivity", "rise", "image_lime",
     "OnnxplainError", "ModelError", "ImageError", "LabelError", "EnvironmentUnavailableError",
 ]
 __version__ = "0.1.0"

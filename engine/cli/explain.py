@@ -29,6 +29,8 @@ METHODS: list[tuple[str, str, str, str]] = [
     ("integrated-gradients", "gradients", "explain_integrated_gradients", "gradient"),
     ("smoothgrad", "gradients", "explain_smoothgrad", "gradient"),
     ("gradient-x-input", "gradients", "explain_gradient_x_input", "gradient"),
+    ("occlusion", "occlusion", "explain_default", "heat"),
+    ("rise", "occlusion", "explain_default_rise", "heat"),
 ]
 
 
