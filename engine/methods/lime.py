@@ -461,6 +461,10 @@ def _fit_surrogates(onoff: np.ndarray, scores: np.ndarray, weights: np.ndarray, 
                 log.warning("lasso surrogate for label %d did not fully converge: %s", j, caught[0].message)
             importance[:, j] = lasso.coef_
             r2[j] = lasso.score(x, scores[:, j], sample_weight=weights)
+            if not np.any(lasso.coef_):
+                log.warning("lasso surrogate for label %d set every feature's weight to 0: the score changes "
+                            "are below the penalty alpha = 1/num_samples = %.3g; use more samples or "
+                            "surrogate='tree'", j, used["alpha"])
     return importance.astype(np.float32), r2.astype(np.float32), used
 
 

@@ -8,9 +8,10 @@ is the explained score of that masked image: ``map = ReLU(sum_k s_k A_k)``.
 Masking follows the paper on the model's own input, ``X * H_k``: with preprocessing
 ``native = a * pixel + b`` this is the pixel image blended towards the colour whose native
 value is 0 (black for raw-pixel models, the mean colour for mean/std-normalised ones).
-The score is the reduction of the reduction layer as for Grad-CAM (the class probability
-of a model ending in Softmax, as in the paper's code; the logit of a logits model; a
-callable is applied to each masked output exactly). No baseline score is subtracted.
+The score is the reduction of the reduction layer as for Grad-CAM, except that a class of
+a logits model is scored by its softmax probability, as the paper's code does (raw logits
+can all be negative, and the ReLU would leave an empty map); a callable is applied to each
+masked output exactly. No baseline score is subtracted.
 
 Only a tap of the feature layer is needed, no gradient: Score-CAM serves models whose
 ops the gradient engine cannot reverse, and uint8-input models (an automatic choice on a
@@ -79,6 +80,10 @@ class ScoreCAM(CAMMethod):
             m = masks[:, :, start:stop].transpose(2, 0, 1)[..., None]          # (B, h, w, 1)
             batch = (zero + m * delta).astype(np.float32)
             r = tapped_run(model, env, out_names, model.to_native(batch))[1]
+            if targets.is_output and targets.kind == "class" and model.output_kind == "logits":
+                # the paper scores masked images by the class probability (softmax of the
+                # output): raw logits can all be negative and ReLU the map away
+                r = model.probabilities(np.asarray(r, np.float64).reshape(len(r), -1))
             for k in range(targets.count):
                 rows = np.repeat(targets.seeds[k:k + 1], stop - start, axis=0)
                 scores[k, start:stop] = _row_scores(targets, k, rows, r)
@@ -93,7 +98,10 @@ def _row_scores(targets, k: int, seeds: np.ndarray, r: np.ndarray) -> np.ndarray
     r = np.asarray(r, np.float64)
     if fn is not None:
         return np.array([float(fn(row.copy())) for row in r])
-    return (seeds.astype(np.float64) * r.reshape(seeds.shape)).reshape(len(r), -1).sum(axis=1)
+    out = (seeds.astype(np.float64) * r.reshape(seeds.shape)).reshape(len(r), -1).sum(axis=1)
+    if targets.offsets is not None:  # class 0 of a sigmoid output is 1 - p
+        out += targets.offsets[k]
+    return out
 
 
 _SCORECAM = ScoreCAM()

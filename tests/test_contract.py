@@ -1,0 +1,84 @@
+"""One contract every method passes (captum-style cross-method table).
+
+For each (method, arguments) row, on a real trained network (the rectangle toy task's CNN:
+NHWC input, sigmoid output read as two classes) and an image of another size than the
+model input: output shape/dtype at the image's size; several
+labels equal one call per label; same seed -> identical; the input image is not mutated; a
+bad label is a LabelError; progress is reported. Oracles: the method's own single-label
+output (for batching) and the definition of the contract.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import engine
+
+ZOO = pathlib.Path(__file__).parent / "data" / "zoo"
+
+METHODS = [
+    ("lime", engine.image_lime, dict(num_samples=64, num_features=16, segmentation="grid", random_state=3)),
+    ("lime-linear", engine.image_lime, dict(num_samples=256, num_features=16, surrogate="linear", random_state=3)),
+    ("occlusion", engine.occlusion_sensitivity, dict(mask_size=8, stride=4)),
+    ("rise", engine.rise, dict(num_masks=64, cell_size=4, random_state=3)),
+    ("gradcam", engine.grad_cam, {}),
+    ("gradcam++", engine.grad_cam_plus_plus, {}),
+    ("scorecam", engine.score_cam, {}),
+    ("guided-gradcam", engine.guided_grad_cam, {}),
+    ("gradient", engine.gradient_attribution, dict(method="gradient")),
+    ("guided-backprop", engine.gradient_attribution, dict(method="guided-backprop")),
+    ("zeiler-fergus", engine.gradient_attribution, dict(method="zeiler-fergus")),
+    ("integrated-gradients", engine.gradient_attribution, dict(method="integrated-gradients", num_steps=5)),
+    ("smoothgrad", engine.gradient_attribution, dict(method="smoothgrad", num_samples=4, random_state=3)),
+    ("gradient-x-input", engine.gradient_attribution, dict(method="gradient-x-input")),
+]
+IDS = [m[0] for m in METHODS]
+
+
+RECT = pathlib.Path(__file__).parent / "data" / "rectangle"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return engine.load_model(RECT / "rectangle_cnn.onnx", preprocessing="none", labels=["no_rectangle", "rectangle"])
+
+
+@pytest.fixture(scope="module")
+def image():
+    from PIL import Image
+
+    data = np.load(RECT / "samples.npz")
+    first = int(np.flatnonzero(data["labels"] == 1)[0])
+    return np.asarray(Image.fromarray(data["images"][first]).resize((48, 40)))  # not the model's 64 x 64
+
+
+@pytest.mark.parametrize("name, fn, kw", METHODS, ids=IDS)
+def test_contract(model, image, name, fn, kw):
+    before = image.copy()
+    calls = []
+    single = fn(model, image, 1, progress=lambda d, t: calls.append((d, t)), **kw)
+    np.testing.assert_array_equal(image, before)  # input not mutated
+    assert isinstance(single, engine.Explanation)
+    assert single.score_map.shape == (40, 48) and single.score_map.dtype == np.float32
+    assert np.all(np.isfinite(single.score_map)) and np.any(single.score_map != 0)
+    assert single.labels == [1] and single.label_names == [model.class_names[1]]
+    assert np.ravel(single.scores).shape == (1,) and "total" in single.timings
+    assert calls, f"{name} reported no progress"
+
+    again = fn(model, image, 1, **kw)
+    np.testing.assert_array_equal(again.score_map, single.score_map)  # same seed -> identical
+
+    multi = fn(model, image, [1, 0], **kw)
+    assert multi.score_map.shape == (40, 48, 2) and multi.labels == [1, 0]
+    other = fn(model, image, 0, **kw)
+    np.testing.assert_allclose(multi.score_map[..., 0], single.score_map, rtol=1e-4,
+                               atol=1e-5 * float(np.abs(single.score_map).max()))
+    np.testing.assert_allclose(multi.score_map[..., 1], other.score_map, rtol=1e-4,
+                               atol=1e-5 * float(np.abs(other.score_map).max()))
+
+    with pytest.raises(engine.LabelError, match="out of range"):
+        fn(model, image, 2, **kw)
+    with pytest.raises(engine.ImageError):
+        fn(model, np.full((8, 8, 3), np.nan, np.float32), 1, **kw)
