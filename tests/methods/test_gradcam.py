@@ -250,7 +250,8 @@ def test_grad_cam_plus_plus_and_score_cam(models, image):
     assert pp.method == "gradcam++" and pp.score_map.shape == gc.score_map.shape
     sc = engine.score_cam(model, image, 3, output_upsampling="none")
     assert sc.method == "scorecam" and sc.feature_layer == gc.feature_layer
-    # by hand: the masked-image logits are the channel weights
+    # by hand: the masked-image class probabilities (softmax of the logits, as the paper's
+    # code) are the channel weights
     from engine.methods.scorecam import tapped_run
     from engine.images import resize_map
 
@@ -258,7 +259,9 @@ def test_grad_cam_plus_plus_and_score_cam(models, image):
     up = resize_map(acts.transpose(1, 2, 0), (32, 32), "bilinear")
     lo, hi = up.min(axis=(0, 1)), up.max(axis=(0, 1))
     masks = np.where(hi > lo, (up - lo) / np.where(hi > lo, hi - lo, 1), 0).transpose(2, 0, 1)[..., None]
-    scores = model.scores_native(model.to_native((masks * image).astype(np.float32)))[:, 3]
+    logits = model.scores_native(model.to_native((masks * image).astype(np.float32))).astype(np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scores = (e / e.sum(axis=1, keepdims=True))[:, 3]
     np.testing.assert_allclose(sc.channel_weights, scores, rtol=1e-4, atol=1e-5)
     expected = np.maximum(np.einsum("c,chw->hw", scores, acts), 0)
     np.testing.assert_allclose(sc.score_map, expected, rtol=1e-4, atol=1e-5)
