@@ -86,7 +86,7 @@ BLUR_SIGMA = 0.05
 #: MATLAB fitrtree defaults (MinParentSize 10, MinLeafSize 1, no split limit).
 TREE_OPTIONS = {"min_samples_split": 10, "min_samples_leaf": 1, "max_depth": None}
 #: settings of ``onnxplain explain``: bundled model on 2 idle cores about 5 s (4-5 ms per image), ~10-12 s when busy.
-DEFAULT_LIGHT = {"num_samples": 1024, "num_features": 49, "segmentation": "superpixels", "random_state": 0}
+DEFAULT_LIGHT = {"num_samples": 2048, "num_features": 49, "segmentation": "superpixels", "random_state": 0}
 
 
 def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int = 49, num_samples: int = 2048,
@@ -239,7 +239,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
 
 def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
                     ) -> Explanation:
-    """LIME with light settings (``DEFAULT_LIGHT``) for ``onnxplain explain``."""
+    """LIME for ``onnxplain explain`` (``DEFAULT_LIGHT``: MATLAB's 2048 samples, seed 0; ~9 s on 2 idle cores)."""
     return image_lime(model, image, label, progress=progress, **DEFAULT_LIGHT)
 
 
