@@ -49,7 +49,14 @@ class GradientEngine:
     def _session(self, model: ModelProto):
         import onnxruntime as ort
 
-        return ort.InferenceSession(model.SerializeToString(), self.session_options,
+        options = self.session_options
+        if options is None:
+            options = ort.SessionOptions()
+            # QDQ graphs mean float arithmetic with fake quantization: keep onnxruntime's
+            # QDQ rewrites (pair removal, int8 kernel fusion) from changing what the
+            # gradient is taken of. No effect on float graphs.
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+        return ort.InferenceSession(model.SerializeToString(), options,
                                     providers=self.providers)
 
     def forward(self, inputs: np.ndarray, outputs: Sequence[str] | None = None
@@ -74,6 +81,8 @@ class GradientEngine:
         if key not in self._sessions:
             self._sessions[key] = self._session(tap_model(self.model, list(names)))
         sess = self._sessions[key]
+        if "float16" in sess.get_inputs()[0].type:  # a half-precision input (see reverse)
+            inputs = np.asarray(inputs, dtype=np.float16)
         res = self._run(sess, {self.input_name: inputs}, list(names))
         return dict(zip(names, res))
 

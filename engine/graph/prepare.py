@@ -99,6 +99,7 @@ def prepare_model(
                 g = _debatch_reshapes(g)
             g = _fold(g, (2, 3), keep_names)
         g = _ort_basic(g, keep_names)
+        g = _scalarize_uniform_constants(g)
         return _finalize(g, fixed)
 
     prepared = build(batch)
@@ -199,6 +200,12 @@ def _session(model: ModelProto):
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    # Compare ONNX semantics: a QDQ graph means float arithmetic with fake quantization.
+    # onnxruntime would otherwise fuse DequantizeLinear -> Conv -> QuantizeLinear of the
+    # original into int8 kernels (QLinearConv) whose requantisation rounds differently,
+    # while the prepared graph (weights folded to float) stays float: a difference of
+    # one quantisation step that says nothing about the folding. No effect on float graphs.
+    so.add_session_config_entry("session.disable_quant_qdq", "1")
     try:
         return ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
@@ -537,6 +544,11 @@ def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         so.optimized_model_filepath = path
+        # onnxruntime's QDQ transformers (Q/DQ propagation, DQ duplication, S8->U8, ...)
+        # run at the basic level too and are not value-preserving for a QDQ graph
+        # evaluated in float (EfficientNet-Lite0 int8: probabilities off by 0.06-0.2);
+        # only folding is wanted here.
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -555,6 +567,64 @@ def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
     opt.opset_import.extend(model.opset_import)
     opt.ir_version = model.ir_version
     return opt
+
+
+_ELEMENTWISE_BINARY = {"Add", "Sub", "Mul", "Div"}
+
+
+def _scalarize_uniform_constants(model: ModelProto) -> ModelProto:
+    """Replace a constant operand whose elements are all equal by a scalar (bit-exact).
+
+    Fused preprocessing multiplies NHWC pixels by a per-channel vector ``[3]``; when the
+    three values are equal (mean/std shared by all channels) the broadcast along the
+    innermost axis is ~10x slower in onnxruntime than a scalar, in the forward pass and in
+    its backward rule alike. Only done where the other operand already has the output's
+    shape, so shapes and values are unchanged.
+    """
+    m = U.copy_model(model)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    shapes = None
+    added = {}
+    for node in g.node:
+        if node.op_type not in _ELEMENTWISE_BINARY or len(node.input) != 2:
+            continue
+        for k in (0, 1):
+            t = inits.get(node.input[k])
+            if t is None or len(t.dims) == 0 or int(np.prod(t.dims)) < 2:
+                continue
+            value = numpy_helper.to_array(t)
+            flat = value.reshape(-1)
+            if not np.all(flat.view(np.uint8).reshape(flat.size, -1) ==
+                          flat[:1].view(np.uint8).reshape(1, -1)):
+                continue  # not bitwise uniform (also keeps -0.0 / NaN patterns exact)
+            if shapes is None:
+                shapes = U.infer(m)
+            other = shapes.get(node.input[1 - k], (None, 0))[0]
+            if other is None or len(other) < value.ndim:
+                continue
+            tail = other[len(other) - value.ndim:]
+            if not all(c == 1 or (isinstance(d, int) and c == d)
+                       for c, d in zip(value.shape, tail)):
+                continue  # the constant would widen the output
+            key = (value.dtype.str, flat[:1].tobytes())
+            if key not in added:
+                name = f"{t.name}__scalar"
+                while name in inits:
+                    name += "_"
+                scalar = numpy_helper.from_array(flat[:1].reshape(()).copy(), name)
+                g.initializer.append(scalar)
+                inits[name] = scalar
+                added[key] = name
+            node.input[k] = added[key]
+    if added:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        for n in g.node:
+            used |= U.subgraph_inputs(n)
+        keep = [t for t in g.initializer if t.name in used]
+        del g.initializer[:]
+        g.initializer.extend(keep)
+    return m
 
 
 def _finalize(model: ModelProto, fixed: int | None) -> ModelProto:

@@ -15,6 +15,13 @@ and other activations always use their standard derivative.
 
 The model should come from :func:`engine.graph.prepare.prepare_model` (static non-batch
 sizes, folded shape chains); the batch dim may be symbolic.
+
+Precision: float16 / bfloat16 graphs are differentiated in float32 (:func:`widen_float16`:
+the gradient of the float32 network on the half-precision weights, exact up to the
+float16 rounding of activations). QDQ graphs (QuantizeLinear -> DequantizeLinear fake
+quantization) use the straight-through estimator for the rounding and the exact mask of
+the saturation (:func:`_vjp_quantize`); DequantizeLinear of constant weights is folded
+by preparation, so weights stay constants.
 """
 from __future__ import annotations
 
@@ -105,6 +112,7 @@ def build_gradient_model(
         raise GraphError(f"The 'rectifiers' parameter items must be in {set(RECTIFIERS)}; "
                          f"got {bad}")
     m = U.ensure_opset(U.copy_model(model))
+    m = widen_float16(m)
     if U.onnx_opset(m) < 16:
         # ScatterElements(reduction="add") (MaxPool backward) needs opset 16.
         try:
@@ -159,6 +167,97 @@ def build_gradient_model(
     return m
 
 
+_HALF_TYPES = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+
+
+def widen_float16(model: ModelProto) -> ModelProto:
+    """A copy computing in float32 where the model computes in float16 / bfloat16.
+
+    Reverse mode runs in float32 (every rule emits float32 constants; onnxruntime's CPU
+    provider runs most float16 ops through inserted casts anyway). Initializers, Constant
+    / ConstantOfShape values, ``Cast(to=float16)`` and float16 graph inputs/outputs become
+    float32; half values widen exactly, so the gradient is that of the float32 network
+    with the float16 weights. Activations are no longer rounded to float16 between ops:
+    outputs differ from the float16 model by float16 rounding (~1e-3 relative) and a
+    rectifier mask can flip where an activation sits within rounding of a threshold.
+    Returns the model itself when it has nothing in half precision.
+    """
+    g = model.graph
+
+    def half_tensor(t: TensorProto) -> bool:
+        return t.data_type in _HALF_TYPES
+
+    def widen(t: TensorProto) -> None:
+        arr = numpy_helper.to_array(t)
+        if t.data_type == TensorProto.BFLOAT16 and arr.dtype != np.float32:
+            arr = _bfloat16_to_float32(t)
+        t.CopyFrom(numpy_helper.from_array(np.asarray(arr, np.float32), t.name))
+
+    def has_half(graph: onnx.GraphProto) -> bool:
+        vis = list(graph.input) + list(graph.output) + list(graph.value_info)
+        if any(v.type.tensor_type.elem_type in _HALF_TYPES for v in vis):
+            return True
+        if any(half_tensor(t) for t in graph.initializer):
+            return True
+        for n in graph.node:
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR and half_tensor(a.t):
+                    return True
+                if n.op_type == "Cast" and a.name == "to" and a.i in _HALF_TYPES:
+                    return True
+        return False
+
+    if not has_half(g):
+        return model
+    m = U.copy_model(model)
+    g = m.graph
+    for t in g.initializer:
+        if half_tensor(t):
+            widen(t)
+    for n in g.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in n.attribute):
+            raise node_error(n, "float16 graphs with subgraphs are not supported")
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and half_tensor(a.t):
+                widen(a.t)
+            elif a.name in ("to", "dtype") and a.type == onnx.AttributeProto.INT \
+                    and a.i in _HALF_TYPES:
+                a.i = TensorProto.FLOAT
+    for vi in list(g.input) + list(g.output):
+        if vi.type.tensor_type.elem_type in _HALF_TYPES:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    g.ClearField("value_info")
+    # Casts of constants (onnxruntime inserts them around float16 Clip bounds etc.) become
+    # constants again, so rules that need constant operands still see them.
+    inits = {t.name: t for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    kept = []
+    for n in U.topo_sort(g):
+        if (n.op_type == "Cast" and n.input[0] in inits and n.output[0] not in outputs):
+            value = numpy_helper.to_array(inits[n.input[0]])
+            t = numpy_helper.from_array(value.astype(U.np_dtype(U.attr(n, "to"))), n.output[0])
+            g.initializer.append(t)
+            inits[t.name] = t
+            continue
+        kept.append(n)
+    del g.node[:]
+    g.node.extend(kept)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    inits_kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits_kept)
+    return m
+
+
+def _bfloat16_to_float32(t: TensorProto) -> np.ndarray:
+    raw = np.asarray(numpy_helper.to_array(t))
+    if raw.dtype == np.float32:
+        return raw
+    bits = raw.view(np.uint16).astype(np.uint32) << 16
+    return bits.view(np.float32).reshape(tuple(t.dims))
+
+
 class _Builder:
     """Emits backward nodes; one instance per gradient model."""
 
@@ -176,6 +275,8 @@ class _Builder:
         for n in self.g.node:
             if n.op_type == "Constant":
                 self.consts[n.output[0]] = n
+        self.producers = U.producers(self.g)
+        self.consumers = U.consumers(self.g)
         self._const_cache: dict = {}
         self._shape_cache: dict[str, str] = {}
         self.active: set[str] = set()
@@ -297,7 +398,9 @@ class _Builder:
                 continue
             if any(i in active for i in n.input if i):
                 for o in n.output:
-                    if o and self.shapes.get(o, (None, 0))[1] in float_types:
+                    # QuantizeLinear's integer output carries the straight-through gradient.
+                    if o and (self.shapes.get(o, (None, 0))[1] in float_types
+                              or (n.op_type == "QuantizeLinear" and n.input[0] in active)):
                         active.add(o)
         self.active = active
         grads: dict[str, list[str]] = {}
@@ -374,6 +477,108 @@ def _rule(*ops: str):
 @_rule("Identity", "Dropout")
 def _vjp_identity(b, node, gy):
     return [gy[0]]
+
+
+_QUANT_RANGE = {TensorProto.INT8: (-128, 127), TensorProto.UINT8: (0, 255),
+                TensorProto.INT16: (-32768, 32767), TensorProto.UINT16: (0, 65535),
+                TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15)}
+
+
+def _quant_params(b, node):
+    """(scale, zero point as float, axis, output type) of a Q/DQ node; constants only."""
+    scale = b.const_operand(node, 1, "scale").astype(np.float64)
+    if len(node.input) > 2 and node.input[2]:
+        zp_arr = b.const_operand(node, 2, "zero_point")
+        zp = zp_arr.astype(np.float64)
+        qtype = helper.np_dtype_to_tensor_dtype(zp_arr.dtype)
+    else:
+        zp = np.zeros_like(scale)
+        qtype = U.attr(node, "output_dtype", 0) or TensorProto.UINT8
+    if U.attr(node, "block_size", 0):
+        raise node_error(node, "blocked quantization is not supported")
+    return scale, zp, U.attr(node, "axis", 1), qtype
+
+
+def _quant_broadcast(b, node, x: str, value: np.ndarray, axis: int) -> np.ndarray:
+    """A per-tensor or per-axis Q/DQ parameter shaped to broadcast against x."""
+    if value.ndim == 0 or value.size == 1:
+        return value.reshape(())
+    rank = len(b.shape(x, node))
+    shape = [1] * rank
+    shape[axis % rank] = value.size
+    return value.reshape(shape)
+
+
+def _same_quant(a: NodeProto, c: NodeProto, b) -> bool:
+    if len(a.input) != len(c.input) or U.attr(a, "axis", 1) != U.attr(c, "axis", 1):
+        return False
+    for k in range(1, len(a.input)):
+        va, vc = b.value(a.input[k]), b.value(c.input[k])
+        if va is None or vc is None or va.dtype != vc.dtype or not np.array_equal(va, vc):
+            return False
+    return True
+
+
+def _paired_quantize(b, q: NodeProto) -> bool:
+    """Q whose every consumer is a DequantizeLinear with the same parameters (fake quant)."""
+    users = b.consumers.get(q.output[0], [])
+    outputs = {o.name for o in b.g.output}
+    return (bool(users) and q.output[0] not in outputs
+            and all(u.op_type == "DequantizeLinear" and u.input[0] == q.output[0]
+                    and _same_quant(q, u, b) for u in users))
+
+
+@_rule("DequantizeLinear")
+def _vjp_dequantize(b, node, gy):
+    """y = (q - zero_point) * scale: dy/dq = scale.
+
+    When q comes from a QuantizeLinear with the same parameters (a fake-quant pair), the
+    gradient is handed to the QuantizeLinear in units of x instead (scale and 1/scale
+    cancel exactly), see :func:`_vjp_quantize`.
+    """
+    if b.needs(node, 1) or (len(node.input) > 2 and b.needs(node, 2)):
+        raise node_error(node, "scale / zero point depend on the differentiated input")
+    q = b.producers.get(node.input[0])
+    if q is not None and q.op_type == "QuantizeLinear" and _paired_quantize(b, q):
+        return [gy[0], None, None]
+    scale, _, axis, _ = _quant_params(b, node)
+    s = _quant_broadcast(b, node, node.input[0], scale, axis)
+    return [b.mul(gy[0], b.const(s.astype(np.float32), hint="dq_scale")), None, None]
+
+
+@_rule("QuantizeLinear")
+def _vjp_quantize(b, node, gy):
+    """Straight-through estimator (STE) for the rounding, exact derivative of the saturation.
+
+    q = saturate(round(x / scale) + zero_point) is differentiated as if it were
+    clamp(x / scale + zero_point, qmin, qmax): the rounding passes the gradient unchanged
+    (the STE convention of quantization-aware training) and the gradient is blocked where
+    x lies outside the representable range [(qmin - zp) * scale, (qmax - zp) * scale]
+    (strict bounds, like the Clip rule). That saturation matters: onnxruntime's quantizer
+    drops a ReLU / ReLU6 whose range the following QuantizeLinear covers, so the range
+    test is the rectifier mask of the float model. (torch.fake_quantize_* tests the
+    rounded value instead, which lets the gradient through up to half a step beyond the
+    range, i.e. through slightly negative pre-ReLU activations; on EfficientNet-Lite0 int8
+    that decorrelates the input gradient from the float model's.)
+    """
+    if b.needs(node, 1) or (len(node.input) > 2 and b.needs(node, 2)):
+        raise node_error(node, "scale / zero point depend on the differentiated input")
+    x = node.input[0]
+    scale, zp, axis, qtype = _quant_params(b, node)
+    if qtype not in _QUANT_RANGE:
+        raise node_error(node, f"quantized type {TensorProto.DataType.Name(qtype)} "
+                         "is not supported")
+    qmin, qmax = _QUANT_RANGE[qtype]
+    s = _quant_broadcast(b, node, x, scale, axis)
+    z = _quant_broadcast(b, node, x, zp, axis)
+    lo = ((qmin - z) * s).astype(np.float32)
+    hi = ((qmax - z) * s).astype(np.float32)
+    inside = b.op("And", [b.op("Greater", [x, b.const(lo, hint="q_lo")]),
+                          b.op("Less", [x, b.const(hi, hint="q_hi")])])
+    g = b.mul(gy[0], b.mask(inside))
+    if not _paired_quantize(b, node):
+        g = b.mul(g, b.const((1.0 / s).astype(np.float32), hint="q_inv_scale"))
+    return [g, None, None]
 
 
 @_rule("Cast")
@@ -860,12 +1065,81 @@ def _vjp_conv(b, node, gy):
             return [b.op("Conv", [g, b.const(wt, hint="wflip")], group=group,
                          dilations=dilations, pads=new_begin + new_end,
                          kernel_shape=kernel, strides=[1] * rank), None, None]
+    if (rank == 2 and group == channels == wv.shape[0] and wv.shape[1] == 1
+            and strides[0] == strides[1] > 1 and all(d == 1 for d in dilations)):
+        return [_depthwise_strided_input_grad(b, g, wv, strides[0], begin, in_sizes,
+                                              out_sizes), None, None]
     ends, extra = _transpose_geometry(in_sizes, out_sizes, kernel, strides, dilations, begin)
     attrs = dict(strides=strides, dilations=dilations, group=group, pads=begin + ends,
                  kernel_shape=kernel)
     if any(extra):
         attrs["output_padding"] = extra
     return [b.op("ConvTranspose", [g, w], **attrs), None, None]
+
+
+def _subpixel_axis(k: int, s: int, p: int, size_in: int, size_out: int):
+    """One axis of the sub-pixel split of a stride-s correlation's transpose.
+
+    Input position i = s*q + r (phase r) receives g[q + c_r - j] * w[k0 + s*j] with
+    k0 = (r + p) mod s and c_r = (r + p - k0) / s: a stride-1 correlation of g with the
+    flipped sub-kernel. All phases share one window of U taps read at g[q + u - P].
+    Returns (per-phase list of (window position u, kernel tap) pairs, P, end pad, Q).
+    """
+    phases = []
+    for r in range(s):
+        k0 = (r + p) % s
+        taps = list(range(k0, k, s))[::-1]  # flipped: tap t reads g[q + t - pb]
+        c = (r + p - k0) // s
+        phases.append((taps, len(taps) - 1 - c))
+    P = max([0] + [pb for _, pb in phases])
+    U_ = max([len(t) + P - pb for t, pb in phases] + [1])
+    Q = -(-size_in // s)
+    end = Q - size_out - P + U_ - 1
+    placed = [[(t + P - pb, tap) for t, tap in enumerate(taps)] for taps, pb in phases]
+    return placed, P, max(end, 0), U_, Q
+
+
+def _depthwise_strided_input_grad(b, g, wv, s, begin, in_sizes, out_sizes):
+    """Input gradient of a strided depthwise Conv without a grouped ConvTranspose.
+
+    onnxruntime's grouped ConvTranspose runs one tiny GEMM + col2im per channel (slow on
+    CPU). Sub-pixel form instead: each of the s*s output phases is a stride-1 depthwise
+    Conv of g with a sub-kernel (fast, NCHWc-able); the phases are interleaved by one
+    ungrouped ConvTranspose with a 0/1 kernel of size s and stride s (no overlap), with
+    channels moved into the batch axis; a Slice drops the padding row/column.
+    """
+    C = wv.shape[0]
+    ax = [_subpixel_axis(wv.shape[2 + a], s, begin[a], in_sizes[a], out_sizes[a])
+          for a in range(2)]
+    (ph_h, P_h, E_h, U_h, Q_h), (ph_w, P_w, E_w, U_w, Q_w) = ax
+    parts = []
+    for rh in range(s):
+        for rw in range(s):
+            k = np.zeros((C, 1, U_h, U_w), np.float32)
+            for uh, kh in ph_h[rh]:
+                for uw, kw in ph_w[rw]:
+                    k[:, 0, uh, uw] = wv[:, 0, kh, kw]
+            conv = b.op("Conv", [g, b.const(k, hint="wphase")], group=C,
+                        kernel_shape=[U_h, U_w], pads=[P_h, P_w, E_h, E_w])
+            # the window may run past Q when the end pad came out negative
+            rows_h = out_sizes[0] + P_h + E_h - U_h + 1
+            rows_w = out_sizes[1] + P_w + E_w - U_w + 1
+            if rows_h != Q_h or rows_w != Q_w:
+                conv = b.op("Slice", [conv, b.ints([0, 0]), b.ints([Q_h, Q_w]),
+                                      b.ints([2, 3])])
+            parts.append(b.op("Unsqueeze", [conv, b.ints([2])]))
+    stacked = b.op("Concat", parts, axis=2)  # [N, C, s*s, Q_h, Q_w]
+    flat = b.op("Reshape", [stacked, b.ints([-1, s * s, Q_h, Q_w])])
+    pick = np.zeros((s * s, 1, s, s), np.float32)
+    for rh in range(s):
+        for rw in range(s):
+            pick[rh * s + rw, 0, rh, rw] = 1.0
+    full = b.op("ConvTranspose", [flat, b.const(pick, hint="interleave")],
+                strides=[s, s], kernel_shape=[s, s])
+    full = b.op("Reshape", [full, b.ints([-1, C, s * Q_h, s * Q_w])])
+    if s * Q_h != in_sizes[0] or s * Q_w != in_sizes[1]:
+        full = b.op("Slice", [full, b.ints([0, 0]), b.ints(list(in_sizes)), b.ints([2, 3])])
+    return full
 
 
 @_rule("BatchNormalization")
@@ -989,6 +1263,31 @@ def _avgpool_weights(b, node, in_sizes, out_sizes, kernel, strides, dilations, b
         shape[a] = out_sizes[a]
         valid = valid * count.reshape(shape)
     return avg / np.maximum(valid, 1.0)
+
+
+@_rule("ReduceMax", "ReduceMin")
+def _vjp_reduce_max(b, node, gy):
+    """The gradient goes to the positions that attain the extreme, split evenly among ties
+    (torch.amax / amin convention). onnxruntime emits ReduceMax when it inlines Softmax
+    (x - max(x)); softmax is shift invariant, so that path contributes ~0 anyway."""
+    x, y = node.input[0], node.output[0]
+    s = b.shape(x, node)
+    rank = len(s)
+    axes = U.attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = b.const_operand(node, 1, "axes").tolist()
+    if not axes:
+        if U.attr(node, "noop_with_empty_axes", 0):
+            return [gy[0], None]
+        axes = list(range(rank))
+    axes = sorted(a % rank for a in axes)
+    g = gy[0]
+    if not U.attr(node, "keepdims", 1):
+        g = b.op("Unsqueeze", [g, b.ints(axes)])
+        y = b.op("Unsqueeze", [y, b.ints(axes)])
+    hit = b.mask(b.op("Equal", [x, y]))
+    count = b.reduce("ReduceSum", hit, axes, keepdims=1)
+    return [b.mul(hit, b.op("Div", [g, count])), None]
 
 
 @_rule("ReduceMean", "ReduceSum")

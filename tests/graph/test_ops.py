@@ -55,6 +55,32 @@ def case_conv_depthwise_stride2_tf_pads():
     return n, ["N", 4, 9, 8], {"W": W}, fn
 
 
+def case_conv_depthwise_stride2_k5_subpixel():
+    # EfficientNet-Lite's 5x5 stride-2 depthwise geometry on an odd size (sub-pixel path)
+    W = w(3, 1, 5, 5)
+    n = [node("Conv", ["x", "W"], ["y"], group=3, strides=[2, 2], pads=[1, 2, 2, 1])]
+    fn = lambda x: F.conv2d(F.pad(x, (2, 1, 1, 2)), t(W), stride=2, groups=3)
+    return n, ["N", 3, 11, 10], {"W": W}, fn
+
+
+def case_conv_depthwise_stride3_subpixel():
+    W, B = w(2, 1, 3, 2), w(2)
+    n = [node("Conv", ["x", "W", "B"], ["y"], group=2, strides=[3, 3], pads=[1, 0, 0, 0])]
+    fn = lambda x: F.conv2d(F.pad(x, (0, 0, 1, 0)), t(W), t(B), stride=3, groups=2)
+    return n, ["N", 2, 10, 8], {"W": W, "B": B}, fn
+
+
+def case_reduce_max_keepdims0():
+    n = [node("ReduceMax", ["x"], ["y"], axes=[1], keepdims=0)]
+    return n, ["N", 5, 3], {}, lambda x: x.amax(1), 17
+
+
+def case_reduce_min_all_opset18():
+    n = [node("ReduceMin", ["x", "ax"], ["y"], keepdims=1)]
+    return (n, ["N", 4, 3], {"ax": np.array([1, 2], np.int64)},
+            lambda x: x.amin((1, 2), keepdim=True), 18)
+
+
 def case_conv1d_channel_multiplier():
     W = w(6, 1, 3)
     n = [node("Conv", ["x", "W"], ["y"], group=3, pads=[1, 1])]
