@@ -13,10 +13,10 @@ from typing import Sequence
 from . import basic, explain, lime
 from . import evaluate as quality
 from . import gradcam, gradients
-from . import gradcheck, occlusion
+from . import bench, gradcheck, occlusion
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, bench]
 
 
 class _Parser(argparse.ArgumentParser):
