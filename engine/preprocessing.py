@@ -150,7 +150,7 @@ def resolve(preprocessing: Any, *, manifest: Mapping[str, Any] | None, metadata:
         raise ValueError(
             "The model declares no preprocessing (no manifest beside it, no 'onnxplain.preprocessing' "
             "ONNX metadata); pass preprocessing='imagenet', 'none' or a mapping with "
-            "scale/mean/std/channel_order.")
+            "scale/mean/std/channel_order (CLI: --preprocessing).")
     if result.input_size is None and model_size is not None:
         result = Preprocessing(model_size, result.scale, result.mean, result.std, result.channel_order, result.name)
     if result.input_size is not None and model_size is not None and tuple(result.input_size) != tuple(model_size):
