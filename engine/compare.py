@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._validation import check_float, check_int
+from ._validation import check_float
 from .evaluate import FORWARD_ONLY, QUALITY_METHODS, check_methods, explain_with, is_gradient_failure
 from .model import Model
 from .sanity import spearman

@@ -6,7 +6,7 @@ the colormaps and colour bars, scikit-image the boundaries.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

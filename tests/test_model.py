@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 import engine
-from engine import ImageError, LabelError, ModelError
+from engine import LabelError, ModelError
 from tests import tiny_models as tm
 
 NONE = "none"

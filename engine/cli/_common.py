@@ -90,15 +90,30 @@ class ProgressBar:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathLike, stem: str, *,
                  kind: str = "heat", model: Model | None = None, extra: dict | None = None,
                  boundaries: np.ndarray | None = None) -> list[str]:
-    """Write ``stem.png`` (one per label when several), ``stem.npy`` (raw map) and ``stem.json``."""
+    """Write ``stem.png`` (one per label when several), ``stem.npy`` (raw map) and ``stem.json``.
+
+    A map not at the image's size (``output_upsampling="none"``) is shown upsampled (nearest)
+    in the PNG; the .npy keeps it raw and the JSON records its shape.
+    """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     maps = result.score_map if result.score_map.ndim == 3 else result.score_map[..., None]
+    if maps.shape[:2] != image.shape[:2]:
+        from ..images import resize_map
+
+        maps = resize_map(maps, image.shape[:2], "nearest")
+        extra = {**(extra or {}), "map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
     for k, (idx, name) in enumerate(zip(result.labels, result.label_names)):
         png = out / (f"{stem}.png" if maps.shape[2] == 1 else f"{stem}_{idx}.png")
         overlay_figure(image, maps[..., k], png, kind=kind, boundaries=boundaries,

@@ -8,11 +8,9 @@ Writes ``<image>_<variant>.png`` (jet heat overlay; one per label when several),
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 
-from ..images import resize_map
 from ..methods._cam import UPSAMPLING
 from ..methods.gradcam import (explain_default, explain_default_guided, explain_default_plus_plus, grad_cam,
                                grad_cam_plus_plus)
@@ -52,20 +50,12 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     image, name = image_from_args(args)
     method = VARIANTS[args.variant]
-    bar = ProgressBar(args.variant, enabled=not args.no_progress)
-    try:
+    with ProgressBar(args.variant, enabled=not args.no_progress) as bar:
         result = method(model, image, parse_label(args.label), feature_layer=args.feature_layer,
                         reduction_layer=args.reduction_layer, output_upsampling=args.upsampling,
                         feature_layout=args.feature_layout, mini_batch_size=args.batch_size, progress=bar)
-    finally:
-        bar.close()
     stem = f"{name}_{args.variant.replace('++', 'pp')}"
-    shown, extra = result, {}
-    if result.score_map.shape[:2] != image.shape[:2]:  # "none": the PNG shows it upsampled nearest
-        shown = dataclasses.replace(result, score_map=resize_map(result.score_map, image.shape[:2], "nearest"))
-        extra = {"map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
-    written = write_result(shown, image, args.out, stem, kind="heat", model=model, extra=extra)
-    np.save(f"{args.out}/{stem}.npy", result.score_map)
+    written = write_result(result, image, args.out, stem, kind="heat", model=model)
     np.save(f"{args.out}/{stem}_cam.npy", result.cam)
     written.append(f"{args.out}/{stem}_cam.npy")
     print(f"{args.variant}: feature layer {result.feature_layer!r} ({result.feature_layout}), reduction layer "

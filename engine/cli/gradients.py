@@ -63,14 +63,11 @@ def _baseline(text: str | None):
 def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     image, name = image_from_args(args)
-    bar = ProgressBar(args.method, enabled=not args.no_progress)
-    try:
+    with ProgressBar(args.method, enabled=not args.no_progress) as bar:
         result = gradient_attribution(model, image, parse_label(args.label), method=args.method,
                                       baseline=_baseline(args.baseline), num_steps=args.num_steps,
                                       num_samples=args.num_samples, noise_level=args.noise_level,
                                       mini_batch_size=args.batch_size, random_state=args.seed, progress=bar)
-    finally:
-        bar.close()
     stem = f"{name}_{args.method}"
     written = write_result(result, image, args.out, stem, kind="gradient", model=model)
     np.save(f"{args.out}/{stem}_gradients.npy", result.gradients)

@@ -7,13 +7,11 @@ and ``<image>_lime.json`` (labels, scores, options, timings, feature importances
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pathlib
 from typing import Any
 
 import numpy as np
 
-from ..images import resize_map
 from ..methods.lime import FILLS, SEGMENTATIONS, SURROGATES, UPSAMPLING, explain_default, image_lime
 from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
     write_result
@@ -43,24 +41,15 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     image, name = image_from_args(args)
-    bar = ProgressBar("lime", enabled=not args.no_progress)
-    try:
+    with ProgressBar("lime", enabled=not args.no_progress) as bar:
         result = image_lime(model, image, parse_label(args.label), num_features=args.num_features,
                             num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
                             surrogate=args.surrogate, output_upsampling=args.upsampling,
                             mini_batch_size=args.batch_size, random_state=args.seed, fill=_fill(args.fill),
                             progress=bar)
-    finally:
-        bar.close()
     stem = f"{name}_lime"
-    shown, extra = result, {}
-    if result.score_map.shape[:2] != image.shape[:2]:  # "none": the PNG shows it upsampled nearest
-        shown = dataclasses.replace(result, score_map=resize_map(result.score_map, image.shape[:2], "nearest"))
-        extra = {"map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
-    written = write_result(shown, image, args.out, stem, kind="heat", model=model, extra=extra,
-                           boundaries=result.feature_map)
+    written = write_result(result, image, args.out, stem, kind="heat", model=model, boundaries=result.feature_map)
     out = pathlib.Path(args.out)
-    np.save(out / f"{stem}.npy", result.score_map)
     np.save(out / f"{stem}_features.npy", result.feature_map)
     written.append(str(out / f"{stem}_features.npy"))
     for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):

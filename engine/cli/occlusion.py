@@ -9,12 +9,10 @@ For ``onnxplain explain``: ``explain_default`` (occlusion) and ``explain_default
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 import numpy as np
 
-from ..images import resize_map
 from ..methods.occlusion import UPSAMPLING, occlusion_sensitivity
 from ..methods.occlusion import explain_default as explain_default
 from ..methods.rise import explain_default as explain_default_rise
@@ -62,15 +60,12 @@ def add_parser(sub) -> None:
 def run_occlusion(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     image, name = image_from_args(args)
-    bar = ProgressBar("occlusion", enabled=not args.no_progress)
-    try:
+    with ProgressBar("occlusion", enabled=not args.no_progress) as bar:
         result = occlusion_sensitivity(
             model, image, parse_label(args.label), mask_size=_pair("--mask-size", args.mask_size),
             stride=_pair("--stride", args.stride), mask_value=_values("--mask-value", args.mask_value, ("auto",)),
             mask_clipping=not args.no_mask_clipping, output_upsampling=args.upsampling,
             mini_batch_size=args.batch_size, progress=bar)
-    finally:
-        bar.close()
     p = result.params
     _write(result, image, model, args.out, f"{name}_occlusion",
            f"{p['num_positions'][0]} x {p['num_positions'][1]} windows of {p['mask_size'][0]} x {p['mask_size'][1]}")
@@ -80,28 +75,19 @@ def run_occlusion(args: argparse.Namespace) -> int:
 def run_rise(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     image, name = image_from_args(args)
-    bar = ProgressBar("rise", enabled=not args.no_progress)
-    try:
+    with ProgressBar("rise", enabled=not args.no_progress) as bar:
         result = rise(model, image, parse_label(args.label), num_masks=args.num_masks,
                       cell_size=_pair("--cell-size", args.cell_size, auto=False),
                       keep_probability=args.keep_probability,
                       fill=_values("--fill", args.fill, ("mean", "zero")), output_upsampling=args.upsampling,
                       mini_batch_size=args.batch_size, random_state=args.seed, progress=bar)
-    finally:
-        bar.close()
     _write(result, image, model, args.out, f"{name}_rise", f"{result.params['num_masks']} masks")
     return 0
 
 
 def _write(result, image: np.ndarray, model, out: str, stem: str, what: str) -> None:
-    """Write the result; a working-size map ("none") is shown upsampled (nearest) in the PNG."""
-    shown, extra = result, {}
-    if result.score_map.shape[:2] != image.shape[:2]:
-        shown = dataclasses.replace(result, score_map=resize_map(result.score_map, image.shape[:2], "nearest"))
-        extra = {"map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
-    written = write_result(shown, image, out, stem, kind="heat", model=model, extra=extra)
-    if shown is not result:
-        np.save(written[-2], result.score_map)  # the .npy keeps the raw working-size map
+    """Write the result files and print a one-line summary per label."""
+    written = write_result(result, image, out, stem, kind="heat", model=model)
     for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):
         m = result.score_map if result.score_map.ndim == 2 else result.score_map[..., k]
         print(f"{label} ({idx}), score {float(result.scores[k]):.4g}: map range [{m.min():.3g}, {m.max():.3g}]")

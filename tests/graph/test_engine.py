@@ -3,9 +3,7 @@ tap/analysis/gradcheck, and the bundled EfficientNet-Lite0 (oracle named per tes
 from __future__ import annotations
 
 import io
-import logging
 import os
-import time
 
 import numpy as np
 import onnx
@@ -15,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.autodiff import GradientEngine
-from engine.graph import (GraphError, articulation_tensors, build_gradient_model, gradcheck,
+from engine.graph import (GraphError, articulation_tensors, gradcheck,
                           list_tensors, prepare_model, tap_model)
 from engine.graph import prepare as prepare_mod
 from graph_helpers import rel_err, session
