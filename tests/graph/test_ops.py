@@ -313,3 +313,31 @@ def test_bad_relu_mode_message():
     model = make_model([node("Relu", ["x"], ["y"])], ["N", 5])
     with pytest.raises(GraphError, match="'relu_mode' parameter must be one of"):
         build_gradient_model(model, relu_mode="bogus")
+
+
+def test_gradient_value_info_keeps_symbolic_batch():
+    """Gradient tensors carry 'N' as batch dim (onnxruntime's NCHWc pass needs it to keep
+    gradient Add/Mul in the blocked layout); the graph must still load and run."""
+    import onnxruntime as ort
+    from onnx import TensorProto, numpy_helper
+
+    r = np.random.RandomState(0)
+    inits = [numpy_helper.from_array(r.randn(16, 3, 3, 3).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"]),
+             helper.make_node("GlobalAveragePool", ["y"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["out"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    gm = build_gradient_model(prepare_model(m))
+    grads = [vi for vi in gm.graph.value_info if vi.name.startswith("grad/")]
+    assert grads and all(vi.type.tensor_type.shape.dim[0].dim_param == "N" for vi in grads
+                         if vi.type.tensor_type.shape.dim)
+    sess = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = r.randn(2, 3, 8, 8).astype(np.float32)
+    names = [o.name for o in sess.get_outputs()]
+    res = sess.run(None, {"x": x, "seed": np.ones((2, 16), np.float32)})
+    assert res[names.index(names[-1])].shape == (2, 3, 8, 8)
