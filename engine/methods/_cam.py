@@ -23,6 +23,7 @@ from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
+from ._common import start
 from .layers import FeatureLayer, feature_layer_for
 
 UPSAMPLING = ("bicubic", "bilinear", "nearest", "none")
@@ -45,7 +46,7 @@ class CAMMethod:
         started = time.perf_counter()
         check_choice("output_upsampling", output_upsampling, UPSAMPLING)
         mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
-        pixels, original, env = T.start(model, image, execution_environment)
+        pixels, original, env = start(model, image, execution_environment)
         layer = feature_layer_for(model, feature_layer, feature_layout=feature_layout, environment=env,
                                   allow_probe=self.uses_gradients)
         tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
@@ -107,13 +108,13 @@ def feature_gradients(model: Model, pixels: np.ndarray, layer: FeatureLayer, tar
     reduction = None if targets.is_output else targets.tensor
     acts, grads, rs = [], [], []
     total = targets.count
-    for start in range(0, total, mini_batch_size):
-        seeds = targets.seeds[start:start + mini_batch_size]
+    for first in range(0, total, mini_batch_size):
+        seeds = targets.seeds[first:first + mini_batch_size]
         batch = np.repeat(pixels[None], len(seeds), axis=0)
         out = engine.run(batch, seeds, wrt=[layer.name], activations=[layer.name], reduction=reduction)
         acts.append(layer.to_nchw(out[layer.name]))
         grads.append(layer.to_nchw(out[f"grad:{layer.name}"]))
         rs.append(np.asarray(out["reduction"] if "reduction" in out else out["output"], np.float32))
         if progress is not None:
-            progress(min(start + len(seeds), total), total)
+            progress(min(first + len(seeds), total), total)
     return np.concatenate(acts), np.concatenate(grads), np.concatenate(rs)

@@ -39,9 +39,8 @@ class Context:
         return out if self.multi else out[..., 0]
 
 
-def begin(model: Model, image: Any, label: Any, execution_environment: str | None,
-          *, default_label_top: bool = True) -> Context:
-    """Prepare image and labels; ``label=None`` means the model's top class."""
+def start(model: Model, image: Any, execution_environment: str | None) -> tuple[np.ndarray, tuple[int, int], str]:
+    """Validate model and environment, prepare the image: (pixels (h, w, 3), original size, environment)."""
     if not isinstance(model, Model):
         raise TypeError(f"The 'model' parameter must be an engine Model (see engine.load_model); got "
                         f"{type(model).__name__}.")
@@ -49,6 +48,13 @@ def begin(model: Model, image: Any, label: Any, execution_environment: str | Non
     check_choice("execution_environment", env, ENVIRONMENTS)
     model.session_for(env)  # "gpu" without a GPU fails here, before any work
     pixels, original = model.prepare(image)
+    return pixels, original, env
+
+
+def begin(model: Model, image: Any, label: Any, execution_environment: str | None,
+          *, default_label_top: bool = True) -> Context:
+    """Prepare image and labels; ``label=None`` means the model's top class."""
+    pixels, original, env = start(model, image, execution_environment)
     multi = isinstance(label, (list, tuple, np.ndarray))
     if label is None:
         if not default_label_top:

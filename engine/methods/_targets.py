@@ -26,10 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._validation import check_choice
 from ..errors import LabelError
 from ..model import Model
-from ..runtime import ENVIRONMENTS
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +113,6 @@ def _sigmoid_input(model: Model) -> str | None:
         if model.output_name in node.output and node.op_type == "Sigmoid":
             return node.input[0]
     return None
-
-
-def start(model: Model, image: Any, execution_environment: str | None) -> tuple[np.ndarray, tuple[int, int], str]:
-    """Validate model and environment, prepare the image: (pixels (h, w, 3), original size, environment)."""
-    if not isinstance(model, Model):
-        raise TypeError(f"The 'model' parameter must be an engine Model (see engine.load_model); got "
-                        f"{type(model).__name__}.")
-    env = model.execution_environment if execution_environment is None else execution_environment
-    check_choice("execution_environment", env, ENVIRONMENTS)
-    model.session_for(env)
-    pixels, original = model.prepare(image)
-    return pixels, original, env
 
 
 def reduction_value(model: Model, pixels: np.ndarray, tensor: str, is_output: bool, env: str) -> np.ndarray:

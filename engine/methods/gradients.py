@@ -35,7 +35,7 @@ from ..images import load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
-from ._common import Progress
+from ._common import Progress, start
 
 __all__ = ["gradient_attribution", "METHODS", "explain_default", "EXPLAIN_DEFAULTS"]
 
@@ -98,7 +98,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     num_steps = check_int("num_steps", num_steps, minimum=2)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     noise_level = check_float("noise_level", noise_level, minimum=0.0)
-    pixels, original, env = T.start(model, image, execution_environment)
+    pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
     targets = T.resolve_targets(model, pixels, label, reduction, tensor, is_output, shape,
