@@ -80,5 +80,11 @@ def test_contract(model, image, name, fn, kw):
 
     with pytest.raises(engine.LabelError, match="out of range"):
         fn(model, image, 2, **kw)
+    # a float is no class (the gradient/CAM methods used to read it as reduction weights)
+    with pytest.raises(engine.LabelError, match="class index or a class name"):
+        fn(model, image, 1.5, **kw)
+    as_array = fn(model, image, np.array([1, 0]), **kw)  # an index array is a list of labels everywhere
+    assert as_array.labels == [1, 0]
+    np.testing.assert_array_equal(as_array.score_map, multi.score_map)
     with pytest.raises(engine.ImageError):
         fn(model, np.full((8, 8, 3), np.nan, np.float32), 1, **kw)

@@ -136,6 +136,8 @@ def resolve_targets(model: Model, pixels: np.ndarray, label: Any, reduction: Any
     """
     if reduction is not None and label is not None:
         raise ValueError("Give either 'label' or 'reduction', not both (a class reduction is the same as a label).")
+    if reduction is None and label is not None:
+        label = _check_label(label)
     spec = label if reduction is None else reduction
     items = list(spec) if _is_target_list(spec) else [spec]
     if isinstance(spec, np.ndarray) and spec.dtype.kind in "fiub" and spec.ndim >= 1 and reduction is not None:
@@ -156,6 +158,19 @@ def resolve_targets(model: Model, pixels: np.ndarray, label: Any, reduction: Any
                                 and names[k] == model.class_names[0]) else 0.0
                         for k, (lab, fn) in enumerate(zip(labels, fns))])
     return Targets(tensor, is_output, np.stack(seeds).astype(np.float32), labels, names, kind, fns, offsets)
+
+
+def _check_label(label: Any) -> Any:
+    """``label`` as a class (int/str) or a list of them, as the masking methods accept it.
+
+    Without this a float label (1.5) or an index array fell through to the weight-array
+    form of ``reduction`` (silently, on a one-output model)."""
+    many = isinstance(label, (list, tuple, np.ndarray))
+    items = [v.item() if isinstance(v, np.generic) else v for v in (label if many else [label])]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (numbers.Integral, str)):
+            raise LabelError(f"label must be a class index or a class name; got {item!r} ({type(item).__name__}).")
+    return items if many else items[0]
 
 
 def _is_target_list(spec: Any) -> bool:

@@ -98,6 +98,9 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     num_steps = check_int("num_steps", num_steps, minimum=2)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     noise_level = check_float("noise_level", noise_level, minimum=0.0)
+    if baseline is not None and method != "integrated-gradients":
+        raise ValueError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
+                         f"method={method!r}.")
     pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
@@ -174,12 +177,32 @@ class _Plan:
                        lambda acc, px: acc * diff.astype(np.float64), exact=num_steps - 1)
         if method == "smoothgrad":
             sigma = float(noise_level * (pixels.max() - pixels.min()))
-            noise = rng.normal(0.0, 1.0, (num_samples, *pixels.shape)).astype(np.float32) * np.float32(sigma)
-            return cls(num_samples, lambda s: pixels + noise[s], np.full(num_samples, 1.0 / num_samples), keep,
+            return cls(num_samples, _NoisyCopies(pixels, sigma, rng), np.full(num_samples, 1.0 / num_samples), keep,
                        sigma, exact=None)
         if method == "gradient-x-input":
             return cls(1, lambda s: pixels, np.ones(1), lambda acc, px: acc * px.astype(np.float64))
         return cls(1, lambda s: pixels, np.ones(1), keep)
+
+
+class _NoisyCopies:
+    """SmoothGrad image ``s``, drawn when asked: memory does not grow with num_samples.
+
+    Samples are requested in order 0..N-1 once per label; each label replays the generator
+    from its starting state, so every label sees the same noise, and the values equal one
+    ``rng.normal(0, 1, (N, h, w, 3))`` draw."""
+
+    def __init__(self, pixels: np.ndarray, sigma: float, rng: np.random.Generator) -> None:
+        self.pixels, self.sigma, self.rng = pixels, np.float32(sigma), rng
+        self.start = rng.bit_generator.state
+        self.next = 0
+
+    def __call__(self, s: int) -> np.ndarray:
+        if s == 0 and self.next:
+            self.rng.bit_generator.state = self.start
+            self.next = 0
+        assert s == self.next, "SmoothGrad samples must be requested in order"
+        self.next += 1
+        return self.pixels + self.rng.normal(0.0, 1.0, self.pixels.shape).astype(np.float32) * self.sigma
 
 
 def _batches(k_count: int, per_label: int, size: int) -> Iterator[list[tuple[int, int]]]:

@@ -15,7 +15,8 @@ Window placement, per axis, for an image side ``H``, window ``k`` and stride ``s
 - ``mask_clipping=True`` (default): as MATLAB's ``MaskClipping="on"``, the first window is
   centred on the first row: window ``i`` spans ``i*s - floor(k/2) ... i*s - floor(k/2) + k - 1``
   for ``i = 0 .. n - 1``, ``n = ceil((H - ceil(k/2)) / s) + 1`` (the fewest positions whose
-  last window reaches the last row). Windows are clipped to the image (only their inside
+  last window reaches the last row), less a last window that would start past the edge
+  (possible only when ``s > k``). Windows are clipped to the image (only their inside
   part is occluded). Every pixel is covered when ``s <= k``, and because a pixel's value
   is a mean over the windows covering it (not a sum), edge pixels are not down-weighted
   by being covered fewer times.
@@ -169,7 +170,8 @@ def window_starts(side: int, k: int, s: int, clipping: bool) -> np.ndarray:
     if not clipping:
         return np.arange(0, side - k + 1, s, dtype=np.int64)
     n = math.ceil((side - (k - k // 2)) / s) + 1
-    return np.arange(n, dtype=np.int64) * s - k // 2
+    starts = np.arange(n, dtype=np.int64) * s - k // 2
+    return starts[starts < side]  # with stride > mask the last one can start past the edge: it occludes nothing
 
 
 def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None

@@ -134,7 +134,9 @@ def test_resized_image_and_contract(models):
     np.testing.assert_allclose(both.gradients[..., 1], one.gradients, rtol=1e-5, atol=1e-9)
     for bad, err in [(dict(method="saliency"), ValueError), (dict(num_steps=1), ValueError),
                      (dict(noise_level=-0.1), ValueError), (dict(num_samples=2.5), TypeError),
-                     (dict(method="integrated-gradients", baseline=np.zeros((5, 5, 3))), ValueError)]:
+                     (dict(method="integrated-gradients", baseline=np.zeros((5, 5, 3))), ValueError),
+                     (dict(method="gradient", baseline=0.0), ValueError),  # was silently ignored
+                     (dict(method="smoothgrad", baseline=np.zeros((32, 32, 3))), ValueError)]:
         with pytest.raises(err):
             engine.gradient_attribution(model, img, 3, **bad)
 
@@ -162,3 +164,25 @@ def test_cli_gradients(tmp_path):
     assert (tmp_path / "chelsea_integrated-gradients.png").exists()
     assert main(["gradients", "--model", zoo.onnx_path("relunet"), "--preprocessing", "none", "--baseline", "1,2",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_smoothgrad_labels_share_noise_and_memory_does_not_grow(models, image):
+    """Oracle: each label alone (same seed); SmoothGrad draws its noisy copies per batch, so the
+    peak memory of 256 samples stays near that of 4 (it used to hold all of them at once)."""
+    import tracemalloc
+
+    model = models("relunet")
+    kw = dict(method="smoothgrad", num_samples=5, random_state=7, mini_batch_size=3)  # batches straddle labels
+    both = engine.gradient_attribution(model, image, [1, 2], **kw)
+    for k, label in enumerate([1, 2]):
+        one = engine.gradient_attribution(model, image, label, **kw)
+        np.testing.assert_array_equal(both.gradients[..., k], one.gradients)
+    peaks = []
+    for n in (4, 256):
+        engine.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=n, mini_batch_size=4)
+        tracemalloc.start()
+        engine.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=n, mini_batch_size=4)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    noise_bytes = 256 * image.size * 8
+    assert peaks[1] - peaks[0] < noise_bytes / 4, (peaks, noise_bytes)

@@ -101,6 +101,17 @@ def test_clipped_placement_centres_the_first_window_on_the_edge(linear):
     assert unclipped.coverage[-1].sum() == 0
 
 
+def test_no_clipped_window_lies_wholly_outside_the_image():
+    """Oracle: by hand, side 12, window 2, stride 5: starts -1, 4, 9 (the formula's fourth, 14,
+    starts past the edge; it occluded nothing and cost a model run)."""
+    from engine.methods.occlusion import window_starts
+
+    assert list(window_starts(12, 2, 5, True)) == [-1, 4, 9]
+    for side, k, s in [(12, 2, 5), (64, 2, 5), (64, 8, 100), (7, 3, 3), (64, 45, 22)]:
+        starts = window_starts(side, k, s, True)
+        assert np.all(starts < side) and np.all(starts + k > 0)
+
+
 def test_auto_sizes_follow_the_documented_rounding(linear):
     model, _ = linear[("NCHW", "float32")]
     res = engine.occlusion_sensitivity(model, _image(), 0, output_upsampling="none")
