@@ -227,11 +227,15 @@ def with_batch(model: ModelProto, batch: int) -> ModelProto:
     return m
 
 
-def batched_shapes(model: ModelProto) -> dict[str, tuple[tuple | None, int]]:
+def batched_shapes(model: ModelProto,
+                   batch_dims: dict[str, tuple[bool, ...]] | None = None
+                   ) -> dict[str, tuple[tuple | None, int]]:
     """Static shapes with batch-dependent sizes as None.
 
     Inference runs at batch 2 and 3: a size that differs between the two depends on the
-    batch size and becomes None; everything else is concrete.
+    batch size and becomes None; everything else is concrete. ``batch_dims``, if given,
+    receives per tensor which dims equal the batch size itself (2 and 3), as opposed to
+    merely depending on it (a Reshape to [-1, ...] that folds heads into dim 0: 2N).
     """
     a = infer(with_batch(model, 2))
     b = infer(with_batch(model, 3))
@@ -256,6 +260,8 @@ def batched_shapes(model: ModelProto) -> dict[str, tuple[tuple | None, int]]:
             continue
         out[name] = (tuple(x if (isinstance(x, int) and x == y) else None
                            for x, y in zip(sa, sb)), ta)
+        if batch_dims is not None:
+            batch_dims[name] = tuple(x == 2 and y == 3 for x, y in zip(sa, sb))
     return out
 
 

@@ -141,7 +141,8 @@ def build_gradient_model(
     for n in nodes:
         if n.op_type == "BatchNormalization" and U.attr(n, "training_mode", 0):
             raise node_error(n, "training_mode=1 is not supported (inference only)")
-    shapes = U.batched_shapes(m)
+    batch_dims: dict[str, tuple[bool, ...]] = {}
+    shapes = U.batched_shapes(m, batch_dims)
     for name in [reduction] + wrt:
         s, t = shapes.get(name, (None, 0))
         if t != TensorProto.FLOAT:
@@ -150,7 +151,7 @@ def build_gradient_model(
         if s is None:
             raise GraphError(f"tensor {name!r} has no inferred shape; run prepare_model first")
 
-    b = _Builder(m, shapes, relu_mode, set(rectifiers))
+    b = _Builder(m, shapes, relu_mode, set(rectifiers), batch_dims)
     b.run(nodes, reduction, wrt)
 
     outputs = {o.name for o in g.output}
@@ -262,8 +263,10 @@ def _bfloat16_to_float32(t: TensorProto) -> np.ndarray:
 class _Builder:
     """Emits backward nodes; one instance per gradient model."""
 
-    def __init__(self, model: ModelProto, shapes, relu_mode: str, rectifiers: set[str]):
+    def __init__(self, model: ModelProto, shapes, relu_mode: str, rectifiers: set[str],
+                 batch_dims: dict[str, tuple[bool, ...]] | None = None):
         self.model = model
+        self.batch_dims = batch_dims or {}
         self.g = model.graph
         self.opset = U.onnx_opset(model)
         self.shapes = shapes
@@ -388,7 +391,12 @@ class _Builder:
         s, t = self.shapes.get(like, (None, TensorProto.FLOAT))
         if s is None:
             return helper.make_tensor_value_info(name, t, None)
-        dims = ["N" if (d is None and k == 0) else d for k, d in enumerate(s)]
+        # 'N' only where the size is the batch itself: a dim 0 of 2N (heads folded into
+        # the batch by a Reshape) written as 'N' makes onnxruntime reuse buffers of the
+        # wrong size at run time.
+        exact = self.batch_dims.get(like, ())
+        dims = ["N" if (d is None and k == 0 and k < len(exact) and exact[k]) else d
+                for k, d in enumerate(s)]
         return helper.make_tensor_value_info(name, t, dims)
 
     # ------------------------------------------------------------ the backward walk
@@ -432,6 +440,11 @@ class _Builder:
                 continue
             if not any(i in active for i in node.input if i):
                 continue
+            for o, go in zip(node.output, gy):
+                if go is not None and self.shapes.get(o, (None, 0))[1] == TensorProto.DOUBLE:
+                    # Every rule emits float32 constants: a float64 gradient would not load.
+                    raise node_error(node, f"output {o!r} is float64; gradients are built "
+                                     "for float32 tensors only")
             rule = _RULES.get(node.op_type)
             if node.domain not in ("", "ai.onnx"):
                 rule = None
@@ -907,15 +920,21 @@ def _vjp_where(b, node, gy):
 
 @_rule("Max", "Min")
 def _vjp_max(b, node, gy):
-    # The gradient goes to every input equal to the result (ties share it fully).
+    # The gradient goes to the inputs equal to the result, split evenly among ties (torch's
+    # maximum / minimum convention; giving each tie the full gradient would double it for
+    # Max(x, Relu(x)) at x > 0).
     g, y = gy[0], node.output[0]
+    masks = [b.mask(b.op("Equal", [i, y])) for i in node.input]
+    if len(masks) == 1:
+        return [g]
+    count = b.op("Add", masks) if len(masks) == 2 else b.op("Sum", masks)
+    share = b.op("Div", [g, count])
     out = []
-    for k, i in enumerate(node.input):
+    for k, (i, m) in enumerate(zip(node.input, masks)):
         if not b.needs(node, k):
             out.append(None)
             continue
-        m = b.mask(b.op("Equal", [i, y]))
-        out.append(b.unbroadcast(b.mul(g, m), y, i))
+        out.append(b.unbroadcast(b.mul(share, m), y, i))
     return out
 
 
@@ -1206,8 +1225,12 @@ def _vjp_maxpool(b, node, gy):
 
 @_rule("GlobalMaxPool")
 def _vjp_global_maxpool(b, node, gy):
-    m = b.mask(b.op("Equal", [node.input[0], node.output[0]]))
-    return [b.mul(gy[0], m)]
+    # Split evenly among tied maxima (like ReduceMax; ties are common after a nearest
+    # upsample, where the full gradient at each copy would multiply it).
+    x = node.input[0]
+    m = b.mask(b.op("Equal", [x, node.output[0]]))
+    count = b.reduce("ReduceSum", m, list(range(2, len(b.shape(x, node)))), keepdims=1)
+    return [b.mul(b.op("Div", [gy[0], count]), m)]
 
 
 @_rule("GlobalAveragePool")
@@ -1555,6 +1578,9 @@ def _vjp_log_softmax(b, node, gy):
 
 @_rule("LayerNormalization")
 def _vjp_layer_norm(b, node, gy):
+    if any(go is not None for go in gy[1:]):
+        raise node_error(node, "gradients through the Mean / InvStdDev outputs are not "
+                         "supported")
     x = node.input[0]
     rank = len(b.shape(x, node))
     axis = U.attr(node, "axis", -1) % rank
@@ -1641,6 +1667,12 @@ def _resize_matrices(b, node, s, ys) -> dict[int, np.ndarray]:
             shp[a] = d
             e = e * basis.reshape(shp)
             out = sess.run(None, {"x": e})[0]
+            if list(out.shape[1:]) != list(ys[1:]):
+                # e.g. float scales whose product rounds differently in onnx shape
+                # inference and in onnxruntime (5 * 1.8f: 8 vs 9)
+                raise node_error(node, f"runtime output shape {list(out.shape[1:])} differs "
+                                 f"from the inferred {list(ys[1:])}; pass 'sizes' instead "
+                                 "of 'scales'")
             line = [0] * len(shape1)
             line[a] = slice(None)
             mat[:, j] = out[tuple(line)]

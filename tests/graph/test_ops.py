@@ -266,6 +266,88 @@ def case_gelu_opset20():
     return n, ["N", 5], {}, fn, 20
 
 
+
+def case_max_tie_splits_evenly():
+    # Max(x, Relu(x)) ties for x > 0: torch.maximum splits the gradient 1/2 : 1/2 (total 1);
+    # handing each tie the full gradient gave 2.
+    n = [node("Relu", ["x"], ["r"]), node("Max", ["x", "r"], ["y"])]
+    return n, ["N", 6], {}, lambda x: torch.maximum(x, F.relu(x))
+
+
+def case_min_three_inputs_broadcast():
+    c = w(1, 4)
+    n = [node("Min", ["x", "c", "x"], ["y"])]
+    return n, ["N", 3, 4], {"c": c}, lambda x: torch.minimum(x, t(c))
+
+
+def case_globalmaxpool_ties_after_nearest():
+    # nearest x2 makes every maximum appear 4 times; the input gets g once, not 4 g
+    n = [node("Resize", ["x", "", "sc"], ["u"], mode="nearest"),
+         node("GlobalMaxPool", ["u"], ["y"])]
+    return (n, ["N", 2, 3, 4], {"sc": np.array([1, 1, 2, 2], np.float32)},
+            lambda x: F.interpolate(x, scale_factor=2, mode="nearest").amax((2, 3), keepdim=True))
+
+
+def case_softmax_opset11_coerces_2d():
+    n = [node("Softmax", ["x"], ["s"], axis=2), node("LogSoftmax", ["s"], ["y"], axis=1)]
+
+    def fn(x):
+        s = torch.softmax(x.reshape(x.shape[0], 2, -1), 2).reshape(x.shape)
+        return torch.log_softmax(s.reshape(x.shape[0], -1), 1).reshape(x.shape)
+    return n, ["N", 2, 3, 4], {}, fn, 11
+
+
+def case_conv_same_lower_and_valid():
+    W1, W2 = w(3, 2, 2, 2), w(2, 3, 3, 3)
+    n = [node("Conv", ["x", "W1"], ["a"], auto_pad="SAME_LOWER"),
+         node("Conv", ["a", "W2"], ["y"], auto_pad="VALID", strides=[2, 2])]
+    fn = lambda x: F.conv2d(F.conv2d(F.pad(x, (1, 0, 1, 0)), t(W1)), t(W2), stride=2)
+    return n, ["N", 2, 7, 8], {"W1": W1, "W2": W2}, fn
+
+
+def case_slice_negative_steps_partial():
+    i = lambda *v: np.array(v, np.int64)
+
+    def pick(x, axis, sl):
+        return x.index_select(axis, torch.tensor(list(range(*sl.indices(x.shape[axis])))))
+    n = [node("Slice", ["x", "s", "e", "a", "st"], ["y"])]
+    inits = {"s": i(7, 3), "e": i(1, -5), "a": i(1, 2), "st": i(-3, -2)}
+    return (n, ["N", 9, 4], inits,
+            lambda x: pick(pick(x, 1, slice(7, 1, -3)), 2, slice(3, -5, -2)))
+
+
+def case_pad_negative_axes_opset18():
+    i = lambda *v: np.array(v, np.int64)
+    n = [node("Pad", ["x", "p", "", "ax"], ["y"])]
+    return (n, ["N", 3, 6], {"p": i(1, -2, 0, 3), "ax": i(-1, 1)},
+            lambda x: F.pad(x, (1, 0, -2, 3)), 18)
+
+
+def case_matmul_1d_operands():
+    v, u = w(4), w(3)
+    n = [node("MatMul", ["u", "x"], ["a"]), node("Tanh", ["a"], ["b"]),
+         node("MatMul", ["b", "v"], ["y"])]
+    return n, ["N", 3, 4], {"v": v, "u": u}, lambda x: torch.tanh(t(u) @ x) @ t(v)
+
+
+def case_pow_tensor_exponent_and_layernorm_axis1():
+    E, S = (np.abs(w(3, 4)) + 0.5), w(3, 4) + 1
+    n = [node("Exp", ["x"], ["ex"]), node("Pow", ["ex", "E"], ["p"]),
+         node("Pow", ["p", "ex"], ["q"]),
+         node("LayerNormalization", ["q", "S"], ["y"], axis=1)]
+    fn = lambda x: F.layer_norm((torch.exp(x) ** t(E)) ** torch.exp(x), (3, 4), t(S), None)
+    return n, ["N", 3, 4], {"E": E, "S": S}, fn
+
+
+def case_reshape_folds_batch_into_dim0():
+    # [N,2,3,4] -> [2N,12] (heads folded into the batch, as attention exports do): the
+    # gradient value_info must not call 2N 'N' (onnxruntime then reused wrong-size buffers)
+    i = lambda *v: np.array(v, np.int64)
+    n = [node("Reshape", ["x", "s1"], ["a"]), node("Softmax", ["a"], ["b"]),
+         node("Reshape", ["b", "s2"], ["c"]), node("Softmax", ["c"], ["y"], axis=1)]
+    fn = lambda x: torch.softmax(torch.softmax(x.reshape(-1, 12), 1).reshape(-1, 24), 1)
+    return n, ["N", 2, 3, 4], {"s1": i(-1, 12), "s2": i(-1, 24)}, fn
+
 CASES = {k[5:]: v for k, v in sorted(globals().items()) if k.startswith("case_")}
 
 
@@ -341,3 +423,27 @@ def test_gradient_value_info_keeps_symbolic_batch():
     names = [o.name for o in sess.get_outputs()]
     res = sess.run(None, {"x": x, "seed": np.ones((2, 16), np.float32)})
     assert res[names.index(names[-1])].shape == (2, 3, 8, 8)
+
+
+def test_layernorm_statistics_outputs_refused():
+    """The Mean / InvStdDev outputs used downstream: no silent dropping of their gradient."""
+    S = np.ones(4, np.float32)
+    model = make_model([node("LayerNormalization", ["x", "S"], ["ln", "mu"], name="ln_1"),
+                        node("Mul", ["ln", "mu"], ["y"])], ["N", 3, 4], inits={"S": S})
+    with pytest.raises(GraphError, match=r"ln_1.*LayerNormalization.*Mean"):
+        build_gradient_model(prepare_model(model))
+
+
+def test_float64_gradient_path_refused():
+    model = make_model([node("Cast", ["x"], ["a"], to=11), node("Tanh", ["a"], ["b"], name="t64"),
+                        node("Cast", ["b"], ["y"], to=1)], ["N", 5])
+    with pytest.raises(GraphError, match=r"t64.*Tanh.*float64"):
+        build_gradient_model(prepare_model(model))
+
+
+def test_resize_scales_rounding_mismatch_refused():
+    """onnx shape inference gives 5 * 1.8f -> 8, onnxruntime runs 9: a clear GraphError."""
+    model = make_model([node("Resize", ["x", "", "sc"], ["y"], mode="linear", name="rs")],
+                       ["N", 2, 4, 5], inits={"sc": np.array([1, 1, 1.75, 1.8], np.float32)})
+    with pytest.raises(GraphError, match=r"rs.*Resize.*differs from the inferred"):
+        build_gradient_model(prepare_model(model))
