@@ -63,6 +63,8 @@ def as_generator(random_state: Any):
     if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(random_state, bool):
             raise TypeError(f"The 'random_state' parameter must be an int, a numpy Generator or None; got {random_state!r}.")
+        if isinstance(random_state, numbers.Integral) and random_state < 0:
+            raise ValueError(f"The 'random_state' parameter must be a non-negative integer; got {random_state}.")
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.Generator):
         return random_state

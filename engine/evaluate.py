@@ -371,7 +371,13 @@ def _as_map(score_map: Any) -> np.ndarray:
 
 
 def _boxes(box: Any) -> list[tuple[int, int, int, int]]:
-    arr = np.asarray(box, dtype=np.float64)
+    try:
+        arr = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError):  # strings, ragged lists
+        raise ValueError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them, in "
+                         f"numbers; got {box!r}.") from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"The 'box' parameter must hold finite numbers; got {box!r}.")
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:

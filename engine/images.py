@@ -51,11 +51,15 @@ def load_image(image: Any, *, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name} has shape {image.shape}; expected H x W x C with C in 1, 3 or 4{hint}.")
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ImageError(f"{name} has shape {image.shape}; an image needs at least 2 x 2 pixels.")
-    out = np.ascontiguousarray(_to_rgb(arr), dtype=np.float32)
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(out)):
-        bad = np.argwhere(~np.isfinite(out))[0]
+    rgb = _to_rgb(arr)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(rgb)):
+        bad = np.argwhere(~np.isfinite(rgb))[0]
         raise ImageError(f"{name} contains NaN or inf pixels (first at row {bad[0]}, column {bad[1]}, channel {bad[2]}).")
-    return out
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and np.abs(rgb).max() > np.finfo(np.float32).max:
+        bad = np.argwhere(np.abs(rgb) > np.finfo(np.float32).max)[0]
+        raise ImageError(f"{name} has pixels beyond the float32 range (first at row {bad[0]}, column {bad[1]}, "
+                         f"channel {bad[2]}); expected values in the units the preprocessing declares.")
+    return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
 def _to_rgb(arr: np.ndarray) -> np.ndarray:

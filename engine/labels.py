@@ -16,8 +16,15 @@ def read_labels(source: Any, *, where: str = "labels") -> list[str]:
         path = os.fspath(source)
         if not os.path.exists(path):
             raise LabelError(f"labels file {path!r} does not exist.")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        if not os.path.isfile(path):
+            raise LabelError(f"labels file {path!r} is not a file; expected a .txt (one name per line) or .json list.")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except UnicodeDecodeError as exc:
+            raise LabelError(f"labels file {path!r} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+        except OSError as exc:
+            raise LabelError(f"labels file {path!r} cannot be read: {exc.strerror or exc}.") from None
         if path.endswith(".json"):
             try:
                 source = json.loads(text)
@@ -28,9 +35,13 @@ def read_labels(source: Any, *, where: str = "labels") -> list[str]:
         where = f"labels file {path!r}"
     if isinstance(source, dict):
         try:
-            source = [source[k] for k in sorted(source, key=int)]
+            keys = {int(k): k for k in source}
         except (TypeError, ValueError):
-            raise LabelError(f"{where}: a mapping must have integer keys 0..C-1.") from None
+            keys = {}
+        if len(keys) != len(source) or sorted(keys) != list(range(len(source))):
+            raise LabelError(f"{where}: a mapping must have integer keys 0..C-1 (each once); got keys "
+                             f"{sorted(map(str, source))[:5]}{' ...' if len(source) > 5 else ''}.")
+        source = [source[keys[i]] for i in range(len(source))]
     if not isinstance(source, (list, tuple)) or not all(isinstance(s, str) for s in source):
         raise LabelError(f"{where} must be a list of class-name strings.")
     names = [str(s) for s in source]
@@ -63,7 +74,9 @@ def resolve_label(label: Any, class_names: Sequence[str]) -> int:
         if label.strip().lstrip("-").isdigit():
             return resolve_label(int(label), class_names)
         close = difflib.get_close_matches(label, list(class_names), n=5, cutoff=0.6)
-        close += [c for c in class_names if label.lower() in c.lower() and c not in close][: 5 - len(close)]
-        hint = f" Close matches: {', '.join(repr(c) for c in close)}." if close else ""
+        if label.strip():
+            close += [c for c in class_names if label.lower() in c.lower() and c not in close][: 5 - len(close)]
+        hint = (f" Close matches: {', '.join(repr(c) for c in close)}." if close else
+                f" Expected a class index 0..{n - 1} or one of the model's {n} class names.")
         raise LabelError(f"unknown label {label!r}.{hint}")
     raise LabelError(f"label must be a class index or a class name; got {label!r} ({type(label).__name__}).")

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -89,6 +90,8 @@ class Model:
         if len(dims) != 4:
             raise ModelError(f"{path}: input {inp.name!r} has rank {len(dims)} (shape {_fmt(dims)}); expected an "
                              "image batch of rank 4 (N, C, H, W) or (N, H, W, C).")
+        if layout is None:  # a layout declared with the preprocessing is a declaration, not a guess
+            layout = _pre.declared_layout(preprocessing, manifest=manifest, metadata=self.metadata)
         self.layout = _detect_layout(dims, layout, path, inp.name)
         c_axis, hw = (1, (2, 3)) if self.layout == "NCHW" else (3, (1, 2))
         if dims[c_axis] not in (None, 3):
@@ -210,10 +213,22 @@ class Model:
     def run_native(self, x: np.ndarray, *, environment: str | None = None) -> np.ndarray:
         """Raw first classification output for a native input batch."""
         session = self.session_for(environment or self.execution_environment)
-        if self._loop:
-            outs = [session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
-            return np.concatenate(outs, axis=0)
-        return session.run([self.output_name], {self.input_name: x})[0]
+        try:
+            if self._loop:
+                outs = [session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
+                out = np.concatenate(outs, axis=0)
+            else:
+                out = session.run([self.output_name], {self.input_name: x})[0]
+        except Exception as exc:  # ORT's own exception types carry long C++ messages
+            if isinstance(exc, (ValueError, TypeError)) and type(exc).__module__.startswith("engine"):
+                raise
+            shape = getattr(x, "shape", None)
+            raise ModelError(f"{self.path}: ONNX Runtime failed to run the model on input {self.input_name!r} "
+                             f"of shape {shape} ({getattr(x, 'dtype', '?')}): {_first_line(exc)}") from None
+        if out.ndim == 0 or out.shape[0] != len(x):
+            raise ModelError(f"{self.path}: output {self.output_name!r} has shape {out.shape} for a batch of {len(x)} "
+                             "images; expected one row of class scores per image (batch first).")
+        return out
 
     def scores_native(self, x: np.ndarray, *, environment: str | None = None) -> np.ndarray:
         """Class scores (N, num_classes) float32 for a native input batch.
@@ -226,6 +241,10 @@ class Model:
     def output_to_scores(self, out: np.ndarray) -> np.ndarray:
         """Convert a raw output batch into (N, num_classes) scores."""
         out = np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
+        expected = 1 if self.output_kind == "sigmoid" else len(getattr(self, "class_names", ())) or out.shape[1]
+        if out.shape[1] != expected:
+            raise ModelError(f"{self.path}: output {self.output_name!r} gave {out.shape[1]} values per image; "
+                             f"expected {expected} (the number of classes the model declared at load time).")
         if self.output_kind == "sigmoid":
             return np.concatenate([1.0 - out, out], axis=1)
         return out
@@ -338,10 +357,14 @@ class Model:
         out = self._proto.graph.output[self._output_index].type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in out.shape.dim]
         width = int(np.prod([d for d in dims[1:] if d is not None])) if len(dims) > 1 else 1
+        where = "output_kind"
         if override is None and self.manifest is not None:
             override = self.manifest.get("output", {}).get("kind")
+            where = "manifest output kind"
         if override is not None:
-            kind = check_choice("output_kind", override, OUTPUT_KINDS)
+            if override not in OUTPUT_KINDS:
+                raise ModelError(f"{self.path}: {where} must be one of {list(OUTPUT_KINDS)}; got {override!r}.")
+            kind = override
         elif node is not None and node.op_type in ("Softmax",):
             kind = "probabilities"
         elif node is not None and node.op_type == "Sigmoid" and width == 1:
@@ -404,7 +427,7 @@ class Model:
             return [str(i) for i in range(width)]
         expected = 2 if self.output_kind == "sigmoid" else n_out
         if len(names) != expected:
-            raise ModelError(f"{self.path}: {where} give {len(names)} class names but the model has "
+            raise ModelError(f"{self.path}: {where} gives {len(names)} class names but the model has "
                              f"{expected} classes.")
         return names
 
@@ -466,11 +489,28 @@ def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = No
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ModelError(f"manifest {str(manifest_path)!r} is not valid JSON: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"manifest {str(manifest_path)!r} cannot be read: {exc}") from None
+        _check_manifest(manifest, str(manifest_path))
         if layout is None:
             layout = manifest.get("input", {}).get("layout")
+            if layout is not None and layout not in ("NCHW", "NHWC"):
+                raise ModelError(f"manifest {str(manifest_path)!r}: input layout must be 'NCHW' or 'NHWC'; "
+                                 f"got {layout!r}.")
     return Model(proto, path=str(path), preprocessing=preprocessing, labels=labels,
                  execution_environment=execution_environment, layout=layout, output_kind=output_kind,
                  manifest=manifest)
+
+
+def _check_manifest(manifest: Any, where: str) -> None:
+    """The manifest's shape: an object whose "input"/"output" entries (when present) are objects."""
+    if not isinstance(manifest, dict):
+        raise ModelError(f"manifest {where!r} must hold a JSON object with keys such as 'preprocessing', "
+                         f"'labels', 'input', 'output'; got {type(manifest).__name__}.")
+    for key in ("input", "output"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise ModelError(f"manifest {where!r}: {key!r} must be a JSON object (e.g. "
+                             f"{{\"layout\": \"NCHW\"}} / {{\"kind\": \"logits\"}}); got {type(manifest[key]).__name__}.")
 
 
 def _detect_layout(dims: Sequence[int | None], override: str | None, path: str, name: str) -> str:
@@ -493,7 +533,14 @@ def _fmt(dims: Sequence[int | None]) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text[-1]
+    # ONNX Runtime messages: drop the error-code prefix, C++ source paths and function signatures
+    line = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)
+    line = re.sub(r"/onnxruntime_src/\S+:\d+ ", "", line)
+    line = re.sub(r"onnxruntime::[\w:<>]+\([^)]*\)( const)? ", "", line)
+    return line[:400]
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

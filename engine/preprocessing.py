@@ -14,6 +14,8 @@ image values go to the model as they are).
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -57,6 +59,10 @@ class Preprocessing:
             value = getattr(self, key)
             if len(value) != 3:
                 raise ValueError(f"preprocessing {key!r} must have 3 values (one per channel); got {list(value)}.")
+        values = [self.scale, *self.mean, *self.std]
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+            raise ValueError(f"preprocessing scale/mean/std must be finite numbers; got scale {self.scale}, "
+                             f"mean {list(self.mean)}, std {list(self.std)}.")
         if any(s == 0 for s in self.std):
             raise ValueError(f"preprocessing 'std' must be non-zero; got {list(self.std)}.")
         if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 1):
@@ -91,21 +97,37 @@ def preset(name: str, input_size: tuple[int, int] | None = None) -> Preprocessin
 
 def from_mapping(spec: Mapping[str, Any], *, where: str) -> Preprocessing:
     """Build a Preprocessing from a manifest/metadata mapping; ``where`` names the source for errors."""
+    if isinstance(spec, str):
+        try:
+            return preset(spec)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where}: preprocessing must be 'imagenet', 'none' or an object with keys "
+                         f"{sorted(_KEYS)}; got {type(spec).__name__}.")
     unknown = set(spec) - _KEYS
     if unknown:
-        raise ValueError(f"{where}: unknown preprocessing keys {sorted(unknown)}; expected some of {sorted(_KEYS)}.")
-    size = spec.get("input_size")
-    size = (int(size[0]), int(size[1])) if size else None
+        raise ValueError(f"{where}: unknown preprocessing keys {sorted(map(str, unknown))}; expected some of "
+                         f"{sorted(_KEYS)}.")
+    if spec.get("resize", "bilinear") != "bilinear":
+        raise ValueError(f"{where}: preprocessing 'resize' {spec['resize']!r} is not supported; onnxplain resizes "
+                         "images bilinearly ('bilinear'); resize or crop the image yourself for other schemes.")
+    if "layout" in spec and spec["layout"] not in ("NCHW", "NHWC"):
+        raise ValueError(f"{where}: preprocessing 'layout' must be 'NCHW' or 'NHWC'; got {spec['layout']!r}.")
+    size = _input_size(spec.get("input_size"), where)
     if "preset" in spec:
         base = preset(spec["preset"], size)
         extra = {k: spec[k] for k in ("scale", "mean", "std", "channel_order") if k in spec}
         if not extra:
             return base
         spec = {**base.to_dict(), **extra}
+    scale = spec.get("scale", 1.0)
+    if isinstance(scale, (str, bool)) or not isinstance(scale, numbers.Real):
+        raise ValueError(f"{where}: preprocessing 'scale' must be a number; got {scale!r}.")
     try:
         return Preprocessing(
             input_size=size,
-            scale=float(spec.get("scale", 1.0)),
+            scale=float(scale),
             mean=tuple(float(v) for v in _three(spec.get("mean", 0.0))),
             std=tuple(float(v) for v in _three(spec.get("std", 1.0))),
             channel_order=str(spec.get("channel_order", "RGB")).upper(),
@@ -115,10 +137,45 @@ def from_mapping(spec: Mapping[str, Any], *, where: str) -> Preprocessing:
         raise ValueError(f"{where}: invalid preprocessing: {exc}") from None
 
 
+def declared_layout(preprocessing: Any, *, manifest: Mapping[str, Any] | None,
+                    metadata: Mapping[str, str]) -> str | None:
+    """The "layout" the chosen preprocessing source declares (same precedence as :func:`resolve`), or None.
+
+    Malformed sources give None here; :func:`resolve` reports them.
+    """
+    if preprocessing is not None:
+        spec = preprocessing
+    elif isinstance(manifest, Mapping) and "preprocessing" in manifest:
+        spec = manifest["preprocessing"]
+    elif "onnxplain.preprocessing" in metadata:
+        try:
+            spec = json.loads(metadata["onnxplain.preprocessing"])
+        except json.JSONDecodeError:
+            return None
+    else:
+        return None
+    layout = spec.get("layout") if isinstance(spec, Mapping) else None
+    return layout if layout in ("NCHW", "NHWC") else None
+
+
+def _input_size(size: Any, where: str) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    ok = (isinstance(size, (list, tuple)) and len(size) == 2
+          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size))
+    if not ok:
+        raise ValueError(f"{where}: preprocessing 'input_size' must be [H, W] (two integers); got {size!r}.")
+    return int(size[0]), int(size[1])
+
+
 def _three(v: Any) -> list[float]:
-    if isinstance(v, (int, float)):
+    if isinstance(v, str) or isinstance(v, bool):
+        raise TypeError(f"expected a number or a list of 3 numbers; got {v!r}")
+    if isinstance(v, numbers.Real):
         return [v, v, v]
     v = list(v)
+    if any(isinstance(x, (str, bool)) for x in v):
+        raise TypeError(f"expected numbers; got {v!r}")
     return v * 3 if len(v) == 1 else v
 
 

@@ -34,7 +34,7 @@ def make_session(model_bytes: bytes, environment: str, *, optimize: bool = True)
     """
     providers = providers_for(environment)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures still raise; ORT's own ERROR log would repeat them on stderr
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)

@@ -82,3 +82,76 @@ def test_gradcheck_kinked_model_reports_fd_not_meaningful(capsys):
     """On ReLU6 (Clip) networks float32 finite differences are no oracle: say so, don't fail."""
     assert main(["gradcheck", "--directions", "1"]) == 0
     assert "cannot check it" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["occlusion", "--no-progress"], ["explain", "--no-progress"],
+                                     ["evaluate", "--no-progress"], ["rise", "--no-progress"]])
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, command):
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        assert main([*command, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "must be a folder" in err and len(err.splitlines()) == 1, err
+
+
+def test_unreadable_paths_are_one_line_errors(tmp_path, capsys):
+    assert main(["classify", "--labels", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a file" in err and len(err.splitlines()) == 1, err
+    assert main(["classify", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not an ONNX model file" in err and len(err.splitlines()) == 1, err
+    (tmp_path / "cache").write_text("x")
+    assert main(["compare", "--variant", "int8", "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+                 "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--cache-dir" in err and "must be a folder" in err and len(err.splitlines()) == 1, err
+
+
+def test_explain_uint8_model_runs_forward_only_methods_and_says_so(tmp_path, capsys):
+    """A uint8-input model has no gradient: the default job skips (and names) the gradient methods
+    instead of failing half-way; asking for one explicitly is refused before any work."""
+    import onnx
+
+    from tests import tiny_models as tm
+
+    model = tmp_path / "u8.onnx"
+    onnx.save(tm.make_classifier(dtype="uint8"), str(model))
+    out = tmp_path / "out"
+    assert main(["explain", "--model", str(model), "--preprocessing", "none", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "skipped gradcam" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["methods"]) == ["lime", "occlusion", "rise"] and "gradient" in summary["skipped"]
+    assert main(["explain", "--model", str(model), "--preprocessing", "none", "--out", str(tmp_path / "o2"),
+                 "--no-progress", "--methods", "lime", "gradient"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "['gradient'] cannot run" in err and len(err.splitlines()) == 1
+    assert not list((tmp_path / "o2").glob("*.png")) if (tmp_path / "o2").exists() else True
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["gradients", "--method", "gradient", "--num-steps", "50"], "--num-steps is only used by --method integrated"),
+    (["gradients", "--method", "integrated-gradients", "--noise-level", "0.3"], "--noise-level is only used by"),
+    (["gradients", "--method", "smoothgrad", "--baseline", "0"], "--baseline is only used by"),
+    (["lime", "--segmentation", "quickshift", "--num-features", "10"], "--num-features does nothing"),
+])
+def test_options_the_method_would_ignore_are_refused(argv, match, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_option_prefixes_are_not_guessed(capsys):
+    """`--label` on classify (which has only --labels) must be an error, not --labels."""
+    with pytest.raises(SystemExit) as ex:
+        main(["classify", "--label", "1"])
+    assert ex.value.code == 2
+    assert "unrecognized arguments: --label" in capsys.readouterr().err
+
+
+def test_negative_seed_is_a_clear_error(capsys):
+    assert main(["rise", "--seed", "-1", "--num-masks", "8", "--no-progress"]) == 2
+    assert "'random_state' parameter must be a non-negative integer" in capsys.readouterr().err

@@ -59,3 +59,10 @@ def test_files_grayscale_rgba_palette(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"garbage")
     with pytest.raises(ImageError, match="not an image Pillow can read"):
         load_image(tmp_path / "bad.png")
+
+
+def test_float64_beyond_float32_range_is_named_not_called_nan():
+    img = np.zeros((4, 4, 3))
+    img[1, 2, 0] = 1e300
+    with pytest.raises(ImageError, match="beyond the float32 range \\(first at row 1, column 2, channel 0\\)"):
+        load_image(img)

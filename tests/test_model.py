@@ -144,7 +144,7 @@ def test_labels_from_text_file_and_resolution(folder, tmp_path):
         model.label_index("dgo")
     with pytest.raises(LabelError, match="out of range; the model has 4 classes"):
         model.label_index(4)
-    with pytest.raises(ModelError, match="give 3 class names but the model has 4"):
+    with pytest.raises(ModelError, match="gives 3 class names but the model has 4"):
         _load(folder, "labels3", labels=["a", "b", "c"])
 
 
@@ -236,6 +236,18 @@ def test_exported_zoo_models_load_nhwc_and_static_batch():
         batched = model.scores_native(model.to_native(pixels))
         single = np.concatenate([model.scores_native(model.to_native(pixels[i:i + 1])) for i in range(3)])
         np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
+    # the independent oracle: the torch network the files were exported from, image by image
+    torch = pytest.importorskip("torch")
+    from tests.data import zoo as torch_zoo
+
+    for name, model in (("nhwc", nhwc), ("static1", static)):
+        net = torch_zoo.load(name)
+        pixels = rng.uniform(0, 1, (3, *model.input_size, 3)).astype(np.float32)
+        torch_in = pixels if name == "nhwc" else pixels.transpose(0, 3, 1, 2)
+        with torch.no_grad():
+            ref = np.concatenate([net(torch.from_numpy(np.ascontiguousarray(torch_in[i:i + 1]))).numpy()
+                                  for i in range(3)])
+        np.testing.assert_allclose(model.scores_native(model.to_native(pixels)), ref, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kw", [dict(layout="NCHW"), dict(layout="NHWC"), dict(dtype="float16"),
@@ -255,3 +267,98 @@ def test_fused_preprocessing_graph_equals_preprocess_then_run(folder, kw):
     out = sess.run([model.output_name], {"pixels": pixels})[0]
     ref = model.run_native(model.to_native(pixels))
     np.testing.assert_allclose(out, ref, rtol=1e-3 if "dtype" in kw else 1e-5, atol=1e-3)
+
+
+# ---- malformed declarations: specific one-line errors, nothing silently ignored ----------------
+@pytest.mark.parametrize("manifest, match", [
+    ([1, 2], "must hold a JSON object"),
+    ({"preprocessing": "none", "input": "NCHW"}, "'input' must be a JSON object"),
+    ({"preprocessing": "none", "output": []}, "'output' must be a JSON object"),
+    ({"preprocessing": "none", "output": {"kind": "logit"}}, "manifest output kind must be one of"),
+    ({"preprocessing": "none", "input": {"layout": "CHW"}}, "input layout must be 'NCHW' or 'NHWC'"),
+    ({"preprocessing": [1, 2]}, "preprocessing must be 'imagenet', 'none' or an object"),
+    ({"preprocessing": "imagnet"}, "got 'imagnet'"),
+    ({"preprocessing": {"input_size": 8}}, "'input_size' must be \\[H, W\\]"),
+    ({"preprocessing": {"input_size": [8, 8, 3]}}, "'input_size' must be \\[H, W\\]"),
+    ({"preprocessing": {"input_size": ["a", "b"]}}, "'input_size' must be \\[H, W\\]"),
+    ({"preprocessing": {"scale": "x"}}, "'scale' must be a number"),
+    ({"preprocessing": {"scale": float("nan")}}, "must be finite"),
+    ({"preprocessing": {"mean": "abc"}}, "invalid preprocessing"),
+    ({"preprocessing": {"resize": "center_crop"}}, "'resize' 'center_crop' is not supported"),
+    ({"preprocessing": {"layout": "CHW"}}, "'layout' must be 'NCHW' or 'NHWC'"),
+    ({"preprocessing": "none", "labels": {"0": "a", "1": "b", "2": "c", "5": "d"}}, "integer keys 0..C-1"),
+])
+def test_malformed_manifest_is_a_specific_model_error(tmp_path, manifest, match):
+    path = tm.save(tm.make_classifier(), tmp_path, "net")
+    (tmp_path / "net.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=match):
+        engine.load_model(path)
+
+
+def test_manifest_preprocessing_may_name_a_preset(tmp_path):
+    path = tm.save(tm.make_classifier(), tmp_path, "net")
+    (tmp_path / "net.json").write_text(json.dumps({"preprocessing": "imagenet"}))
+    assert engine.load_model(path).preprocessing == engine.load_model(path, preprocessing="imagenet").preprocessing
+
+
+def test_labels_file_that_is_a_folder_or_not_utf8(folder, tmp_path):
+    with pytest.raises(LabelError, match="is not a file"):
+        _load(folder, "lab_dir", labels=str(tmp_path))
+    bad = tmp_path / "labels.txt"
+    bad.write_bytes(b"\xff\xfe\x00a\nb\nc\nd\n")
+    with pytest.raises(LabelError, match="not UTF-8"):
+        _load(folder, "lab_utf", labels=str(bad))
+
+
+def test_labels_mapping_keys_must_be_0_to_c_minus_1(folder):
+    """{1..4} would otherwise shift every name by one class."""
+    with pytest.raises(LabelError, match="integer keys 0..C-1"):
+        _load(folder, "lab_map", labels={"1": "a", "2": "b", "3": "c", "4": "d"})
+    model = _load(folder, "lab_map_ok", labels={"3": "d", "0": "a", "2": "c", "1": "b"})
+    assert model.class_names == ["a", "b", "c", "d"]
+
+
+def test_layout_declared_in_preprocessing_metadata_is_used(tmp_path):
+    """A fully dynamic NHWC input [N, ?, ?, ?] has no axis of size 3: the declared layout decides."""
+    proto = tm.make_classifier(layout="NHWC")
+    for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]:
+        d.dim_param = "d"
+    onnx.helper.set_model_props(proto, {"onnxplain.preprocessing": json.dumps(
+        {"preset": "none", "input_size": [8, 8], "layout": "NHWC"})})
+    path = tm.save(proto, tmp_path, "dyn")
+    model = engine.load_model(path)
+    assert model.layout == "NHWC"
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.scores_native(model.to_native(pixels)), tm.expected_logits(pixels),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_unknown_label_without_close_matches_says_what_is_expected(folder):
+    model = _load(folder, "lab_expected", labels=["cat", "dog", "bird", "fish"])
+    with pytest.raises(LabelError, match="Expected a class index 0..3 or one of the model's 4 class names"):
+        model.label_index("zebra")
+    with pytest.raises(LabelError, match="unknown label ''. Expected"):  # '' is in every name: no "matches"
+        model.label_index("")
+
+
+def _reshape_model(folder, name, target):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["image", "shape"], ["out"])], name,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array(target, np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return engine.load_model(tm.save(model, folder, name), preprocessing=NONE)
+
+
+def test_run_time_failures_are_model_errors_not_ort_tracebacks(folder):
+    """A graph that loads but cannot run, or returns a row count unlike the batch, names the model and shapes."""
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ModelError, match=r"failed to run the model on input 'image' of shape \(1, 3, 8, 8\).*"
+                                         r"cannot be reshaped"):
+        _reshape_model(folder, "reshape_fail", [-1, 7]).classify(img)
+    with pytest.raises(ModelError, match=r"has shape \(48, 4\) for a batch of 1 images"):
+        _reshape_model(folder, "reshape_rows", [-1, 4]).classify(img)

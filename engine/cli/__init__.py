@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pathlib
 import sys
 from typing import Sequence
 
@@ -20,6 +21,11 @@ COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradch
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        # No prefix matching: `classify --label 1` must not silently mean `--labels 1`.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -40,12 +46,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        _check_out(args)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # OSError: unreadable/unwritable paths
         if args.debug:
             raise
-        sys.stderr.write(f"onnxplain {args.command}: error: {exc}\n")
+        sys.stderr.write(f"onnxplain {args.command}: error: {_one_line(exc)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("onnxplain: interrupted\n")
         return 130
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that is not a folder before any work is done (not after minutes of it)."""
+    for flag in ("out", "cache_dir"):
+        value = getattr(args, flag, None)
+        if not isinstance(value, str) or not value:
+            continue
+        path = pathlib.Path(value)
+        for parent in (path, *path.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"--{flag.replace('_', '-')} {value!r} must be a folder, but {str(parent)!r} "
+                                     "is an existing file.")
+                break
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename!r}"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

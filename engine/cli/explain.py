@@ -13,6 +13,8 @@ import pathlib
 import sys
 import time
 
+import numpy as np
+
 from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
 
@@ -32,6 +34,9 @@ METHODS: list[tuple[str, str, str, str]] = [
     ("occlusion", "occlusion", "explain_default", "heat"),
     ("rise", "occlusion", "explain_default_rise", "heat"),
 ]
+
+#: methods that need no gradient (the only ones a uint8-input model can run)
+FORWARD_ONLY = {"lime", "occlusion", "rise"}
 
 
 def add_parser(sub) -> None:
@@ -55,6 +60,14 @@ def run(args: argparse.Namespace) -> int:
     image, stem = image_from_args(args)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    skipped = {}
+    if model.input_dtype == np.uint8:  # no gradient through uint8 input: only forward-only methods can run
+        needs_grad = [m for m in chosen if m not in FORWARD_ONLY]
+        if args.methods and needs_grad:
+            raise ValueError(f"{model.path}: the model takes uint8 input, which has no gradient; {needs_grad} cannot "
+                             f"run on it; choose from the forward-only methods {sorted(FORWARD_ONLY)}.")
+        skipped = {m: "uint8 model input has no gradient" for m in needs_grad}
+        chosen = [m for m in chosen if m in FORWARD_ONLY]
     top = model.classify(image, top_k=5)
     label = parse_label(args.label)
     label = top[0][0] if label is None else label
@@ -62,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"image  {stem} {image.shape[1]}x{image.shape[0]}; top-5: "
           + ", ".join(f"{n} ({i}) {s:.3f}" for i, n, s in top))
     summary = {"model": model.describe(), "image": stem, "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
-               "label": label, "methods": {}}
+               "label": label, "methods": {}, "skipped": skipped}
+    if skipped:
+        print(f"skipped {', '.join(skipped)}: the model takes uint8 input, which has no gradient")
     for name, module, func, kind in METHODS:
         if name not in chosen:
             continue

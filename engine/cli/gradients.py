@@ -34,9 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--label", "-l", nargs="+", action="extend", default=None, metavar="L",
                    help="class index or name, several in one batched run (default: the top class)")
     p.add_argument("--method", choices=METHODS, default="gradient", help="attribution method (default gradient)")
-    p.add_argument("--num-steps", type=int, default=25, help="integrated-gradients path points (default 25)")
-    p.add_argument("--num-samples", type=int, default=25, help="SmoothGrad noisy copies (default 25)")
-    p.add_argument("--noise-level", type=float, default=0.15,
+    p.add_argument("--num-steps", type=int, default=None, help="integrated-gradients path points (default 25)")
+    p.add_argument("--num-samples", type=int, default=None, help="SmoothGrad noisy copies (default 25)")
+    p.add_argument("--noise-level", type=float, default=None,
                    help="SmoothGrad noise sigma as a fraction of the image's value range (default 0.15)")
     p.add_argument("--baseline", default=None, metavar="VALUE|R,G,B",
                    help="integrated-gradients baseline in pixel units (default black)")
@@ -60,14 +60,23 @@ def _baseline(text: str | None):
     raise ValueError(f"--baseline must be a number or R,G,B; got {len(values)} values.")
 
 
+#: method-specific options: giving one to a method that does not use it is an error, not ignored
+_OPTION_METHODS = {"num_steps": ("integrated-gradients",), "baseline": ("integrated-gradients",),
+                   "num_samples": ("smoothgrad",), "noise_level": ("smoothgrad",), "seed": ("smoothgrad",)}
+
+
 def run(args: argparse.Namespace) -> int:
+    unused = [f"--{k.replace('_', '-')} is only used by --method {' / '.join(methods)}"
+              for k, methods in _OPTION_METHODS.items() if getattr(args, k) is not None and args.method not in methods]
+    if unused:
+        raise ValueError(f"with --method {args.method}: {'; '.join(unused)} (it would be ignored).")
     model = model_from_args(args)
     image, name = image_from_args(args)
+    extra = {k: getattr(args, k) for k in ("num_steps", "num_samples", "noise_level") if getattr(args, k) is not None}
     with ProgressBar(args.method, enabled=not args.no_progress) as bar:
         result = gradient_attribution(model, image, parse_label(args.label), method=args.method,
-                                      baseline=_baseline(args.baseline), num_steps=args.num_steps,
-                                      num_samples=args.num_samples, noise_level=args.noise_level,
-                                      mini_batch_size=args.batch_size, random_state=args.seed, progress=bar)
+                                      baseline=_baseline(args.baseline), mini_batch_size=args.batch_size,
+                                      random_state=args.seed, progress=bar, **extra)
     stem = f"{name}_{args.method}"
     written = write_result(result, image, args.out, stem, kind="gradient", model=model)
     np.save(f"{args.out}/{stem}_gradients.npy", result.gradients)

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--label", "-l", nargs="+", action="extend", default=None, metavar="L",
                    help="class index or name, several for one sampling pass (default: the top class)")
-    p.add_argument("--num-features", type=int, default=49, help="target number of features (default 49)")
+    p.add_argument("--num-features", type=int, default=None,
+                   help="target number of features (default 49; not used by quickshift or a FILE.npy label matrix)")
     p.add_argument("--num-samples", type=int, default=2048, help="synthetic images (default 2048)")
     p.add_argument("--segmentation", default="superpixels", metavar="|".join(SEGMENTATIONS) + "|FILE.npy",
                    help="segmentation method, or a .npy integer matrix of the image's size (default superpixels)")
@@ -39,10 +40,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.num_features is not None and (args.segmentation == "quickshift" or args.segmentation.endswith(".npy")):
+        raise ValueError(f"--num-features does nothing with --segmentation {args.segmentation} (the segments set the "
+                         "number of features); leave it out.")
     model = model_from_args(args)
     image, name = image_from_args(args)
+    extra = {} if args.num_features is None else {"num_features": args.num_features}
     with ProgressBar("lime", enabled=not args.no_progress) as bar:
-        result = image_lime(model, image, parse_label(args.label), num_features=args.num_features,
+        result = image_lime(model, image, parse_label(args.label), **extra,
                             num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
                             surrogate=args.surrogate, output_upsampling=args.upsampling,
                             mini_batch_size=args.batch_size, random_state=args.seed, fill=_fill(args.fill),

@@ -113,3 +113,9 @@ def test_bad_map_shape_and_region():
         engine.pointing_game(np.zeros((4, 4, 2)), box=(0, 0, 1, 1))
     with pytest.raises(ValueError, match="expected the map's"):
         region_mask((4, 4), mask=np.ones((3, 3), bool))
+
+
+@pytest.mark.parametrize("box", ["abc", [[0, 0, 4], [0, 0, 4, 4]], (0, 0, float("nan"), 4)])
+def test_malformed_box_is_a_specific_error(box):
+    with pytest.raises(ValueError, match="The 'box' parameter must"):
+        region_mask((8, 8), box=box)
