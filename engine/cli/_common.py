@@ -57,6 +57,20 @@ def image_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     return load_image(args.image), pathlib.Path(args.image).stem
 
 
+def parse_value(flag: str, text: str, words: tuple[str, ...] = ()) -> Any:
+    """A named value from ``words``, a number, or R,G,B (a list of 3 floats) from a CLI flag."""
+    if text in words:
+        return text
+    named = f"one of {', '.join(words)}, " if words else ""
+    try:
+        numbers = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} must be {named}a number or R,G,B; got {text!r}.") from None
+    if len(numbers) not in (1, 3):
+        raise ValueError(f"{flag} must be {named}a number or R,G,B; got {len(numbers)} values.")
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
 def parse_label(values: list[str] | None) -> Any:
     """CLI labels: integers stay integers, anything else is a class name; None -> top class."""
     if not values:

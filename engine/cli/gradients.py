@@ -12,8 +12,8 @@ import argparse
 import numpy as np
 
 from ..methods.gradients import EXPLAIN_DEFAULTS, METHODS, gradient_attribution
-from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
-    write_result
+from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
+                      parse_value, write_result)
 
 __all__ = ["add_parser", "run", "explain_gradient", "explain_guided_backprop", "explain_zeiler_fergus",
            "explain_integrated_gradients", "explain_smoothgrad", "explain_gradient_x_input"]
@@ -46,20 +46,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _baseline(text: str | None):
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--baseline must be a number or R,G,B; got {text!r}.") from None
-    if len(values) == 1:
-        return values[0]
-    if len(values) == 3:
-        return np.array(values, np.float32)
-    raise ValueError(f"--baseline must be a number or R,G,B; got {len(values)} values.")
-
-
 #: method-specific options: giving one to a method that does not use it is an error, not ignored
 _OPTION_METHODS = {"num_steps": ("integrated-gradients",), "baseline": ("integrated-gradients",),
                    "num_samples": ("smoothgrad",), "noise_level": ("smoothgrad",), "seed": ("smoothgrad",)}
@@ -75,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     extra = {k: getattr(args, k) for k in ("num_steps", "num_samples", "noise_level") if getattr(args, k) is not None}
     with ProgressBar(args.method, enabled=not args.no_progress) as bar:
         result = gradient_attribution(model, image, parse_label(args.label), method=args.method,
-                                      baseline=_baseline(args.baseline), mini_batch_size=args.batch_size,
+                                      baseline=None if args.baseline is None else parse_value("--baseline", args.baseline), mini_batch_size=args.batch_size,
                                       random_state=args.seed, progress=bar, **extra)
     stem = f"{name}_{args.method}"
     written = write_result(result, image, args.out, stem, kind="gradient", model=model)

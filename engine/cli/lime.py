@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..methods.lime import FILLS, SEGMENTATIONS, SURROGATES, UPSAMPLING, explain_default, image_lime
-from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
-    write_result
+from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
+                      parse_value, write_result)
 
 __all__ = ["add_parser", "run", "explain_default"]
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         result = image_lime(model, image, parse_label(args.label), **extra,
                             num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
                             surrogate=args.surrogate, output_upsampling=args.upsampling,
-                            mini_batch_size=args.batch_size, random_state=args.seed, fill=_fill(args.fill),
+                            mini_batch_size=args.batch_size, random_state=args.seed, fill=parse_value("--fill", args.fill, FILLS),
                             progress=bar)
     stem = f"{name}_lime"
     written = write_result(result, image, args.out, stem, kind="heat", model=model, boundaries=result.feature_map)
@@ -77,14 +77,3 @@ def _segmentation(value: str) -> Any:
             raise FileNotFoundError(f"--segmentation file {value!r} does not exist.")
         return np.load(path, allow_pickle=False)
     raise ValueError(f"--segmentation must be one of {', '.join(SEGMENTATIONS)} or a .npy file; got {value!r}.")
-
-
-def _fill(value: str) -> Any:
-    """--fill: a named fill, a number or R,G,B."""
-    if value in FILLS:
-        return value
-    try:
-        numbers = [float(v) for v in value.split(",")]
-    except ValueError:
-        raise ValueError(f"--fill must be one of {', '.join(FILLS)}, a number or R,G,B; got {value!r}.") from None
-    return numbers[0] if len(numbers) == 1 else numbers

@@ -17,8 +17,8 @@ from ..methods.occlusion import UPSAMPLING, occlusion_sensitivity
 from ..methods.occlusion import explain_default as explain_default
 from ..methods.rise import explain_default as explain_default_rise
 from ..methods.rise import rise
-from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
-    write_result
+from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
+                      parse_value, write_result)
 
 __all__ = ["add_parser", "run_occlusion", "run_rise", "explain_default", "explain_default_rise"]
 
@@ -63,7 +63,7 @@ def run_occlusion(args: argparse.Namespace) -> int:
     with ProgressBar("occlusion", enabled=not args.no_progress) as bar:
         result = occlusion_sensitivity(
             model, image, parse_label(args.label), mask_size=_pair("--mask-size", args.mask_size),
-            stride=_pair("--stride", args.stride), mask_value=_values("--mask-value", args.mask_value, ("auto",)),
+            stride=_pair("--stride", args.stride), mask_value=parse_value("--mask-value", args.mask_value, ("auto",)),
             mask_clipping=not args.no_mask_clipping, output_upsampling=args.upsampling,
             mini_batch_size=args.batch_size, progress=bar)
     p = result.params
@@ -79,7 +79,7 @@ def run_rise(args: argparse.Namespace) -> int:
         result = rise(model, image, parse_label(args.label), num_masks=args.num_masks,
                       cell_size=_pair("--cell-size", args.cell_size, auto=False),
                       keep_probability=args.keep_probability,
-                      fill=_values("--fill", args.fill, ("mean", "zero")), output_upsampling=args.upsampling,
+                      fill=parse_value("--fill", args.fill, ("mean", "zero")), output_upsampling=args.upsampling,
                       mini_batch_size=args.batch_size, random_state=args.seed, progress=bar)
     _write(result, image, model, args.out, f"{name}_rise", f"{result.params['num_masks']} masks")
     return 0
@@ -112,12 +112,3 @@ def _pair(flag: str, value: str, *, auto: bool = True) -> Any:
     return numbers[0] if len(numbers) == 1 else tuple(numbers)
 
 
-def _values(flag: str, value: str, words: tuple[str, ...]) -> Any:
-    """A named value, a number or R,G,B."""
-    if value in words:
-        return value
-    try:
-        numbers = [float(v) for v in value.split(",")]
-    except ValueError:
-        raise ValueError(f"{flag} must be {'|'.join(words)}, a number or R,G,B; got {value!r}.") from None
-    return numbers[0] if len(numbers) == 1 else numbers
