@@ -201,7 +201,7 @@ def perturbation_curve(model: Model, pixels: np.ndarray, label: int, score_map: 
     sub = make_substrate(pixels, substrate, blur_sigma)
     base, other = (pixels, sub) if mode == "deletion" else (sub, pixels)
     rank = rank_from_map(score_map)
-    spec = model.input_spec
+    spec = model.spec_for(pixels.shape[:2])
     y = np.empty(len(counts), dtype=np.float64)
     for s in range(0, len(counts), mini_batch_size):
         x = perturbation_batch(base, other, rank, counts[s:s + mini_batch_size], spec)

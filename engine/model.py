@@ -131,8 +131,14 @@ class Model:
         if self.input_size is None:
             raise ModelError(f"{self.path}: the model's input size is dynamic and none is declared; set "
                              "preprocessing input_size.")
+        return self.spec_for(self.input_size)
+
+    def spec_for(self, size: tuple[int, int]) -> InputSpec:
+        """The pixel -> native-input mapping at ``size`` (h, w): the working image's size, which
+        for a dynamic-size model is the image's own."""
         a, b = self.preprocessing.affine
-        return InputSpec(self.layout, self.input_dtype, tuple(self.input_size), self.preprocessing.channel_source, a, b)
+        return InputSpec(self.layout, self.input_dtype, (int(size[0]), int(size[1])),
+                         self.preprocessing.channel_source, a, b)
 
     @property
     def device(self) -> str:

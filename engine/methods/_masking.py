@@ -1,5 +1,5 @@
-"""Pieces the forward-only masking methods (occlusion, RISE) share: the native-input spec,
-fill values, and the batch loop that streams synthetic batches through the model."""
+"""Pieces the forward-only masking methods (occlusion, RISE) share: fill values and the
+batch loop that streams synthetic batches through the model."""
 from __future__ import annotations
 
 import numbers
@@ -8,21 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kernels._native import to_native_reference
-
-from ..model import InputSpec, Model
-
-
-def native_spec(model: Model, pixels: np.ndarray) -> InputSpec:
-    """The model's pixel -> native mapping at the working image's size (also for dynamic-size models)."""
-    a, b = model.preprocessing.affine
-    return InputSpec(model.layout, model.input_dtype, tuple(pixels.shape[:2]),
-                     model.preprocessing.channel_source, a, b)
-
-
-def to_native(spec: InputSpec, pixels: np.ndarray) -> np.ndarray:
-    """Convert a float32 (N, h, w, 3) pixel batch with the same arithmetic as the kernels."""
-    return to_native_reference(pixels, spec.layout, spec.dtype, spec.channel_source, spec.scale, spec.offset)
+from ..model import Model
 
 
 def resolve_fill(name: str, value: Any, pixels: np.ndarray | None, *, mean_word: str) -> np.ndarray | None:

@@ -124,10 +124,12 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         out = engine.run(batch, seeds[[k for k, _ in rows]], wrt=[engine.input_name], relu_mode=relu_mode,
                          reduction=None if is_output else tensor)
         grads = np.asarray(out[f"grad:{engine.input_name}"], np.float64)
-        for row, ((k, s), g) in enumerate(zip(rows, grads)):
-            acc[k] += plan.weights[s] * g
-            if s == plan.exact:  # this sample is the image itself: keep R for the reported score
-                r_at_image[k] = out["reduction"][row]
+        ks = np.array([k for k, _ in rows])
+        ss = np.array([s for _, s in rows])
+        # unbuffered, in row order: the same sums as one += per row
+        np.add.at(acc, ks, plan.weights[ss].reshape(-1, 1, 1, 1) * grads)
+        for row in np.flatnonzero(ss == plan.exact):  # the image itself: keep R for the reported score
+            r_at_image[int(ks[row])] = out["reduction"][row]
         done += len(rows)
         if progress is not None:
             progress(done, total)

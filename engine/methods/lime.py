@@ -189,7 +189,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
 
     t = time.perf_counter()
     h, w = labels.shape
-    spec = _spec(model, (h, w))
+    spec = model.spec_for((h, w))
     ptr, index = K.feature_csr(labels.ravel(), n_feat)
     counts = np.diff(ptr)
     fill_image, fill_used = _fill_image(ctx.pixels, fill_spec, labels, counts)
@@ -359,14 +359,6 @@ def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 # ---- sampling and inference --------------------------------------------------------------
-def _spec(model: Model, size: tuple[int, int]) -> InputSpec:
-    """The model's InputSpec; for a dynamic-size model, at the working size."""
-    if model.input_size is not None:
-        return model.input_spec
-    a, b = model.preprocessing.affine
-    return InputSpec(model.layout, model.input_dtype, size, model.preprocessing.channel_source, a, b)
-
-
 def _fill_image(pixels: np.ndarray, fill: Any, labels: np.ndarray,
                 counts: np.ndarray) -> tuple[np.ndarray, Any]:
     """The "off" image (h, w, 3) float32 and a JSON-friendly description of it."""

@@ -41,7 +41,7 @@ from ..images import load_image
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
-from ._masking import native_spec, resolve_fill, stream, to_native
+from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bicubic", "nearest", "none")
 AUTO_MASK_FRACTION = 0.2
@@ -128,9 +128,9 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     rows = np.repeat(row_starts, len(col_starts))
     cols = np.tile(col_starts, len(row_starts))
     total = len(rows)
-    spec = native_spec(model, pixels)
-    base = to_native(spec, pixels[None])[0]
-    fill_native = to_native(spec, fill.reshape(1, 1, 1, 3)).reshape(3)
+    spec = model.spec_for(pixels.shape[:2])
+    base = model.to_native(pixels[None])[0]
+    fill_native = model.to_native(fill.reshape(1, 1, 1, 3)).reshape(3)
     buffer = np.empty((min(mini_batch_size, total),) + base.shape, dtype=base.dtype)
     deltas = np.empty((total, len(ctx.labels)), dtype=np.float64)
     base64 = base_scores.astype(np.float64)

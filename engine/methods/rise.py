@@ -36,7 +36,7 @@ from .._validation import as_generator, check_choice, check_float, check_int, ch
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
-from ._masking import native_spec, resolve_fill, stream
+from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")
 
@@ -109,7 +109,7 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     cell = (math.ceil(h / grid[0]), math.ceil(w / grid[1]))
     table_y = upsample_table((grid[0] + 1) * cell[0], grid[0])
     table_x = upsample_table((grid[1] + 1) * cell[1], grid[1])
-    spec = native_spec(model, pixels)
+    spec = model.spec_for(pixels.shape[:2])
     b = min(mini_batch_size, num_masks)
     masks = np.empty((b, h, w), dtype=np.float32)
     out = np.empty(spec.native_shape(b), dtype=spec.dtype)
