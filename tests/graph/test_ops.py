@@ -447,3 +447,59 @@ def test_resize_scales_rounding_mismatch_refused():
                        ["N", 2, 4, 5], inits={"sc": np.array([1, 1, 1.75, 1.8], np.float32)})
     with pytest.raises(GraphError, match=r"rs.*Resize.*differs from the inferred"):
         build_gradient_model(prepare_model(model))
+
+
+@pytest.mark.parametrize("op,lo,hi", [("Relu", 0.0, None), ("Clip", 0.0, 6.0),
+                                      ("Clip", -0.5, 0.8), ("Clip", None, 3.0)])
+def test_rectifier_masks_exact_at_edges(op, lo, hi):
+    """The HardSigmoid-built masks are exactly 0 at a bound and exactly 1 one float step
+    inside it (2**-100 inside a bound of 0: the documented sliver). Oracle: the analytic
+    derivative lo < x < hi (0 on the bound, as before)."""
+    f32 = np.float32
+    edges = [f32(v) for v in (lo, hi) if v is not None]
+    vals = [f32(0.0), f32(-0.0), f32(2.0 ** -100), f32(-2.0 ** -100), f32(1e-29), f32(2.0),
+            f32(-3.0), f32(1e30), f32(-1e30)]
+    for e in edges:
+        if e != 0:
+            vals += [e, np.nextafter(e, f32(np.inf)), np.nextafter(e, f32(-np.inf))]
+    x = np.array(vals, f32)[None, :]
+    if op == "Relu":
+        nodes, inits = [node("Relu", ["x"], ["y"])], {}
+    else:
+        ins = ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""]
+        inits = {k: f32(v) for k, v in (("lo", lo), ("hi", hi)) if v is not None}
+        nodes = [node("Clip", [i for i in ins if i] if hi is not None else ins[:2], ["y"])]
+        if lo is None:
+            nodes = [node("Clip", ["x", "", "hi"], ["y"])]
+    out, seed, gm = onnx_grad(make_model(nodes, ["N", x.shape[1]], inits=inits), x)
+    assert "HardSigmoid" in {n.op_type for n in gm.graph.node}
+    inside = np.ones_like(x, bool)
+    if lo is not None:
+        inside &= x > f32(lo)
+    if hi is not None:
+        inside &= x < f32(hi)
+    np.testing.assert_array_equal(out["grad:x"], np.where(inside, seed, 0).astype(f32))
+
+
+@pytest.mark.parametrize("name", ["conv_depthwise_stride2_tf_pads",
+                                  "conv_depthwise_stride2_k5_subpixel",
+                                  "conv_depthwise_stride3_subpixel"])
+@pytest.mark.parametrize("upgrade", [True, False])
+def test_strided_depthwise_interleave_both_forms(name, upgrade, monkeypatch):
+    """Col2Im after the opset-18 upgrade, and the opset-17 ConvTranspose interleave used
+    when the upgrade is not possible (forced here). Oracle: torch autograd, float64."""
+    from engine.graph import reverse
+
+    if not upgrade:
+        def refuse(model, version):
+            if version >= 18:
+                raise RuntimeError("no converter")
+            return onnx.version_converter.convert_version(model, version)
+        monkeypatch.setattr(reverse, "_upgraded", refuse)
+    nodes, shape, inits, fn = CASES[name]()
+    x = np.random.default_rng(3).standard_normal([2] + shape[1:]).astype(np.float32)
+    out, seed, gm = onnx_grad(make_model(nodes, shape, inits=inits), x)
+    ops = {n.op_type for n in gm.graph.node}
+    assert ("Col2Im" in ops) == upgrade and ("ConvTranspose" in ops) != upgrade
+    _, g_t = torch_grad(fn, x, seed)
+    assert rel_err(out["grad:x"], g_t) < 1e-4
