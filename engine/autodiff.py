@@ -10,7 +10,7 @@ from onnx import ModelProto
 from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model
 from .graph._util import real_inputs
 from .graph.errors import GraphError
-from .graph.reverse import RELU_MODES, SEED
+from .graph.reverse import RELU_MODES, SEED, TARGET
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class GradientEngine:
         res = self._run(sess, {self.input_name: inputs}, list(names))
         return dict(zip(names, res))
 
-    def run(self, inputs: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
+    def run(self, inputs: np.ndarray, seed: np.ndarray | None, *, wrt: Sequence[str] | None = None,
             activations: Sequence[str] = (), reduction: str | None = None,
             relu_mode: str = "standard", rectifiers: Sequence[str] = ("Relu", "Clip")
             ) -> dict[str, np.ndarray]:
@@ -96,8 +96,11 @@ class GradientEngine:
         ----------
         inputs : ndarray, shape (N, ...)
             The batch for the first graph input.
-        seed : ndarray, shape like the reduction tensor (N, ...)
+        seed : ndarray, shape like the reduction tensor (N, ...), or None
             Per-sample weights of the reduction tensor (a one-hot row selects a class).
+            None: each sample's largest entry of an (N, K) reduction tensor, chosen inside
+            the graph (one run instead of a forward pass to find the class, then this);
+            the chosen indices are returned as ``"target"``.
         wrt : sequence of str, optional
             Tensors to differentiate with respect to (default: the input).
         activations : sequence of str
@@ -112,29 +115,34 @@ class GradientEngine:
         -------
         dict of str to ndarray
             ``"output"`` (first model output), ``"reduction"``, each activation name,
-            and ``"grad:<name>"`` (float32, shaped like the tensor) for each wrt name.
+            ``"grad:<name>"`` (float32, shaped like the tensor) for each wrt name, and
+            ``"target"`` (int64, (N,)) when ``seed`` is None.
         """
         if relu_mode not in RELU_MODES:
             raise ValueError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
                              f"got {relu_mode!r}")
         wrt = tuple(wrt) if wrt is not None else (self.input_name,)
         reduction = reduction or self.output_name
-        key = ("grad", wrt, tuple(activations), reduction, relu_mode, tuple(rectifiers))
+        mode = "top" if seed is None else "input"
+        key = ("grad", wrt, tuple(activations), reduction, relu_mode, tuple(rectifiers), mode)
         if key not in self._sessions:
             gm = build_gradient_model(self.model, reduction=reduction, wrt=wrt,
                                       activations=activations, relu_mode=relu_mode,
-                                      rectifiers=rectifiers)
+                                      rectifiers=rectifiers, seed=mode)
             self._sessions[key] = self._session(gm)
         sess = self._sessions[key]
         inputs = np.asarray(inputs, dtype=np.float32)
-        seed = np.asarray(seed, dtype=np.float32)
-        if seed.shape[0] != inputs.shape[0]:
-            raise ValueError(f"The 'seed' parameter must have one row per input sample "
-                             f"({inputs.shape[0]}); got shape {seed.shape}")
+        feeds = {self.input_name: inputs}
+        if seed is not None:
+            seed = np.asarray(seed, dtype=np.float32)
+            if seed.shape[0] != inputs.shape[0]:
+                raise ValueError(f"The 'seed' parameter must have one row per input sample "
+                                 f"({inputs.shape[0]}); got shape {seed.shape}")
+            feeds[SEED] = seed
         names = [self.output_name, reduction, *activations, *(gradient_name(w) for w in wrt)]
-        res = self._run(sess, {self.input_name: inputs, SEED: seed}, names)
+        res = self._run(sess, feeds, names + ([TARGET] if seed is None else []))
         out = {"output": res[0], "reduction": res[1]}
-        for name, value in zip(names[2:], res[2:]):
+        for name, value in zip(names[2:] + ([TARGET] if seed is None else []), res[2:]):
             out[name] = value
         return out
 

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 RELU_MODES = ("standard", "guided", "deconvnet")
 RECTIFIERS = ("Relu", "Clip")
 SEED = "seed"
+TARGET = "target"
+SEED_MODES = ("input", "top")
 GRAD_PREFIX = "grad:"
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -71,6 +73,7 @@ def build_gradient_model(
     activations: Sequence[str] = (),
     relu_mode: str = "standard",
     rectifiers: Sequence[str] = RECTIFIERS,
+    seed: str = "input",
 ) -> ModelProto:
     """Build the reverse-mode gradient model of ``model``.
 
@@ -90,13 +93,19 @@ def build_gradient_model(
         Backward rule at rectifiers (see module docstring).
     rectifiers : sequence of {"Relu", "Clip"}
         Which ops ``relu_mode`` applies to; ``"Clip"`` means Clip nodes with min == 0.
+    seed : {"input", "top"}
+        ``"input"``: the seed is a graph input. ``"top"``: R must be (N, K); each sample's
+        seed is the one-hot row of its first largest entry (numpy's argmax), computed in
+        the graph, and the index is returned as output ``target`` (int64, (N,)). This is
+        the default "explain the predicted class" run without a separate forward pass.
 
     Returns
     -------
     onnx.ModelProto
-        Inputs: the original inputs and ``seed`` (float32, R's shape with the batch dim).
-        Outputs: the original outputs, the activations, R (if not an output), and
-        ``grad:<name>`` (float32, the shape of ``name``) for each wrt tensor.
+        Inputs: the original inputs and ``seed`` (float32, R's shape with the batch dim;
+        not with ``seed="top"``). Outputs: the original outputs, the activations, R (if
+        not an output), ``target`` (``seed="top"`` only) and ``grad:<name>`` (float32,
+        the shape of ``name``) for each wrt tensor.
 
     Raises
     ------
@@ -107,6 +116,8 @@ def build_gradient_model(
     if relu_mode not in RELU_MODES:
         raise GraphError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
                          f"got {relu_mode!r}")
+    if seed not in SEED_MODES:
+        raise GraphError(f"The 'seed' parameter must be one of {set(SEED_MODES)}; got {seed!r}")
     bad = [r for r in rectifiers if r not in RECTIFIERS]
     if bad:
         raise GraphError(f"The 'rectifiers' parameter items must be in {set(RECTIFIERS)}; "
@@ -158,6 +169,8 @@ def build_gradient_model(
             raise GraphError(f"tensor {name!r} has no inferred shape; run prepare_model first")
 
     b = _Builder(m, shapes, relu_mode, set(rectifiers), batch_dims)
+    if seed == "top":
+        _top_class_seed(b, reduction)
     b.run(nodes, reduction, wrt)
 
     outputs = {o.name for o in g.output}
@@ -165,8 +178,12 @@ def build_gradient_model(
         if name not in outputs:
             g.output.append(b.value_info(name, name))
             outputs.add(name)
-    seed_vi = b.value_info(reduction, SEED)
-    g.input.append(seed_vi)
+    if seed == "input":
+        g.input.append(b.value_info(reduction, SEED))
+    else:
+        like = b.value_info(reduction, TARGET).type.tensor_type.shape.dim[0]
+        g.output.append(helper.make_tensor_value_info(
+            TARGET, TensorProto.INT64, [like.dim_param or like.dim_value or None]))
     for w in wrt:
         g.output.append(b.value_info(w, gradient_name(w)))
     g.node.extend(b.nodes)
@@ -184,6 +201,21 @@ def _upgraded(model: ModelProto, version: int) -> ModelProto:
 def _strided_grouped_conv(node: NodeProto) -> bool:
     return (node.op_type == "Conv" and U.attr(node, "group", 1) > 1
             and any(st > 1 for st in U.attr(node, "strides", [1])))
+
+
+def _top_class_seed(b, reduction: str) -> None:
+    """Nodes computing SEED = one-hot(argmax(R, axis 1)) and TARGET for an (N, K) tensor R."""
+    shape = b.shapes.get(reduction, (None, 0))[0]
+    if shape is None or len(shape) != 2 or not isinstance(shape[1], int):
+        raise GraphError(f"seed='top' needs a reduction tensor of shape (N, K) with a known K; "
+                         f"{reduction!r} has shape {shape}")
+    top = b.op("ArgMax", [reduction], axis=1, keepdims=1, select_last_index=0)   # (N, 1)
+    classes = b.const(np.arange(shape[1], dtype=np.int64).reshape(1, -1), dtype=np.int64)
+    hot = b.op("Equal", [top, classes])                                          # (N, K)
+    b.nodes.append(helper.make_node("Cast", [hot], [SEED], to=TensorProto.FLOAT,
+                                    name=b.fresh("Cast_node")))
+    b.nodes.append(helper.make_node("Squeeze", [top, b.ints([1])], [TARGET],
+                                    name=b.fresh("Squeeze_node")))
 
 
 _HALF_TYPES = (TensorProto.FLOAT16, TensorProto.BFLOAT16)

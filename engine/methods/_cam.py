@@ -51,13 +51,16 @@ class CAMMethod:
                                   allow_probe=self.uses_gradients)
         tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
         shape = T.per_sample_shape(model, tensor, is_output)
-        targets = T.resolve_targets(model, pixels, label, reduction, tensor, is_output, shape,
+        t0 = time.perf_counter()
+        first = (self.top_class_run(model, pixels, layer, env)
+                 if T.top_in_graph(model, label, reduction, is_output, shape) else None)
+        targets = T.resolve_targets(model, pixels, label if first is None else int(first["target"][0]), reduction,
+                                    tensor, is_output, shape,
                                     lambda: T.reduction_value(model, pixels, tensor, is_output, env),
                                     env, differentiate=self.uses_gradients)
         timings: dict[str, float] = {"setup": time.perf_counter() - started}
-        t0 = time.perf_counter()
         acts, weights, scores = self.activations_and_weights(model, pixels, layer, targets, env, mini_batch_size,
-                                                              progress)
+                                                              progress, first)
         timings["inference"] = time.perf_counter() - t0
         cam = np.maximum(np.einsum("kc,kchw->khw", weights.astype(np.float64), acts.astype(np.float64)), 0.0)
         cam = cam.astype(np.float32)                         # (K, h, w) at the feature map's size
@@ -78,10 +81,18 @@ class CAMMethod:
 
     # ---- steps the subclasses provide ---------------------------------------------------
     def activations_and_weights(self, model: Model, pixels: np.ndarray, layer: FeatureLayer, targets: T.Targets,
-                                env: str, mini_batch_size: int, progress: Progress
+                                env: str, mini_batch_size: int, progress: Progress, first: dict | None = None
                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(activations (K, C, h, w), channel weights (K, C), explained scores (K,))."""
+        """(activations (K, C, h, w), channel weights (K, C), explained scores (K,)).
+
+        ``first`` is :meth:`top_class_run`'s output when the default target was chosen in
+        the graph (then ``targets`` is that one class)."""
         raise NotImplementedError
+
+    def top_class_run(self, model: Model, pixels: np.ndarray, layer: FeatureLayer, env: str) -> dict | None:
+        """One run that also picks the default target (the top class), or None to resolve it
+        with a forward pass first (the default)."""
+        return None
 
 
 class GradientCAM(CAMMethod):
@@ -91,9 +102,25 @@ class GradientCAM(CAMMethod):
         """(K, C) weights from activations and gradients (K, C, h, w)."""
         raise NotImplementedError
 
-    def activations_and_weights(self, model, pixels, layer, targets, env, mini_batch_size, progress):
-        acts, grads, r = feature_gradients(model, pixels, layer, targets, env, mini_batch_size, progress)
+    def activations_and_weights(self, model, pixels, layer, targets, env, mini_batch_size, progress, first=None):
+        if first is not None:
+            acts, grads, r = _unpack(layer, first)
+            if progress is not None:
+                progress(1, 1)
+        else:
+            acts, grads, r = feature_gradients(model, pixels, layer, targets, env, mini_batch_size, progress)
         return acts, self.channel_weights(acts, grads), targets.scores(r)
+
+    def top_class_run(self, model, pixels, layer, env):
+        # the graph picks the top class: no separate forward pass to find it
+        engine = T.engine_for(model, env, [layer.name])
+        return engine.run(pixels[None], None, wrt=[layer.name], activations=[layer.name])
+
+
+def _unpack(layer: FeatureLayer, out: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(activations, gradients) at the feature layer as NCHW, and R, from one engine run."""
+    r = np.asarray(out["reduction"] if "reduction" in out else out["output"], np.float32)
+    return layer.to_nchw(out[layer.name]), layer.to_nchw(out[f"grad:{layer.name}"]), r
 
 
 def feature_gradients(model: Model, pixels: np.ndarray, layer: FeatureLayer, targets: T.Targets, env: str,
@@ -112,9 +139,8 @@ def feature_gradients(model: Model, pixels: np.ndarray, layer: FeatureLayer, tar
         seeds = targets.seeds[first:first + mini_batch_size]
         batch = np.repeat(pixels[None], len(seeds), axis=0)
         out = engine.run(batch, seeds, wrt=[layer.name], activations=[layer.name], reduction=reduction)
-        acts.append(layer.to_nchw(out[layer.name]))
-        grads.append(layer.to_nchw(out[f"grad:{layer.name}"]))
-        rs.append(np.asarray(out["reduction"] if "reduction" in out else out["output"], np.float32))
+        for part, value in zip((acts, grads, rs), _unpack(layer, out)):
+            part.append(value)
         if progress is not None:
             progress(min(first + len(seeds), total), total)
     return np.concatenate(acts), np.concatenate(grads), np.concatenate(rs)

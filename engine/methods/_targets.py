@@ -324,6 +324,15 @@ def _scalar(fn, x) -> float:
     return float(value.reshape(()))
 
 
+def top_in_graph(model: Model, label: Any, reduction: Any, is_output: bool, shape: tuple[int, ...]) -> bool:
+    """Whether the default target, the model's top class, can be chosen inside the gradient
+    graph (``GradientEngine.run(seed=None)``) instead of by a separate forward pass: no
+    label or reduction given, and the reduction tensor is the model output's (K,) scores
+    (argmax of the raw output = argmax of the scores; a single sigmoid output is not)."""
+    return (label is None and reduction is None and is_output and model.output_kind != "sigmoid"
+            and len(shape) == 1 and shape[0] > 1)
+
+
 def is_multi(label: Any, reduction: Any) -> bool:
     """Whether maps get a trailing K axis (several targets were asked for)."""
     spec = label if reduction is None else reduction

@@ -104,25 +104,34 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
-    targets = T.resolve_targets(model, pixels, label, reduction, tensor, is_output, shape,
-                                lambda: T.reduction_value(model, pixels, tensor, is_output, env), env)
-    multi = T.is_multi(label, reduction)
-    seeds = targets.seeds                                                          # (K, *R shape)
     base = _baseline(baseline, pixels, original) if method == "integrated-gradients" else None
     rng = as_generator(random_state) if method == "smoothgrad" else None
     plan = _Plan.build(method, pixels, base, num_steps, num_samples, noise_level, rng)
     engine = T.engine_for(model, env, [] if is_output else [tensor])
     relu_mode = _RELU_MODE.get(method, "standard")
+    t0 = time.perf_counter()
+    first = None
+    if plan.count == 1 and T.top_in_graph(model, label, reduction, is_output, shape):
+        # The image is the only sample: let the graph pick the top class (one run, no
+        # separate forward pass to find it); targets below then name that class.
+        first = engine.run(pixels[None], None, wrt=[engine.input_name], relu_mode=relu_mode)
+    targets = T.resolve_targets(model, pixels, label if first is None else int(first["target"][0]), reduction,
+                                tensor, is_output, shape,
+                                lambda: T.reduction_value(model, pixels, tensor, is_output, env), env)
+    multi = T.is_multi(label, reduction)
+    seeds = targets.seeds                                                          # (K, *R shape)
     k_count = targets.count
     total = k_count * plan.count
     acc = np.zeros((k_count, *pixels.shape), np.float64)
     r_at_image: dict[int, np.ndarray] = {}
-    t0 = time.perf_counter()
     done = 0
     for rows in _batches(k_count, plan.count, mini_batch_size):
-        batch = np.stack([plan.image(s) for _, s in rows])
-        out = engine.run(batch, seeds[[k for k, _ in rows]], wrt=[engine.input_name], relu_mode=relu_mode,
-                         reduction=None if is_output else tensor)
+        if first is not None:  # the single row (k=0, s=0), already run
+            out = first
+        else:
+            batch = np.stack([plan.image(s) for _, s in rows])
+            out = engine.run(batch, seeds[[k for k, _ in rows]], wrt=[engine.input_name], relu_mode=relu_mode,
+                             reduction=None if is_output else tensor)
         grads = np.asarray(out[f"grad:{engine.input_name}"], np.float64)
         ks = np.array([k for k, _ in rows])
         ss = np.array([s for _, s in rows])

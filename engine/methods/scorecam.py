@@ -62,7 +62,7 @@ class ScoreCAM(CAMMethod):
     name = "scorecam"
     uses_gradients = False
 
-    def activations_and_weights(self, model, pixels, layer, targets, env, mini_batch_size, progress):
+    def activations_and_weights(self, model, pixels, layer, targets, env, mini_batch_size, progress, first=None):
         out_names = [layer.name, targets.tensor]
         acts_raw, r0 = tapped_run(model, env, out_names, model.to_native(pixels[None]))[:2]
         acts = layer.to_nchw(acts_raw)                                  # (1, C, h, w)

@@ -11,7 +11,7 @@ from onnx import helper
 
 from engine.graph import GraphError, build_gradient_model, prepare_model
 
-from graph_helpers import make_model, onnx_grad, rel_err, t, torch_grad
+from graph_helpers import make_model, onnx_grad, rel_err, session, t, torch_grad
 
 R = np.random.default_rng(42)
 
@@ -503,3 +503,30 @@ def test_strided_depthwise_interleave_both_forms(name, upgrade, monkeypatch):
     assert ("Col2Im" in ops) == upgrade and ("ConvTranspose" in ops) != upgrade
     _, g_t = torch_grad(fn, x, seed)
     assert rel_err(out["grad:x"], g_t) < 1e-4
+
+
+def test_top_class_seed_in_graph():
+    """seed='top' picks each sample's first largest entry in the graph. Oracle: numpy's
+    argmax, and the same graph fed that one-hot seed as an input (which is checked against
+    torch by the op tests)."""
+    from engine.graph.reverse import SEED, TARGET
+
+    W = w(6, 5)
+    model = make_model([node("MatMul", ["x", "W"], ["m"]), node("Tanh", ["m"], ["y"])],
+                       ["N", 6], inits={"W": W})
+    x = R.standard_normal((4, 6)).astype(np.float32)
+    x[3] = x[2]  # a repeated row keeps the batch honest
+    prepared = prepare_model(model)
+    top = session(build_gradient_model(prepared, seed="top"))
+    fed = session(build_gradient_model(prepared))
+    got = dict(zip([o.name for o in top.get_outputs()], top.run(None, {"x": x})))
+    y = got["y"]
+    np.testing.assert_array_equal(got[TARGET], np.argmax(y, axis=1))
+    hot = np.eye(5, dtype=np.float32)[np.argmax(y, axis=1)]
+    ref = dict(zip([o.name for o in fed.get_outputs()], fed.run(None, {"x": x, SEED: hot})))
+    np.testing.assert_array_equal(got["grad:x"], ref["grad:x"])
+    with pytest.raises(GraphError, match="seed='top' needs a reduction tensor of shape"):
+        build_gradient_model(prepare_model(make_model([node("Relu", ["x"], ["y"])], ["N", 2, 3])),
+                             seed="top")
+    with pytest.raises(GraphError, match="'seed' parameter must be one of"):
+        build_gradient_model(prepared, seed="argmax")

@@ -348,3 +348,20 @@ def test_sigmoid_output_classes(rectangle):
     logit = engine.grad_cam(model, images[0], "rectangle", reduction_layer="logits")
     assert logit.reduction_layer != model.output_name
     assert 1.0 / (1.0 + np.exp(-float(logit.scores[0]))) == pytest.approx(p, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "grad_cam_plus_plus"])
+def test_default_class_is_chosen_in_the_gradient_run(models, image, method, monkeypatch):
+    """No label: the top class is picked inside the gradient graph (one engine run, no
+    separate forward). Oracle: argmax of the model's scores and the explicit-label call."""
+    model, fn = models("resnet"), getattr(engine, method)
+    top = int(np.argmax(model.scores_native(model.to_native(image[None]))[0]))
+    explicit = fn(model, image, top)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a separate forward pass ran")
+    monkeypatch.setattr(model, "run_native", no_forward)
+    default = fn(model, image)
+    assert default.labels == [top] and default.label_names == explicit.label_names
+    np.testing.assert_array_equal(default.score_map, explicit.score_map)
+    np.testing.assert_array_equal(default.scores, explicit.scores)

@@ -186,3 +186,21 @@ def test_smoothgrad_labels_share_noise_and_memory_does_not_grow(models, image):
         tracemalloc.stop()
     noise_bytes = 256 * image.size * 8
     assert peaks[1] - peaks[0] < noise_bytes / 4, (peaks, noise_bytes)
+
+
+@pytest.mark.parametrize("method", ["gradient", "guided-backprop", "gradient-x-input"])
+def test_default_class_is_chosen_in_the_gradient_run(models, image, method, monkeypatch):
+    """With no label the top class is picked inside the gradient graph: one engine run, no
+    forward pass to find it. Oracle: the model's own scores (argmax) and the explicit-label
+    call, which must give the identical explanation."""
+    model = models("resnet")
+    top = int(np.argmax(model.scores_native(model.to_native(image[None]))[0]))
+    explicit = engine.gradient_attribution(model, image, top, method=method)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a separate forward pass ran")
+    monkeypatch.setattr(model, "run_native", no_forward)
+    default = engine.gradient_attribution(model, image, method=method)
+    assert default.labels == [top] and default.label_names == explicit.label_names
+    np.testing.assert_array_equal(default.score_map, explicit.score_map)
+    np.testing.assert_array_equal(default.scores, explicit.scores)
