@@ -135,8 +135,10 @@ def build_gradient_model(
         # gradients ~5x faster than the opset-17 ConvTranspose form; optional, so a
         # failed upgrade keeps the model as it is.
         try:
-            m = _upgraded(m, 18)
-        except Exception as exc:  # pragma: no cover - converter gaps on exotic graphs
+            up = _upgraded(m, 18)
+            onnx.shape_inference.infer_shapes(up, check_type=True, strict_mode=True)
+            m = up
+        except Exception as exc:  # converter gaps on exotic graphs: keep the model's opset
             log.debug("opset 18 upgrade skipped: %s", exc)
     g = m.graph
     inputs = U.real_inputs(g)
