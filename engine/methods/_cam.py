@@ -58,7 +58,7 @@ class CAMMethod:
                                     tensor, is_output, shape,
                                     lambda: T.reduction_value(model, pixels, tensor, is_output, env),
                                     env, differentiate=self.uses_gradients)
-        timings: dict[str, float] = {"setup": time.perf_counter() - started}
+        timings: dict[str, float] = {"setup": t0 - started}
         acts, weights, scores = self.activations_and_weights(model, pixels, layer, targets, env, mini_batch_size,
                                                               progress, first)
         timings["inference"] = time.perf_counter() - t0
