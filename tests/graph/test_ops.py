@@ -463,14 +463,11 @@ def test_rectifier_masks_exact_at_edges(op, lo, hi):
         if e != 0:
             vals += [e, np.nextafter(e, f32(np.inf)), np.nextafter(e, f32(-np.inf))]
     x = np.array(vals, f32)[None, :]
+    inits = {k: f32(v) for k, v in (("lo", lo), ("hi", hi)) if v is not None}
     if op == "Relu":
-        nodes, inits = [node("Relu", ["x"], ["y"])], {}
-    else:
-        ins = ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""]
-        inits = {k: f32(v) for k, v in (("lo", lo), ("hi", hi)) if v is not None}
-        nodes = [node("Clip", [i for i in ins if i] if hi is not None else ins[:2], ["y"])]
-        if lo is None:
-            nodes = [node("Clip", ["x", "", "hi"], ["y"])]
+        nodes = [node("Relu", ["x"], ["y"])]
+    else:  # an absent bound is an empty input name
+        nodes = [node("Clip", ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""], ["y"])]
     out, seed, gm = onnx_grad(make_model(nodes, ["N", x.shape[1]], inits=inits), x)
     assert "HardSigmoid" in {n.op_type for n in gm.graph.node}
     inside = np.ones_like(x, bool)
