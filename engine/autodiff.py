@@ -140,10 +140,10 @@ class GradientEngine:
                                  f"({inputs.shape[0]}); got shape {seed.shape}")
             feeds[SEED] = seed
         names = [self.output_name, reduction, *activations, *(gradient_name(w) for w in wrt)]
-        res = self._run(sess, feeds, names + ([TARGET] if seed is None else []))
+        names += [TARGET] if seed is None else []
+        res = self._run(sess, feeds, names)
         out = {"output": res[0], "reduction": res[1]}
-        for name, value in zip(names[2:] + ([TARGET] if seed is None else []), res[2:]):
-            out[name] = value
+        out.update(zip(names[2:], res[2:]))
         return out
 
     def _run(self, sess, feeds: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
