@@ -1,4 +1,4 @@
-"""``python -m bench``: the same as ``onnxplain bench``."""
+"""``python -m bench``: run from a source checkout (bench is a development tool, not in the wheel)."""
 import sys
 
 from .cli import main

@@ -1,4 +1,4 @@
-"""Command line of the bench, shared by ``onnxplain bench`` (engine.cli.bench) and ``python -m bench``."""
+"""Command line of the bench: ``python -m bench`` from a source checkout (bench is not shipped in the wheel)."""
 from __future__ import annotations
 
 import argparse
@@ -88,7 +88,7 @@ def options(args: argparse.Namespace, command: str):
                    budget_s=args.budget, peers=not args.no_peers, spinning=not args.no_spinning, command=command)
 
 
-def run(args: argparse.Namespace, prog: str = "onnxplain bench") -> int:
+def run(args: argparse.Namespace, prog: str = "python -m bench") -> int:
     from . import runner
 
     opts = options(args, command_line(prog, args))

@@ -36,7 +36,7 @@ EXPORT_SCRIPT = ROOT / "models" / "export_efficientnet_lite0.py"
 
 @dataclass
 class PeerContext:
-    model: Any                 #: engine.Model (ORT) of the case
+    model: Any                 #: onnxplain.Model (ORT) of the case
     pixels: np.ndarray         #: working image (h, w, 3) float32
     label: int
     params: dict[str, Any]     #: the case's engine parameters (sizes to match)
@@ -206,11 +206,11 @@ def _lime_package(ctx: PeerContext):
     import contextlib
     import io
 
-    import engine
+    import onnxplain
     from lime import lime_image
 
     p = ctx.params
-    seg = engine.image_lime(ctx.model, ctx.pixels, ctx.label, **{**p, "num_samples": 2})
+    seg = onnxplain.image_lime(ctx.model, ctx.pixels, ctx.label, **{**p, "num_samples": 2})
     features = np.asarray(seg.feature_map)
     fill = seg.params["fill"]
     if not (isinstance(fill, dict) and "mean" in fill):

@@ -86,7 +86,7 @@ def _agreement(maps: pathlib.Path, case: str) -> float | None:
 
 def _row(case: cases.Case, timing: dict, memory: dict | None, peer: dict | None, device: str,
          judge: bool = True) -> dict[str, Any]:
-    row: dict[str, Any] = {"case": case.name, "function": f"engine.{case.func}", "note": case.note,
+    row: dict[str, Any] = {"case": case.name, "function": f"onnxplain.{case.func}", "note": case.note,
                            "targets": case.targets.get(device, {}) if judge else {}}
     if "error" in timing:
         row["error"] = timing["error"]
@@ -213,9 +213,9 @@ def _stem(opts: Options, suffix: str = "") -> str:
 
 def check_model(opts: Options) -> tuple[Any, bool]:
     """Load the model here first: a bad model or ``--device gpu`` without CUDA fails at once, clearly."""
-    import engine
+    import onnxplain
 
-    model = engine.load_model(opts.model, preprocessing=opts.preprocessing, execution_environment=opts.device)
+    model = onnxplain.load_model(opts.model, preprocessing=opts.preprocessing, execution_environment=opts.device)
     bundled = opts.model is None
     return model, bundled
 

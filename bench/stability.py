@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-import engine
-from engine.sanity import spearman
+import onnxplain
+from onnxplain.sanity import spearman
 
 #: method -> (sample-count parameter, fixed parameters, light counts, full counts)
 PLAN = {
@@ -45,15 +45,15 @@ def _versions() -> dict[str, str]:
 def run(methods: list[str], seeds: int, light: bool, image_name: str) -> list[dict]:
     import skimage.data
 
-    model = engine.load_model()
+    model = onnxplain.load_model()
     image = getattr(skimage.data, image_name)()
     label = model.classify(image, top_k=1)[0][0]
     rows = []
     for method in methods:
         param, fixed, light_counts, full_counts = PLAN[method]
-        func = getattr(engine, FUNCS[method], None)
+        func = getattr(onnxplain, FUNCS[method], None)
         if func is None:
-            from engine.evaluate import explain_with  # not exported yet: go through the quality table
+            from onnxplain.evaluate import explain_with  # not exported yet: go through the quality table
 
             def func(m, im, lab, _method=method, **kw):
                 kw.pop("method", None)

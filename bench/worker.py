@@ -60,16 +60,16 @@ def _stats(times: list[float]) -> dict[str, Any]:
 
 
 def _setup(job: dict) -> tuple[Any, Any, np.ndarray, int, float]:
-    import engine
+    import onnxplain
     from skimage.data import chelsea
 
     t = time.perf_counter()
-    model = engine.load_model(job.get("model"), preprocessing=job.get("preprocessing"),
+    model = onnxplain.load_model(job.get("model"), preprocessing=job.get("preprocessing"),
                               execution_environment=job["device"])
     load_s = time.perf_counter() - t
     pixels, _ = model.prepare(chelsea())
     label = int(job["label"]) if job.get("label") is not None else model.classify(pixels, top_k=1)[0][0]
-    return engine, model, pixels, label, load_s
+    return onnxplain, model, pixels, label, load_s
 
 
 def _share(result: Any) -> float | None:

@@ -2,7 +2,7 @@
 
 Public API (everything else is private)::
 
-    model = engine.load_model()                       # bundled EfficientNet-Lite0
+    model = onnxplain.load_model()                       # bundled EfficientNet-Lite0
     model.classify(image, top_k=5)
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .preprocessing import Preprocessing
 from .render import image_and_mask, overlay_figure
 from .result import Explanation
 from .sanity import SanityResult, sanity_check
-from .evaluate import Evaluation, energy_in_region, evaluate, pointing_game  # engine.evaluate is the function
+from .evaluate import Evaluation, energy_in_region, evaluate, pointing_game  # onnxplain.evaluate is the function
 
 __all__ = [
     "grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "score_cam", "gradient_attribution", "ClassRegion",

@@ -108,7 +108,7 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
         Models with the same classes (e.g. a float32 model and its int8 build).
     images : sequence of images (arrays (H, W, 3) or paths), or one image
     methods : sequence of str
-        Names from :data:`engine.evaluate.QUALITY_METHODS`.
+        Names from :data:`onnxplain.evaluate.QUALITY_METHODS`.
     label : int or str, optional
         The class explained for every image; default model A's top-1 per image.
     top_fraction : float

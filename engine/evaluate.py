@@ -16,8 +16,8 @@ The perturbed images are built by a numba kernel straight into the model's nativ
 and dtype (:mod:`kernels.perturb`) and scored in mini-batches.
 
 This module also holds the table of methods the quality tools run by name
-(:data:`QUALITY_METHODS`, :func:`explain_with`), shared by :mod:`engine.sanity` and
-:mod:`engine.compare`.
+(:data:`QUALITY_METHODS`, :func:`explain_with`), shared by :mod:`onnxplain.sanity` and
+:mod:`onnxplain.compare`.
 """
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ def perturbation_curve(model: Model, pixels: np.ndarray, label: int, score_map: 
     y : float64 ndarray (S,)
         The class probability after each step.
     """
-    from kernels.perturb import perturbation_batch, rank_from_map
+    from onnxplain.kernels.perturb import perturbation_batch, rank_from_map
 
     check_choice("mode", mode, ("deletion", "insertion"))
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -292,7 +292,7 @@ def energy_in_region(score_map: np.ndarray, *, box: Any = None, mask: np.ndarray
 
 
 # ---- the methods the quality tools run by name -------------------------------------------
-#: name -> (module under ``engine.methods``, public function, fixed keyword arguments, needs gradients).
+#: name -> (module under ``onnxplain.methods``, public function, fixed keyword arguments, needs gradients).
 QUALITY_METHODS: dict[str, tuple[str, str, dict[str, Any], bool]] = {
     "lime": ("lime", "image_lime", {}, False),
     "occlusion": ("occlusion", "occlusion_sensitivity", {}, False),
@@ -333,9 +333,9 @@ def explain_with(method: str, model: Model, image: Any, label: Any, **params: An
     check_choice("method", method, QUALITY_METHODS)
     module, func_name, fixed, _ = QUALITY_METHODS[method]
     try:
-        func = getattr(importlib.import_module(f"engine.methods.{module}"), func_name)
+        func = getattr(importlib.import_module(f"onnxplain.methods.{module}"), func_name)
     except (ImportError, AttributeError):
-        raise ValueError(f"method {method!r} is not available in this build (engine.methods.{module}.{func_name} "
+        raise ValueError(f"method {method!r} is not available in this build (onnxplain.methods.{module}.{func_name} "
                          "is missing).") from None
     return func(model, image, label, **{**fixed, **params})
 

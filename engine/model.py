@@ -16,6 +16,7 @@ a small interface:
 from __future__ import annotations
 
 import json
+import importlib.resources
 import logging
 import os
 import pathlib
@@ -36,7 +37,8 @@ from .runtime import ENVIRONMENTS, make_session, session_device
 
 log = logging.getLogger(__name__)
 
-BUNDLED_MODEL = pathlib.Path(__file__).resolve().parent.parent / "models" / "efficientnet_lite0.onnx"
+#: The bundled EfficientNet-Lite0 (package data of ``onnxplain.models``; its manifest and labels beside it).
+BUNDLED_MODEL = pathlib.Path(str(importlib.resources.files("onnxplain.models") / "efficientnet_lite0.onnx"))
 _DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.UINT8: np.uint8}
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Cast"}
 OUTPUT_KINDS = ("probabilities", "logits", "sigmoid", "score")
@@ -193,7 +195,7 @@ class Model:
             try:
                 self._sessions[environment] = make_session(self._run_proto.SerializeToString(), environment)
             except Exception as exc:  # ORT raises its own types with long messages
-                if isinstance(exc, ValueError) and type(exc).__module__.startswith("engine"):
+                if isinstance(exc, ValueError) and type(exc).__module__.startswith("onnxplain"):
                     raise
                 raise ModelError(f"{self.path}: ONNX Runtime cannot load the model: {_first_line(exc)}") from None
         return self._sessions[environment]
@@ -226,7 +228,7 @@ class Model:
             else:
                 out = session.run([self.output_name], {self.input_name: x})[0]
         except Exception as exc:  # ORT's own exception types carry long C++ messages
-            if isinstance(exc, (ValueError, TypeError)) and type(exc).__module__.startswith("engine"):
+            if isinstance(exc, (ValueError, TypeError)) and type(exc).__module__.startswith("onnxplain"):
                 raise
             shape = getattr(x, "shape", None)
             raise ModelError(f"{self.path}: ONNX Runtime failed to run the model on input {self.input_name!r} "

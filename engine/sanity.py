@@ -197,7 +197,7 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
     label : int or str, optional
         The class explained in every step; default the original model's top class.
     methods : sequence of str
-        Names from :data:`engine.evaluate.QUALITY_METHODS` (e.g. "gradient",
+        Names from :data:`onnxplain.evaluate.QUALITY_METHODS` (e.g. "gradient",
         "guided-backprop", "gradcam", "integrated-gradients", "smoothgrad", "occlusion").
     mode : {"cascading", "independent"}
     layers : sequence of int, optional

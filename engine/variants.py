@@ -7,7 +7,7 @@
 - float16: our own conversion (onnxconverter-common is not a dependency): every float32
   initializer, Constant / ConstantOfShape value and ``Cast(to=FLOAT)`` becomes float16, and
   the graph keeps float32 input and output with one Cast after the input and one before
-  each output ("keep_io_types"), so the model's preprocessing and :class:`~engine.model.InputSpec`
+  each output ("keep_io_types"), so the model's preprocessing and :class:`~onnxplain.model.InputSpec`
   are unchanged. Values outside the float16 range are clipped to ±65504. ONNX Runtime's CPU
   provider runs float16 nodes that lack a float16 kernel through inserted casts.
 

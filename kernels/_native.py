@@ -3,7 +3,7 @@
 ``native[n, c] = cast(scale[c] * pixels[n, :, :, channel_source[c]] + offset[c])`` in
 float32, laid out NCHW or NHWC; uint8 is rounded half to even and clipped to 0..255;
 float16 is one ``astype`` of the float32 values. This is the same arithmetic, in the same
-order, as ``engine.model.Model.to_native`` (kernels do not import the engine).
+order, as ``onnxplain.model.Model.to_native`` (kernels do not import the engine).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """numba kernels for image LIME: native source images, synthetic batches, map painting.
 
-Pipeline (see ``engine.methods.lime``):
+Pipeline (see ``onnxplain.methods.lime``):
 
 1. :func:`native_image` converts a float32 (h, w, 3) RGB pixel image into one native model
    input image (layout, channel order, affine preprocessing, uint8 rounding) written flat.

@@ -8,7 +8,7 @@ value of ``base`` otherwise:
 - insertion: ``base`` = the substrate, ``other`` = the image.
 
 The blended pixel is mapped to the model's native input as in
-:meth:`engine.model.Model.to_native`: ``native[c] = scale[c] * pixel[channel_source[c]] + offset[c]``
+:meth:`onnxplain.model.Model.to_native`: ``native[c] = scale[c] * pixel[channel_source[c]] + offset[c]``
 in float32, laid out NCHW or NHWC; uint8 inputs are rounded half-to-even and clipped to
 0..255; float16 inputs are written in float32 and converted with one ``astype`` (numba has
 no float16 arithmetic). :func:`perturbation_batch_reference` is the plain-numpy reference
@@ -68,7 +68,7 @@ def _check(base: np.ndarray, other: np.ndarray, rank: np.ndarray, counts: np.nda
 def perturbation_batch(base: np.ndarray, other: np.ndarray, rank: np.ndarray, counts: np.ndarray, spec) -> np.ndarray:
     """Native input batch (len(counts), ...) in ``spec``'s layout and dtype (numba kernel).
 
-    ``spec`` is an :class:`engine.model.InputSpec`.
+    ``spec`` is an :class:`onnxplain.model.InputSpec`.
     """
     _check(base, other, rank, counts, spec)
     quantize = np.dtype(spec.dtype) == np.uint8

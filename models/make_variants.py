@@ -1,7 +1,7 @@
 """Write the int8 (static QDQ) and float16 builds of the bundled EfficientNet-Lite0, with manifests.
 
 The builds are NOT committed (the repository keeps one model binary): ``onnxplain compare
---variant int8|fp16`` builds them on demand into the cache (``engine.variants.variant_model``),
+--variant int8|fp16`` builds them on demand into the cache (``onnxplain.variants.variant_model``),
 and this script writes them beside the bundled model, or into ``--out``, for people who
 want the files (e.g. to deploy or to inspect in Netron)::
 
@@ -26,13 +26,13 @@ sys.path.insert(0, str(HERE.parent))
 import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
 
-import engine  # noqa: E402
-from engine.variants import CALIBRATION_IMAGES, agreement_check, float16_model, quantize_int8, sample_images  # noqa: E402
+import onnxplain  # noqa: E402
+from onnxplain.variants import CALIBRATION_IMAGES, agreement_check, float16_model, quantize_int8, sample_images  # noqa: E402
 
 BUILD = {
     "int8": "onnxruntime.quantization.quantize_static, QDQ format, int8 weights (per channel) and int8 activations, "
             "MinMax calibration on the calibration images through the model's preprocessing",
-    "fp16": "engine.variants.convert_float16: float32 initializers/constants/Casts -> float16, float32 input and "
+    "fp16": "onnxplain.variants.convert_float16: float32 initializers/constants/Casts -> float16, float32 input and "
             "output kept with a Cast after the input and before the output; values clipped to +-65504",
 }
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = engine.load_model()
+    model = onnxplain.load_model()
     base_manifest = json.loads((HERE / "efficientnet_lite0.json").read_text(encoding="utf-8"))
     images = sample_images()
     for kind in ("int8", "fp16"):

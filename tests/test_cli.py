@@ -1,4 +1,4 @@
-"""The command line through ``engine.cli.main(argv)`` (oracle: the bundled model's known answer
+"""The command line through ``onnxplain.cli.main(argv)`` (oracle: the bundled model's known answer
 on chelsea, and the documented exit codes: 0 ok, 2 usage or invalid input)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from engine.cli import main
+from onnxplain.cli import main
 
 
 def test_classify_default_image_and_model(capsys):
@@ -58,7 +58,7 @@ class _noop:
 
 
 def test_help_everywhere(capsys):
-    from engine.cli import COMMANDS, build_parser
+    from onnxplain.cli import COMMANDS, build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -14,25 +14,25 @@ import pathlib
 import numpy as np
 import pytest
 
-import engine
+import onnxplain
 
 ZOO = pathlib.Path(__file__).parent / "data" / "zoo"
 
 METHODS = [
-    ("lime", engine.image_lime, dict(num_samples=64, num_features=16, segmentation="grid", random_state=3)),
-    ("lime-linear", engine.image_lime, dict(num_samples=256, num_features=16, surrogate="linear", random_state=3)),
-    ("occlusion", engine.occlusion_sensitivity, dict(mask_size=8, stride=4)),
-    ("rise", engine.rise, dict(num_masks=64, cell_size=4, random_state=3)),
-    ("gradcam", engine.grad_cam, {}),
-    ("gradcam++", engine.grad_cam_plus_plus, {}),
-    ("scorecam", engine.score_cam, {}),
-    ("guided-gradcam", engine.guided_grad_cam, {}),
-    ("gradient", engine.gradient_attribution, dict(method="gradient")),
-    ("guided-backprop", engine.gradient_attribution, dict(method="guided-backprop")),
-    ("zeiler-fergus", engine.gradient_attribution, dict(method="zeiler-fergus")),
-    ("integrated-gradients", engine.gradient_attribution, dict(method="integrated-gradients", num_steps=5)),
-    ("smoothgrad", engine.gradient_attribution, dict(method="smoothgrad", num_samples=4, random_state=3)),
-    ("gradient-x-input", engine.gradient_attribution, dict(method="gradient-x-input")),
+    ("lime", onnxplain.image_lime, dict(num_samples=64, num_features=16, segmentation="grid", random_state=3)),
+    ("lime-linear", onnxplain.image_lime, dict(num_samples=256, num_features=16, surrogate="linear", random_state=3)),
+    ("occlusion", onnxplain.occlusion_sensitivity, dict(mask_size=8, stride=4)),
+    ("rise", onnxplain.rise, dict(num_masks=64, cell_size=4, random_state=3)),
+    ("gradcam", onnxplain.grad_cam, {}),
+    ("gradcam++", onnxplain.grad_cam_plus_plus, {}),
+    ("scorecam", onnxplain.score_cam, {}),
+    ("guided-gradcam", onnxplain.guided_grad_cam, {}),
+    ("gradient", onnxplain.gradient_attribution, dict(method="gradient")),
+    ("guided-backprop", onnxplain.gradient_attribution, dict(method="guided-backprop")),
+    ("zeiler-fergus", onnxplain.gradient_attribution, dict(method="zeiler-fergus")),
+    ("integrated-gradients", onnxplain.gradient_attribution, dict(method="integrated-gradients", num_steps=5)),
+    ("smoothgrad", onnxplain.gradient_attribution, dict(method="smoothgrad", num_samples=4, random_state=3)),
+    ("gradient-x-input", onnxplain.gradient_attribution, dict(method="gradient-x-input")),
 ]
 IDS = [m[0] for m in METHODS]
 
@@ -42,7 +42,7 @@ RECT = pathlib.Path(__file__).parent / "data" / "rectangle"
 
 @pytest.fixture(scope="module")
 def model():
-    return engine.load_model(RECT / "rectangle_cnn.onnx", preprocessing="none", labels=["no_rectangle", "rectangle"])
+    return onnxplain.load_model(RECT / "rectangle_cnn.onnx", preprocessing="none", labels=["no_rectangle", "rectangle"])
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_contract(model, image, name, fn, kw):
     calls = []
     single = fn(model, image, 1, progress=lambda d, t: calls.append((d, t)), **kw)
     np.testing.assert_array_equal(image, before)  # input not mutated
-    assert isinstance(single, engine.Explanation)
+    assert isinstance(single, onnxplain.Explanation)
     assert single.score_map.shape == (40, 48) and single.score_map.dtype == np.float32
     assert np.all(np.isfinite(single.score_map)) and np.any(single.score_map != 0)
     assert single.labels == [1] and single.label_names == [model.class_names[1]]
@@ -78,13 +78,13 @@ def test_contract(model, image, name, fn, kw):
     np.testing.assert_allclose(multi.score_map[..., 1], other.score_map, rtol=1e-4,
                                atol=1e-5 * float(np.abs(other.score_map).max()))
 
-    with pytest.raises(engine.LabelError, match="out of range"):
+    with pytest.raises(onnxplain.LabelError, match="out of range"):
         fn(model, image, 2, **kw)
     # a float is no class (the gradient/CAM methods used to read it as reduction weights)
-    with pytest.raises(engine.LabelError, match="class index or a class name"):
+    with pytest.raises(onnxplain.LabelError, match="class index or a class name"):
         fn(model, image, 1.5, **kw)
     as_array = fn(model, image, np.array([1, 0]), **kw)  # an index array is a list of labels everywhere
     assert as_array.labels == [1, 0]
     np.testing.assert_array_equal(as_array.score_map, multi.score_map)
-    with pytest.raises(engine.ImageError):
+    with pytest.raises(onnxplain.ImageError):
         fn(model, np.full((8, 8, 3), np.nan, np.float32), 1, **kw)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import ImageError, load_image
+from onnxplain import ImageError, load_image
 
 
 def test_uint8_rgb_becomes_float32_same_values():

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
-import engine
-from engine import LabelError, ModelError
+import onnxplain
+from onnxplain import LabelError, ModelError
 from tests import tiny_models as tm
 
 NONE = "none"
@@ -28,7 +28,7 @@ def _load(folder, name, preprocessing=NONE, **kw):
     build = {k: v for k, v in kw.items() if k in ("layout", "batch", "dtype", "head", "hardcoded_batch_reshape",
                                                   "classes", "extra_output", "size")}
     load = {k: v for k, v in kw.items() if k not in build}
-    return engine.load_model(tm.save(tm.make_classifier(**build), folder, name), preprocessing=preprocessing, **load)
+    return onnxplain.load_model(tm.save(tm.make_classifier(**build), folder, name), preprocessing=preprocessing, **load)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -43,9 +43,9 @@ def test_layout_detected_and_scores_match_hand_computation(folder, layout):
 
 def test_layout_override(folder):
     model = _load(folder, "override", layout="NHWC")  # built NHWC; detection agrees with override
-    assert engine.load_model(model.path, preprocessing="none", layout="NHWC").layout == "NHWC"
+    assert onnxplain.load_model(model.path, preprocessing="none", layout="NHWC").layout == "NHWC"
     with pytest.raises(ValueError, match="'layout' parameter must be one of"):
-        engine.load_model(model.path, preprocessing="none", layout="CHW")
+        onnxplain.load_model(model.path, preprocessing="none", layout="CHW")
 
 
 def test_static_batch_1_is_rewritten_to_run_batched(folder):
@@ -118,21 +118,21 @@ def test_preprocessing_from_manifest_and_metadata(folder):
     path = tm.save(proto, folder, "manifested")
     path.with_suffix(".json").write_text(json.dumps({
         "preprocessing": {"scale": 0.5, "mean": [1, 2, 3], "std": [2, 2, 2]}, "labels": ["a", "b", "c", "d"]}))
-    model = engine.load_model(path)
+    model = onnxplain.load_model(path)
     assert model.preprocessing.scale == 0.5 and model.class_names == ["a", "b", "c", "d"]
     meta = tm.make_classifier()
     for k, v in {"onnxplain.preprocessing": json.dumps({"preset": "imagenet"}),
                  "onnxplain.labels": json.dumps(["w", "x", "y", "z"])}.items():
         e = meta.metadata_props.add()
         e.key, e.value = k, v
-    model = engine.load_model(tm.save(meta, folder, "meta"))
+    model = onnxplain.load_model(tm.save(meta, folder, "meta"))
     assert model.preprocessing.scale == pytest.approx(1 / 255) and model.class_names[3] == "z"
 
 
 def test_missing_preprocessing_is_an_error(folder):
     path = tm.save(tm.make_classifier(), folder, "nopre")
     with pytest.raises(ValueError, match="declares no preprocessing"):
-        engine.load_model(path)
+        onnxplain.load_model(path)
 
 
 def test_labels_from_text_file_and_resolution(folder, tmp_path):
@@ -156,9 +156,9 @@ def test_bad_files_give_one_line_errors(tmp_path, folder):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not a protobuf at all \x00\xff" * 10)
     with pytest.raises(ModelError, match="not an ONNX model file or corrupt"):
-        engine.load_model(junk)
+        onnxplain.load_model(junk)
     with pytest.raises(ModelError, match="does not exist"):
-        engine.load_model(tmp_path / "missing.onnx")
+        onnxplain.load_model(tmp_path / "missing.onnx")
 
 
 def test_more_than_one_input_and_non_image_input(folder):
@@ -170,19 +170,19 @@ def test_more_than_one_input_and_non_image_input(folder):
          helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3, 4, 4])],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 3, 4, 4])]))
     with pytest.raises(ModelError, match=r"2 required inputs \['a', 'b'\]"):
-        engine.load_model(tm.save(two, folder, "two"), preprocessing="none")
+        onnxplain.load_model(tm.save(two, folder, "two"), preprocessing="none")
     flat = helper.make_model(helper.make_graph(
         [helper.make_node("Relu", ["a"], ["c"])], "flat",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 10])],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 10])]))
     with pytest.raises(ModelError, match="rank 2 .* expected an image batch of rank 4"):
-        engine.load_model(tm.save(flat, folder, "flat"), preprocessing="none")
+        onnxplain.load_model(tm.save(flat, folder, "flat"), preprocessing="none")
     i64 = helper.make_model(helper.make_graph(
         [helper.make_node("Cast", ["a"], ["c"], to=TensorProto.FLOAT)], "i64",
         [helper.make_tensor_value_info("a", TensorProto.INT64, ["N", 3, 4, 4])],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 3, 4, 4])]))
     with pytest.raises(ModelError, match="type INT64; expected float32, float16 or uint8"):
-        engine.load_model(tm.save(i64, folder, "i64"), preprocessing="none")
+        onnxplain.load_model(tm.save(i64, folder, "i64"), preprocessing="none")
 
 
 def test_gpu_without_cuda_is_a_clear_error(folder):
@@ -190,7 +190,7 @@ def test_gpu_without_cuda_is_a_clear_error(folder):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA; the error path cannot be exercised")
-    with pytest.raises(engine.EnvironmentUnavailableError, match="needs onnxruntime-gpu"):
+    with pytest.raises(onnxplain.EnvironmentUnavailableError, match="needs onnxruntime-gpu"):
         _load(folder, "gpu", execution_environment="gpu")
 
 
@@ -214,7 +214,7 @@ def test_resize_rule_applies_to_other_sizes(folder):
 def test_bundled_model_classifies_chelsea_as_a_cat():
     from skimage.data import chelsea
 
-    model = engine.load_model()
+    model = onnxplain.load_model()
     assert model.input_size == (224, 224) and model.num_classes == 1000 and model.output_kind == "probabilities"
     top = model.classify(chelsea(), top_k=3)
     assert top[0][1] in {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -226,9 +226,9 @@ def test_exported_zoo_models_load_nhwc_and_static_batch():
     import pathlib
 
     zoo = pathlib.Path(__file__).parent / "data" / "zoo"
-    nhwc = engine.load_model(zoo / "nhwc.onnx", preprocessing="none")
+    nhwc = onnxplain.load_model(zoo / "nhwc.onnx", preprocessing="none")
     assert nhwc.layout == "NHWC"
-    static = engine.load_model(zoo / "static1.onnx", preprocessing="none")
+    static = onnxplain.load_model(zoo / "static1.onnx", preprocessing="none")
     assert static.static_batch == 1
     rng = np.random.default_rng(8)
     for model in (nhwc, static):
@@ -292,13 +292,13 @@ def test_malformed_manifest_is_a_specific_model_error(tmp_path, manifest, match)
     path = tm.save(tm.make_classifier(), tmp_path, "net")
     (tmp_path / "net.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=match):
-        engine.load_model(path)
+        onnxplain.load_model(path)
 
 
 def test_manifest_preprocessing_may_name_a_preset(tmp_path):
     path = tm.save(tm.make_classifier(), tmp_path, "net")
     (tmp_path / "net.json").write_text(json.dumps({"preprocessing": "imagenet"}))
-    assert engine.load_model(path).preprocessing == engine.load_model(path, preprocessing="imagenet").preprocessing
+    assert onnxplain.load_model(path).preprocessing == onnxplain.load_model(path, preprocessing="imagenet").preprocessing
 
 
 def test_labels_file_that_is_a_folder_or_not_utf8(folder, tmp_path):
@@ -326,7 +326,7 @@ def test_layout_declared_in_preprocessing_metadata_is_used(tmp_path):
     onnx.helper.set_model_props(proto, {"onnxplain.preprocessing": json.dumps(
         {"preset": "none", "input_size": [8, 8], "layout": "NHWC"})})
     path = tm.save(proto, tmp_path, "dyn")
-    model = engine.load_model(path)
+    model = onnxplain.load_model(path)
     assert model.layout == "NHWC"
     pixels = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(model.scores_native(model.to_native(pixels)), tm.expected_logits(pixels),
@@ -351,7 +351,7 @@ def _reshape_model(folder, name, target):
         [numpy_helper.from_array(np.array(target, np.int64), "shape")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    return engine.load_model(tm.save(model, folder, name), preprocessing=NONE)
+    return onnxplain.load_model(tm.save(model, folder, name), preprocessing=NONE)
 
 
 def test_run_time_failures_are_model_errors_not_ort_tracebacks(folder):

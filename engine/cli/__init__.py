@@ -14,10 +14,10 @@ from typing import Sequence
 from . import basic, explain, lime
 from . import evaluate as quality
 from . import gradcam, gradients
-from . import bench, gradcheck, occlusion
+from . import gradcheck, occlusion
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, bench]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck]
 
 
 class _Parser(argparse.ArgumentParser):

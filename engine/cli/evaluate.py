@@ -1,6 +1,6 @@
 """``onnxplain evaluate``, ``onnxplain sanity`` and ``onnxplain compare``: can I trust this map?
 
-Methods run with light settings by default (``engine.evaluate.LIGHT_PARAMS``: e.g. LIME
+Methods run with light settings by default (``onnxplain.evaluate.LIGHT_PARAMS``: e.g. LIME
 256 samples on a grid, RISE 500 masks) so a folder of images stays quick; ``--full`` uses
 each method's own defaults.
 """

@@ -18,7 +18,7 @@ import numpy as np
 from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
 
-#: (name, module under engine.cli, function, overlay kind). Each function is
+#: (name, module under onnxplain.cli, function, overlay kind). Each function is
 #: ``explain_default(model, image, label, progress) -> Explanation``.
 METHODS: list[tuple[str, str, str, str]] = [
     ("lime", "lime", "explain_default", "heat"),
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for name, module, func, kind in METHODS:
         if name not in chosen:
             continue
-        fn = getattr(importlib.import_module(f"engine.cli.{module}"), func)
+        fn = getattr(importlib.import_module(f"onnxplain.cli.{module}"), func)
         bar = ProgressBar(name, enabled=not args.no_progress)
         t = time.perf_counter()
         result = fn(model, image, label, bar)

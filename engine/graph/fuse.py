@@ -14,7 +14,7 @@ def fuse_preprocessing(model: onnx.ModelProto, input_name: str, spec) -> onnx.Mo
 
     The prepended nodes compute ``native = scale * pixels[..., channel_source] + offset``,
     transpose to NCHW when the model wants it and cast to float16 for half-precision models,
-    i.e. exactly :meth:`engine.model.Model.to_native`. ``spec`` is an ``InputSpec``.
+    i.e. exactly :meth:`onnxplain.model.Model.to_native`. ``spec`` is an ``InputSpec``.
     """
     if np.dtype(spec.dtype) not in _CAST:
         raise ValueError(f"cannot fuse preprocessing for input dtype {np.dtype(spec.dtype)}; gradients need a "

@@ -13,7 +13,7 @@ would otherwise equal the plain gradient. captum's GuidedBackprop overrides only
 ``nn.ReLU`` modules; pass ``rectifiers=("Relu",)`` for captum parity. LeakyRelu, HardSwish
 and other activations always use their standard derivative.
 
-The model should come from :func:`engine.graph.prepare.prepare_model` (static non-batch
+The model should come from :func:`onnxplain.graph.prepare.prepare_model` (static non-batch
 sizes, folded shape chains); the batch dim may be symbolic.
 
 Precision: float16 / bfloat16 graphs are differentiated in float32 (:func:`widen_float16`:

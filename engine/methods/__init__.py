@@ -1,1 +1,1 @@
-"""Explanation methods, one module each, all returning :class:`engine.result.Explanation`."""
+"""Explanation methods, one module each, all returning :class:`onnxplain.result.Explanation`."""

@@ -42,7 +42,7 @@ class Context:
 def start(model: Model, image: Any, execution_environment: str | None) -> tuple[np.ndarray, tuple[int, int], str]:
     """Validate model and environment, prepare the image: (pixels (h, w, 3), original size, environment)."""
     if not isinstance(model, Model):
-        raise TypeError(f"The 'model' parameter must be an engine Model (see engine.load_model); got "
+        raise TypeError(f"The 'model' parameter must be an engine Model (see onnxplain.load_model); got "
                         f"{type(model).__name__}.")
     env = model.execution_environment if execution_environment is None else execution_environment
     check_choice("execution_environment", env, ENVIRONMENTS)

@@ -3,7 +3,7 @@
 Grad-CAM: ``map = ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of
 ``dy/dA_k``; ``A`` is the feature layer's activation and ``y`` the reduced scalar (a class
 score of the reduction layer, a weighted sum, a region of a segmentation output, or any
-callable; see :mod:`engine.methods._targets`). Several targets are one engine run: the
+callable; see :mod:`onnxplain.methods._targets`). Several targets are one engine run: the
 image is replicated once per target and every row carries its own seed.
 """
 from __future__ import annotations
@@ -63,22 +63,22 @@ def grad_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = No
     Parameters
     ----------
     model : Model
-        From :func:`engine.load_model`; its graph must be differentiable by the gradient
-        engine (else use :func:`engine.score_cam`, which is forward-only).
+        From :func:`onnxplain.load_model`; its graph must be differentiable by the gradient
+        engine (else use :func:`onnxplain.score_cam`, which is forward-only).
     image : path or ndarray (H, W[, C])
-        Any image :func:`engine.load_image` accepts; resized to the model's input size.
+        Any image :func:`onnxplain.load_image` accepts; resized to the model's input size.
     label : int, str or list, optional
         Class(es) to explain; None = the model's top class. With a list, maps get a
         trailing K axis. Mutually exclusive with ``reduction``.
     reduction : optional
         What to explain instead of a class of the model output: a class (int/str); a
         weight array of the reduction tensor's per-sample shape (or (K, size) for K
-        targets); :class:`engine.ClassRegion` (or ``(label, mask)``) for a class of a dense
+        targets); :class:`onnxplain.ClassRegion` (or ``(label, mask)``) for a class of a dense
         [N, C, H, W] output summed over a mask; or a callable ``f(r) -> float`` on the
         per-sample float64 output ``r`` (its gradient at the image is taken by central
         differences; a linear ``f`` gives its exact weights). A list of these gives K targets.
     feature_layer : str, optional
-        Tensor to explain with; default chosen automatically (:mod:`engine.methods.layers`):
+        Tensor to explain with; default chosen automatically (:mod:`onnxplain.methods.layers`):
         the last activation/Add/Concat/Mul map with spatial size > 1 on every
         input-to-output path (ResNet: the last block's ReLU; EfficientNet: the head
         activation); token models: the last token tensor whose patch tokens get gradient.

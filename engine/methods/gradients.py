@@ -2,7 +2,7 @@
 
 All methods differentiate the class score ``S_c`` (the model output's class entry:
 the probability for a model ending in Softmax, as MATLAB's example; or any ``reduction``
-as in Grad-CAM, see :mod:`engine.methods._targets`) with respect to the raw image pixels: preprocessing is fused in front of the graph, so gradients are in the
+as in Grad-CAM, see :mod:`onnxplain.methods._targets`) with respect to the raw image pixels: preprocessing is fused in front of the graph, so gradients are in the
 image's own units, laid out (H, W, C) like the image.
 
 - "gradient": ``dS_c/dI`` (captum ``Saliency(abs=False)``);
@@ -54,7 +54,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     Parameters
     ----------
     model : Model
-        From :func:`engine.load_model`, differentiable by the gradient engine (float input).
+        From :func:`onnxplain.load_model`, differentiable by the gradient engine (float input).
     image : path or ndarray (H, W[, C])
     label : int, str or list, optional
         Class(es) to explain; None = the model's top class; a list gives a trailing K axis.
@@ -74,7 +74,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         SmoothGrad noise; same seed -> identical output.
     reduction, reduction_layer : optional
         What to differentiate instead of a class of the model output, exactly as in
-        :func:`engine.grad_cam` (weights, :class:`engine.ClassRegion`, a callable, or the
+        :func:`onnxplain.grad_cam` (weights, :class:`onnxplain.ClassRegion`, a callable, or the
         tensor before a final Softmax with ``reduction_layer="logits"``).
     execution_environment : {"auto", "cpu", "gpu"}, optional
     progress : callable(done, total), optional

@@ -101,7 +101,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     Parameters
     ----------
     model : Model
-        From :func:`engine.load_model`.
+        From :func:`onnxplain.load_model`.
     image : path or ndarray (H, W[, C])
         The image; it is resized to the model input to compute, maps come back at (H, W).
     label : int, str, list of them, or None
@@ -185,7 +185,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         seg_name = segmentation
     timings["segmentation"] = time.perf_counter() - t
 
-    from kernels import lime as K
+    from onnxplain.kernels import lime as K
 
     t = time.perf_counter()
     h, w = labels.shape
@@ -385,7 +385,7 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
                    runs: tuple[np.ndarray, np.ndarray, np.ndarray], batch: int, progress: Any,
                    sampling: float) -> tuple[np.ndarray, float, float]:
     """Scores (N, K) float64 of the explained labels; returns (scores, sampling s, inference s)."""
-    from kernels import lime as K
+    from onnxplain.kernels import lime as K
 
     n = onoff.shape[0]
     batch = min(batch, n)
@@ -463,7 +463,7 @@ def _fit_surrogates(onoff: np.ndarray, scores: np.ndarray, weights: np.ndarray, 
 def _score_map(ctx: Context, importance: np.ndarray, ptr: np.ndarray, index: np.ndarray, size: tuple[int, int],
                grid: tuple[int, int] | None, upsampling: str) -> np.ndarray:
     """Paint importances and resize per ``upsampling``; drops the K axis for a single label."""
-    from kernels import lime as K
+    from onnxplain.kernels import lime as K
 
     if grid is not None and upsampling in ("bicubic", "none"):
         cells = importance.reshape(grid[0], grid[1], -1)

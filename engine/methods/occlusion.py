@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kernels.occlusion import accumulate_windows, occlude_batch
+from onnxplain.kernels.occlusion import accumulate_windows, occlude_batch
 
 from .._validation import check_choice, check_int, check_pair
 from ..images import load_image

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
+from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
 from .._validation import as_generator, check_choice, check_float, check_int, check_pair
 from ..model import Model

@@ -111,7 +111,7 @@ def score_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = N
               reduction_layer: str | None = None, output_upsampling: str = "bicubic",
               feature_layout: str | None = None, execution_environment: str | None = None,
               mini_batch_size: int = 32, progress: Progress = None) -> Explanation:
-    """Score-CAM map (forward-only); parameters and result as :func:`engine.grad_cam`.
+    """Score-CAM map (forward-only); parameters and result as :func:`onnxplain.grad_cam`.
 
     Costs one model run per feature channel (``mini_batch_size`` masked images per run):
     1280 runs for EfficientNet-Lite0's head. ``channel_weights`` in the extras are the
@@ -120,7 +120,7 @@ def score_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = N
     Raises
     ------
     ValueError
-        As :func:`engine.grad_cam`; a token model without ``feature_layer``.
+        As :func:`onnxplain.grad_cam`; a token model without ``feature_layer``.
     """
     return _SCORECAM.explain(model, image, label, reduction=reduction, feature_layer=feature_layer,
                              reduction_layer=reduction_layer, output_upsampling=output_upsampling,

@@ -1,4 +1,4 @@
-"""``onnxplain bench --smoke`` through ``engine.cli.main``: it runs and writes what it promises.
+"""``python -m bench --smoke`` through ``bench.cli.main``: it runs and writes what it promises.
 
 Tiny sizes (LIME 16 samples, 4 occlusion positions, IG 3 steps), one worker process, no
 peers; this checks that the bench works, not how fast anything is.
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from engine.cli import main
+from bench.cli import main
 
 METHODS = ["lime", "occlusion", "rise", "integrated-gradients", "gradcam"]
 
@@ -17,7 +17,7 @@ METHODS = ["lime", "occlusion", "rise", "integrated-gradients", "gradcam"]
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    assert main(["bench", "--smoke", "--methods", *METHODS, "--out", str(out), "--threads", "2"]) == 0
+    assert main(["--smoke", "--methods", *METHODS, "--out", str(out), "--threads", "2"]) == 0
     return out
 
 
@@ -51,12 +51,12 @@ def test_gpu_without_cuda_is_a_clear_error(tmp_path, capsys):
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this machine has CUDA")
-    assert main(["bench", "--smoke", "--device", "gpu", "--out", str(tmp_path)]) == 2
+    assert main(["--smoke", "--device", "gpu", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "onnxruntime-gpu" in err and "CUDAExecutionProvider" in err
     assert not list(tmp_path.iterdir())
 
 
 def test_unknown_method_names_the_choices(tmp_path, capsys):
-    assert main(["bench", "--smoke", "--methods", "lime", "shap", "--out", str(tmp_path)]) == 2
+    assert main(["--smoke", "--methods", "lime", "shap", "--out", str(tmp_path)]) == 2
     assert "'methods'" in capsys.readouterr().err

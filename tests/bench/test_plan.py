@@ -30,7 +30,7 @@ def test_case_table_selection():
     with pytest.raises(ValueError, match="'methods' parameter"):
         cases.select(["lime", "shap"])
     # every case's smoke sizes are valid keyword arguments of the same public function
-    import engine
+    import onnxplain
 
     for case in cases.CASES:
-        assert callable(getattr(engine, case.func)) and set(case.smoke) <= set(case.params) | {"mask_size"}
+        assert callable(getattr(onnxplain, case.func)) and set(case.smoke) <= set(case.params) | {"mask_size"}

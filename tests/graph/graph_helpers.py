@@ -6,8 +6,8 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.graph import build_gradient_model, prepare_model
-from engine.graph.reverse import SEED
+from onnxplain.graph import build_gradient_model, prepare_model
+from onnxplain.graph.reverse import SEED
 
 
 def make_model(nodes, x_shape, out_name="y", inits=None, opset=17, x_name="x"):

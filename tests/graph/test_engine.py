@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.autodiff import GradientEngine
-from engine.graph import (GraphError, articulation_tensors, gradcheck,
+from onnxplain.autodiff import GradientEngine
+from onnxplain.graph import (GraphError, articulation_tensors, gradcheck,
                           list_tensors, prepare_model, tap_model)
-from engine.graph import prepare as prepare_mod
+from onnxplain.graph import prepare as prepare_mod
 from graph_helpers import rel_err, session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

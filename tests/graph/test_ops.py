@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from onnx import helper
 
-from engine.graph import GraphError, build_gradient_model, prepare_model
+from onnxplain.graph import GraphError, build_gradient_model, prepare_model
 
 from graph_helpers import make_model, onnx_grad, rel_err, session, t, torch_grad
 
@@ -485,7 +485,7 @@ def test_rectifier_masks_exact_at_edges(op, lo, hi):
 def test_strided_depthwise_interleave_both_forms(name, upgrade, monkeypatch):
     """Col2Im after the opset-18 upgrade, and the opset-17 ConvTranspose interleave used
     when the upgrade is not possible (forced here). Oracle: torch autograd, float64."""
-    from engine.graph import reverse
+    from onnxplain.graph import reverse
 
     if not upgrade:
         def refuse(model, version):
@@ -506,7 +506,7 @@ def test_top_class_seed_in_graph():
     """seed='top' picks each sample's first largest entry in the graph. Oracle: numpy's
     argmax, and the same graph fed that one-hot seed as an input (which is checked against
     torch by the op tests)."""
-    from engine.graph.reverse import SEED, TARGET
+    from onnxplain.graph.reverse import SEED, TARGET
 
     W = w(6, 5)
     model = make_model([node("MatMul", ["x", "W"], ["m"]), node("Tanh", ["m"], ["y"])],

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.autodiff import GradientEngine
-from engine.graph import build_gradient_model, prepare_model
-from engine.graph.reverse import SEED
+from onnxplain.autodiff import GradientEngine
+from onnxplain.graph import build_gradient_model, prepare_model
+from onnxplain.graph.reverse import SEED
 from graph_helpers import rel_err, session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -111,7 +111,7 @@ def test_qdq_conv_net_matches_torch_ste():
 def bundled():
     if not os.path.exists(EFFNET):
         pytest.skip("bundled model not present")
-    from engine import load_model
+    from onnxplain import load_model
     import skimage.data
 
     m = load_model()
@@ -129,7 +129,7 @@ def _corr(a, b):
 def test_int8_qdq_efficientnet_gradient(bundled, tmp_path):
     """The int8 QDQ build prepares (exactly verified: float semantics, no int8 kernels)
     and its STE gradient tracks the float32 model's (SmoothGrad correlation)."""
-    from engine.variants import quantize_int8
+    from onnxplain.variants import quantize_int8
 
     m, eng, x, seeds = bundled
     import skimage.data
@@ -156,7 +156,7 @@ def test_int8_qdq_efficientnet_gradient(bundled, tmp_path):
 def test_float16_efficientnet_gradient(bundled):
     """Gradient of the fp16 build = float32 graph on the float16-rounded weights (computed
     in float32), and close to the float32 model's own gradient."""
-    from engine.variants import float16_model
+    from onnxplain.variants import float16_model
 
     m, eng, x, seeds = bundled
     h = float16_model(m)

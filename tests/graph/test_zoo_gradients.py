@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from engine.autodiff import GradientEngine
+from onnxplain.autodiff import GradientEngine
 from tests.data import zoo
 
 NAMES = list(zoo.NAMES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import lime as K
+from onnxplain.kernels import lime as K
 
 CASES = [(layout, dtype, order) for layout in ("NCHW", "NHWC") for dtype in (np.float32, np.float16, np.uint8)
          for order in ("RGB", "BGR")]

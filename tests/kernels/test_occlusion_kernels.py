@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels._native import to_native_reference
-from kernels.occlusion import (accumulate_windows, accumulate_windows_reference, occlude_batch,
+from onnxplain.kernels._native import to_native_reference
+from onnxplain.kernels.occlusion import (accumulate_windows, accumulate_windows_reference, occlude_batch,
                                occlude_batch_reference)
 
 H, W = 13, 17

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.model import InputSpec
-from kernels.perturb import perturbation_batch, perturbation_batch_reference, rank_from_map
+from onnxplain.model import InputSpec
+from onnxplain.kernels.perturb import perturbation_batch, perturbation_batch_reference, rank_from_map
 
 
 def _spec(layout, dtype, h, w, bgr=False):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-from kernels.rise import (accumulate_saliency, accumulate_saliency_reference, apply_masks, apply_masks_reference,
+from onnxplain.kernels.rise import (accumulate_saliency, accumulate_saliency_reference, apply_masks, apply_masks_reference,
                           make_masks, make_masks_reference, upsample_table)
 
 from .test_occlusion_kernels import SPECS

@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
-import engine  # noqa: E402
-from engine.methods.layers import feature_layer_for  # noqa: E402
+import onnxplain  # noqa: E402
+from onnxplain.methods.layers import feature_layer_for  # noqa: E402
 from tests.data import zoo  # noqa: E402
 
 RECT = "tests/data/rectangle"
@@ -24,7 +24,7 @@ def models():
 
     def get(name):
         if name not in cache:
-            cache[name] = engine.load_model(zoo.onnx_path(name), preprocessing="none")
+            cache[name] = onnxplain.load_model(zoo.onnx_path(name), preprocessing="none")
         return cache[name]
     return get
 
@@ -52,7 +52,7 @@ def test_grad_cam_matches_captum_layergradcam(models, image, name):
     model, net = models(name), zoo.load(name)
     x = _nchw(image)
     labels = [int(net(x).argmax()), 4]
-    result = engine.grad_cam(model, image, labels, output_upsampling="none")
+    result = onnxplain.grad_cam(model, image, labels, output_upsampling="none")
     assert result.feature_layer == tensor  # the automatic choice is the documented layer
     assert result.score_map.shape == (*result.cam.shape[:2], 2)
     for k, label in enumerate(labels):
@@ -66,12 +66,12 @@ def test_grad_cam_matches_captum_layergradcam(models, image, name):
 
 def test_nhwc_input_model_matches_captum():
     """The rectangle model takes NHWC raw pixels (Transpose inside): same map as captum."""
-    model = engine.load_model(f"{RECT}/rectangle_cnn.onnx", preprocessing="none", labels=["no_rectangle", "rectangle"])
+    model = onnxplain.load_model(f"{RECT}/rectangle_cnn.onnx", preprocessing="none", labels=["no_rectangle", "rectangle"])
     net = zoo.load_rectangle()
     img = np.load(f"{RECT}/samples.npz")["images"][1]
     ref = captum_attr.LayerGradCam(net, net.relu1).attribute(torch.from_numpy(img[None].astype(np.float32)),
                                                             target=0, relu_attributions=True)[0, 0].detach().numpy()
-    got = engine.grad_cam(model, img, "rectangle", output_upsampling="none").score_map
+    got = onnxplain.grad_cam(model, img, "rectangle", output_upsampling="none").score_map
     assert _corr(got, ref) >= 0.9999
 
 
@@ -88,7 +88,7 @@ def test_automatic_feature_layer(models, name, expected):
 
 
 def test_bundled_model_feature_layer_is_head_clip():
-    layer = feature_layer_for(engine.load_model())
+    layer = feature_layer_for(onnxplain.load_model())
     assert layer.name == "/net/_swish_1/Clip_output_0"
     assert layer.op_type == "Clip" and layer.shape == (1280, 7, 7)
 
@@ -115,17 +115,17 @@ def test_nhwc_feature_maps_are_traced(tmp_path):
     onnx.checker.check_model(proto, full_check=True)
     path = tmp_path / "nhwc.onnx"
     onnx.save(proto, path)
-    model = engine.load_model(path, preprocessing="none")
+    model = onnxplain.load_model(path, preprocessing="none")
     layer = feature_layer_for(model)
     assert (layer.name, layer.layout, layer.grid) == ("feat", "NHWC", (8, 8))
     img = rng.uniform(0, 1, (8, 8, 3)).astype(np.float32)
-    result = engine.grad_cam(model, img, 1, output_upsampling="none")
+    result = onnxplain.grad_cam(model, img, 1, output_upsampling="none")
     # by hand: dy/dfeat = fc[c, 1] / 64 everywhere (ReduceMean then MatMul), so alpha_c = fc[c, 1] / 64
     feat = np.maximum(_conv_nhwc(img, numpy_helper.to_array(w)), 0)
     expected = np.maximum((feat * numpy_helper.to_array(fc)[:, 1] / 64.0).sum(axis=2), 0)
     np.testing.assert_allclose(result.score_map, expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="feature_layout"):
-        engine.grad_cam(model, img, 1, feature_layout="NHCW")
+        onnxplain.grad_cam(model, img, 1, feature_layout="NHCW")
 
 
 def _conv_nhwc(img, w):
@@ -144,25 +144,25 @@ def test_vit_token_feature_layer(models, image):
     # the last block's input (= block 0's output): the last block's output gives zero patch gradient
     assert layer.name == "/blocks/blocks.0/Add_1_output_0"
     assert (layer.layout, layer.grid, layer.extra_tokens) == ("tokens", (4, 4), 1)
-    result = engine.grad_cam(model, image)
+    result = onnxplain.grad_cam(model, image)
     assert result.cam.shape == (4, 4) and result.score_map.shape == (32, 32)
     assert np.all(np.isfinite(result.score_map))
     with pytest.raises(ValueError, match="feature_layer"):
-        engine.score_cam(engine.load_model(zoo.onnx_path("vit"), preprocessing="none"), image)
+        onnxplain.score_cam(onnxplain.load_model(zoo.onnx_path("vit"), preprocessing="none"), image)
 
 
 # ---- reductions ------------------------------------------------------------------------
 def test_regression_reduction(models, image):
     model = models("regression")
-    base = engine.grad_cam(model, image)                         # the single output itself
-    double = engine.grad_cam(model, image, reduction=lambda r: 2.0 * r[0])
+    base = onnxplain.grad_cam(model, image)                         # the single output itself
+    double = onnxplain.grad_cam(model, image, reduction=lambda r: 2.0 * r[0])
     np.testing.assert_allclose(double.score_map, 2.0 * base.score_map, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(double.scores, 2.0 * base.scores, rtol=1e-5)
-    weights = engine.grad_cam(model, image, reduction=np.array([2.0]))
+    weights = onnxplain.grad_cam(model, image, reduction=np.array([2.0]))
     np.testing.assert_allclose(weights.score_map, double.score_map, rtol=1e-4, atol=1e-7)
     net = zoo.load("regression")
     ref = captum_attr.LayerGradCam(net, net.act2).attribute(_nchw(image), target=0, relu_attributions=True)
-    assert _corr(engine.grad_cam(model, image, output_upsampling="none").score_map, ref[0, 0].detach()) >= 0.9999
+    assert _corr(onnxplain.grad_cam(model, image, output_upsampling="none").score_map, ref[0, 0].detach()) >= 0.9999
 
 
 def test_segmentation_class_region(models, image):
@@ -170,8 +170,8 @@ def test_segmentation_class_region(models, image):
     net = zoo.load("segmentation")
     mask = np.zeros((32, 32), bool)
     mask[4:20, 8:30] = True
-    result = engine.grad_cam(model, image, reduction=engine.ClassRegion(1, mask), output_upsampling="none")
-    same = engine.grad_cam(model, image, reduction=(1, mask), output_upsampling="none")
+    result = onnxplain.grad_cam(model, image, reduction=onnxplain.ClassRegion(1, mask), output_upsampling="none")
+    same = onnxplain.grad_cam(model, image, reduction=(1, mask), output_upsampling="none")
     np.testing.assert_array_equal(result.score_map, same.score_map)
     x = _nchw(image)
     with torch.no_grad():
@@ -189,36 +189,36 @@ def test_segmentation_class_region(models, image):
     wrapped = Reduced().eval()
     ref = captum_attr.LayerGradCam(wrapped, net.act3).attribute(x, target=0, relu_attributions=True)
     assert _corr(result.score_map, ref[0, 0].detach()) >= 0.9999
-    whole = engine.grad_cam(model, image, 1)                      # a class = its channel over all pixels
+    whole = onnxplain.grad_cam(model, image, 1)                      # a class = its channel over all pixels
     assert whole.labels == [1] and whole.reduction_layer == model.output_name
     with pytest.raises(ValueError, match="dense output"):
-        engine.grad_cam(model, image)
+        onnxplain.grad_cam(model, image)
 
 
 def test_callable_reduction_is_differentiated_numerically(models, image):
     model = models("resnet")
     w = np.linspace(-1.0, 1.0, 10)
-    linear = engine.grad_cam(model, image, reduction=lambda r: float(w @ r))
-    exact = engine.grad_cam(model, image, reduction=w)
+    linear = onnxplain.grad_cam(model, image, reduction=lambda r: float(w @ r))
+    exact = onnxplain.grad_cam(model, image, reduction=w)
     np.testing.assert_allclose(linear.score_map, exact.score_map, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(linear.channel_weights, exact.channel_weights, rtol=1e-5, atol=1e-9)
 
 
 def test_logits_and_probability_reduction_layers(models, image):
     model = models("resnet_softmax")
-    probs = engine.grad_cam(model, image, 3)
-    logits = engine.grad_cam(model, image, 3, reduction_layer="logits")
+    probs = onnxplain.grad_cam(model, image, 3)
+    logits = onnxplain.grad_cam(model, image, 3, reduction_layer="logits")
     assert probs.reduction_layer == model.output_name and logits.reduction_layer == model.logits_name
-    plain = engine.grad_cam(models("resnet"), image, 3)
+    plain = onnxplain.grad_cam(models("resnet"), image, 3)
     np.testing.assert_allclose(logits.score_map, plain.score_map, rtol=1e-4, atol=1e-6)
     assert 0 < probs.scores[0] < 1 and not np.allclose(probs.score_map, logits.score_map)
 
 
 def test_batched_labels_equal_one_at_a_time(models, image):
     model = models("mobilenet")
-    both = engine.grad_cam(model, image, [2, 5], mini_batch_size=1)
+    both = onnxplain.grad_cam(model, image, [2, 5], mini_batch_size=1)
     for k, label in enumerate([2, 5]):
-        one = engine.grad_cam(model, image, label)
+        one = onnxplain.grad_cam(model, image, label)
         np.testing.assert_allclose(both.score_map[..., k], one.score_map, rtol=1e-5, atol=1e-7)
 
 
@@ -227,9 +227,9 @@ def test_upsampling_and_contract(models):
     img = (np.random.default_rng(3).uniform(0, 255, (45, 61, 3))).astype(np.uint8)
     before = img.copy()
     for mode in ("bicubic", "nearest"):
-        result = engine.grad_cam(model, img, output_upsampling=mode)
+        result = onnxplain.grad_cam(model, img, output_upsampling=mode)
         assert result.score_map.shape == (45, 61) and result.score_map.dtype == np.float32
-    none = engine.grad_cam(model, img, output_upsampling="none")
+    none = onnxplain.grad_cam(model, img, output_upsampling="none")
     assert none.score_map.shape == (8, 8) and np.all(none.score_map >= 0)
     np.testing.assert_array_equal(img, before)
     for bad, match in [(dict(output_upsampling="cubic"), "output_upsampling"),
@@ -238,22 +238,22 @@ def test_upsampling_and_contract(models):
                        (dict(mini_batch_size=0), "mini_batch_size"),
                        (dict(reduction=np.ones(3)), "reduction")]:
         with pytest.raises(ValueError, match=match):
-            engine.grad_cam(model, img, **bad)
+            onnxplain.grad_cam(model, img, **bad)
     with pytest.raises(ValueError, match="either"):
-        engine.grad_cam(model, img, 1, reduction=2)
+        onnxplain.grad_cam(model, img, 1, reduction=2)
 
 
 def test_grad_cam_plus_plus_and_score_cam(models, image):
     model = models("resnet")
-    pp = engine.grad_cam_plus_plus(model, image, 3, output_upsampling="none")
-    gc = engine.grad_cam(model, image, 3, output_upsampling="none")
+    pp = onnxplain.grad_cam_plus_plus(model, image, 3, output_upsampling="none")
+    gc = onnxplain.grad_cam(model, image, 3, output_upsampling="none")
     assert pp.method == "gradcam++" and pp.score_map.shape == gc.score_map.shape
-    sc = engine.score_cam(model, image, 3, output_upsampling="none")
+    sc = onnxplain.score_cam(model, image, 3, output_upsampling="none")
     assert sc.method == "scorecam" and sc.feature_layer == gc.feature_layer
     # by hand: the masked-image class probabilities (softmax of the logits, as the paper's
     # code) are the channel weights
-    from engine.methods.scorecam import tapped_run
-    from engine.images import resize_map
+    from onnxplain.methods.scorecam import tapped_run
+    from onnxplain.images import resize_map
 
     acts = tapped_run(model, "cpu", [gc.feature_layer], model.to_native(image[None]))[0][0]
     up = resize_map(acts.transpose(1, 2, 0), (32, 32), "bilinear")
@@ -269,10 +269,10 @@ def test_grad_cam_plus_plus_and_score_cam(models, image):
 
 def test_guided_grad_cam(models, image):
     model = models("resnet")
-    result = engine.guided_grad_cam(model, image, 3)
-    guided = engine.gradient_attribution(model, image, 3, method="guided-backprop")
-    cam = engine.grad_cam(model, image, 3, output_upsampling="none").score_map
-    from engine.images import resize_map
+    result = onnxplain.guided_grad_cam(model, image, 3)
+    guided = onnxplain.gradient_attribution(model, image, 3, method="guided-backprop")
+    cam = onnxplain.grad_cam(model, image, 3, output_upsampling="none").score_map
+    from onnxplain.images import resize_map
 
     expected = guided.gradients * resize_map(cam, (32, 32), "bilinear")[..., None]
     np.testing.assert_allclose(result.gradients, expected, rtol=1e-5, atol=1e-9)
@@ -282,7 +282,7 @@ def test_guided_grad_cam(models, image):
 # ---- the rectangle toy task -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def rectangle():
-    model = engine.load_model(f"{RECT}/rectangle_cnn.onnx", preprocessing="none", labels=["no_rectangle", "rectangle"])
+    model = onnxplain.load_model(f"{RECT}/rectangle_cnn.onnx", preprocessing="none", labels=["no_rectangle", "rectangle"])
     data = np.load(f"{RECT}/samples.npz")
     keep = data["labels"] == 1
     return model, data["images"][keep], data["boxes"][keep]
@@ -306,7 +306,7 @@ def test_rectangle_grad_cam_peaks_on_rectangle(rectangle):
     model, images, boxes = rectangle
     hits = 0
     for img, box in zip(images, boxes):
-        m = engine.grad_cam(model, img, "rectangle").score_map
+        m = onnxplain.grad_cam(model, img, "rectangle").score_map
         r, c = np.unravel_index(np.argmax(m), m.shape)
         hits += bool(_inside(box)[r, c])
     assert hits >= 0.6 * len(images)
@@ -316,13 +316,13 @@ def test_rectangle_integrated_gradients_on_rectangle(rectangle):
     model, images, boxes = rectangle
     denser = 0
     for img, box in zip(images, boxes):
-        m = engine.gradient_attribution(model, img, "rectangle", method="integrated-gradients", num_steps=16).score_map
+        m = onnxplain.gradient_attribution(model, img, "rectangle", method="integrated-gradients", num_steps=16).score_map
         denser += bool(m[_inside(box)].mean() > m[~_inside(box)].mean())
     assert denser >= 0.9 * len(images)
 
 
 def test_cli_gradcam(tmp_path, capsys):
-    from engine.cli import main
+    from onnxplain.cli import main
 
     rc = main(["gradcam", "--model", zoo.onnx_path("resnet"), "--preprocessing", "none", "--label", "3", "5",
                "--variant", "gradcam++", "--out", str(tmp_path), "--no-progress"])
@@ -341,11 +341,11 @@ def test_cli_gradcam(tmp_path, capsys):
 def test_sigmoid_output_classes(rectangle):
     model, images, _ = rectangle
     p = float(model.run_native(model.to_native(images[:1].astype(np.float32)))[0, 0])
-    both = engine.grad_cam(model, images[0], ["no_rectangle", "rectangle"], output_upsampling="none")
+    both = onnxplain.grad_cam(model, images[0], ["no_rectangle", "rectangle"], output_upsampling="none")
     np.testing.assert_allclose(both.scores, [1 - p, p], rtol=1e-5)
     # class 0 is 1 - p: its gradient is the negated class-1 gradient, so the channel weights flip sign
     np.testing.assert_allclose(both.channel_weights[0], -both.channel_weights[1], rtol=1e-6)
-    logit = engine.grad_cam(model, images[0], "rectangle", reduction_layer="logits")
+    logit = onnxplain.grad_cam(model, images[0], "rectangle", reduction_layer="logits")
     assert logit.reduction_layer != model.output_name
     assert 1.0 / (1.0 + np.exp(-float(logit.scores[0]))) == pytest.approx(p, rel=1e-6)
 
@@ -354,7 +354,7 @@ def test_sigmoid_output_classes(rectangle):
 def test_default_class_is_chosen_in_the_gradient_run(models, image, method, monkeypatch):
     """No label: the top class is picked inside the gradient graph (one engine run, no
     separate forward). Oracle: argmax of the model's scores and the explicit-label call."""
-    model, fn = models("resnet"), getattr(engine, method)
+    model, fn = models("resnet"), getattr(onnxplain, method)
     top = int(np.argmax(model.scores_native(model.to_native(image[None]))[0]))
     explicit = fn(model, image, top)
 

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
-import engine  # noqa: E402
+import onnxplain  # noqa: E402
 from tests.data import zoo  # noqa: E402
 
 
@@ -21,7 +21,7 @@ def models():
 
     def get(name, preprocessing="none"):
         if (name, preprocessing) not in cache:
-            cache[name, preprocessing] = engine.load_model(zoo.onnx_path(name), preprocessing=preprocessing)
+            cache[name, preprocessing] = onnxplain.load_model(zoo.onnx_path(name), preprocessing=preprocessing)
         return cache[name, preprocessing]
     return get
 
@@ -56,7 +56,7 @@ def _captum(method, net, x, label, steps=25):
 def test_matches_captum(models, image, name, method):
     model, net = models(name), zoo.load(name)
     labels = [2, 7]
-    result = engine.gradient_attribution(model, image, labels, method=method)
+    result = onnxplain.gradient_attribution(model, image, labels, method=method)
     assert result.gradients.shape == (32, 32, 3, 2) and result.score_map.shape == (32, 32, 2)
     for k, label in enumerate(labels):
         ref = _hwc(_captum(method, net, _nchw(image, grad=True), label))
@@ -80,42 +80,42 @@ def test_gradient_is_with_respect_to_raw_pixels(models, image):
     ref = _hwc(captum_attr.Saliency(net).attribute(torch.from_numpy(native[None].copy()).requires_grad_(), target=4,
                                                    abs=False))
     a, _ = model.preprocessing.affine
-    got = engine.gradient_attribution(model, pixels, 4).gradients
+    got = onnxplain.gradient_attribution(model, pixels, 4).gradients
     np.testing.assert_allclose(got, ref * a, rtol=1e-3, atol=1e-5 * np.abs(ref * a).max())
 
 
 def test_integrated_gradients_definition_and_completeness(models, image):
     model = models("smooth")
     steps = 9
-    result = engine.gradient_attribution(model, image, 3, method="integrated-gradients", num_steps=steps,
+    result = onnxplain.gradient_attribution(model, image, 3, method="integrated-gradients", num_steps=steps,
                                          baseline=0.5)
     base = np.full_like(image, 0.5)
     path = [base + a * (image - base) for a in np.linspace(0, 1, steps)]
-    grads = [engine.gradient_attribution(model, p, 3).gradients for p in path]
+    grads = [onnxplain.gradient_attribution(model, p, 3).gradients for p in path]
     w = np.full(steps, 1 / (steps - 1))
     w[[0, -1]] /= 2
     expected = (image - base) * sum(wi * g for wi, g in zip(w, grads))
     np.testing.assert_allclose(result.gradients, expected, rtol=1e-4, atol=1e-7)
     # completeness: the attributions sum to S(image) - S(baseline) (trapezoid error only)
-    fine = engine.gradient_attribution(model, image, 3, method="integrated-gradients", num_steps=64)
+    fine = onnxplain.gradient_attribution(model, image, 3, method="integrated-gradients", num_steps=64)
     s = model.scores_native(model.to_native(np.stack([image, np.zeros_like(image)])))[:, 3]
     np.testing.assert_allclose(fine.gradients.sum(), s[0] - s[1], rtol=2e-2, atol=1e-4)
 
 
 def test_smoothgrad_and_gradient_x_input(models, image):
     model = models("relunet")
-    a = engine.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=6, noise_level=0.2,
+    a = onnxplain.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=6, noise_level=0.2,
                                     random_state=5, mini_batch_size=4)
-    b = engine.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=6, noise_level=0.2,
+    b = onnxplain.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=6, noise_level=0.2,
                                     random_state=5)
     np.testing.assert_array_equal(a.gradients, b.gradients)             # same seed, same output
     sigma = 0.2 * (image.max() - image.min())
     noise = np.random.default_rng(5).normal(0.0, 1.0, (6, *image.shape)).astype(np.float32) * np.float32(sigma)
-    expected = np.mean([engine.gradient_attribution(model, image + n, 1).gradients for n in noise], axis=0)
+    expected = np.mean([onnxplain.gradient_attribution(model, image + n, 1).gradients for n in noise], axis=0)
     np.testing.assert_allclose(a.gradients, expected, rtol=1e-4, atol=1e-7)
     assert a.params["noise_sigma"] == pytest.approx(sigma)
-    gxi = engine.gradient_attribution(model, image, 1, method="gradient-x-input")
-    grad = engine.gradient_attribution(model, image, 1)
+    gxi = onnxplain.gradient_attribution(model, image, 1, method="gradient-x-input")
+    grad = onnxplain.gradient_attribution(model, image, 1)
     np.testing.assert_allclose(gxi.gradients, grad.gradients * image, rtol=1e-6)
 
 
@@ -123,13 +123,13 @@ def test_resized_image_and_contract(models):
     model = models("relunet")
     img = np.random.default_rng(4).uniform(0, 255, (48, 40, 3)).astype(np.uint8)
     before = img.copy()
-    result = engine.gradient_attribution(model, img, 3, method="guided-backprop")
+    result = onnxplain.gradient_attribution(model, img, 3, method="guided-backprop")
     assert result.gradients.shape == (48, 40, 3) and result.gradients.dtype == np.float32
     assert result.working_gradients.shape == (32, 32, 3)
     np.testing.assert_allclose(result.score_map, np.abs(result.gradients).sum(axis=2), rtol=1e-6)
     np.testing.assert_array_equal(img, before)
-    one = engine.gradient_attribution(model, img, 5, method="integrated-gradients", num_steps=5)
-    both = engine.gradient_attribution(model, img, [3, 5], method="integrated-gradients", num_steps=5,
+    one = onnxplain.gradient_attribution(model, img, 5, method="integrated-gradients", num_steps=5)
+    both = onnxplain.gradient_attribution(model, img, [3, 5], method="integrated-gradients", num_steps=5,
                                        mini_batch_size=3)
     np.testing.assert_allclose(both.gradients[..., 1], one.gradients, rtol=1e-5, atol=1e-9)
     for bad, err in [(dict(method="saliency"), ValueError), (dict(num_steps=1), ValueError),
@@ -138,11 +138,11 @@ def test_resized_image_and_contract(models):
                      (dict(method="gradient", baseline=0.0), ValueError),  # was silently ignored
                      (dict(method="smoothgrad", baseline=np.zeros((32, 32, 3))), ValueError)]:
         with pytest.raises(err):
-            engine.gradient_attribution(model, img, 3, **bad)
+            onnxplain.gradient_attribution(model, img, 3, **bad)
 
 
 def test_explain_defaults_run(models, image):
-    from engine.methods import gradients
+    from onnxplain.methods import gradients
 
     model = models("resnet")
     for name, fn in gradients.EXPLAIN_DEFAULTS.items():
@@ -151,7 +151,7 @@ def test_explain_defaults_run(models, image):
 
 
 def test_cli_gradients(tmp_path):
-    from engine.cli import main
+    from onnxplain.cli import main
 
     rc = main(["gradients", "--model", zoo.onnx_path("relunet"), "--preprocessing", "none", "--label", "2",
                "--method", "integrated-gradients", "--num-steps", "4", "--baseline", "10,20,30",
@@ -173,15 +173,15 @@ def test_smoothgrad_labels_share_noise_and_memory_does_not_grow(models, image):
 
     model = models("relunet")
     kw = dict(method="smoothgrad", num_samples=5, random_state=7, mini_batch_size=3)  # batches straddle labels
-    both = engine.gradient_attribution(model, image, [1, 2], **kw)
+    both = onnxplain.gradient_attribution(model, image, [1, 2], **kw)
     for k, label in enumerate([1, 2]):
-        one = engine.gradient_attribution(model, image, label, **kw)
+        one = onnxplain.gradient_attribution(model, image, label, **kw)
         np.testing.assert_array_equal(both.gradients[..., k], one.gradients)
     peaks = []
     for n in (4, 256):
-        engine.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=n, mini_batch_size=4)
+        onnxplain.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=n, mini_batch_size=4)
         tracemalloc.start()
-        engine.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=n, mini_batch_size=4)
+        onnxplain.gradient_attribution(model, image, 1, method="smoothgrad", num_samples=n, mini_batch_size=4)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     noise_bytes = 256 * image.size * 8
@@ -195,12 +195,12 @@ def test_default_class_is_chosen_in_the_gradient_run(models, image, method, monk
     call, which must give the identical explanation."""
     model = models("resnet")
     top = int(np.argmax(model.scores_native(model.to_native(image[None]))[0]))
-    explicit = engine.gradient_attribution(model, image, top, method=method)
+    explicit = onnxplain.gradient_attribution(model, image, top, method=method)
 
     def no_forward(*args, **kwargs):
         raise AssertionError("a separate forward pass ran")
     monkeypatch.setattr(model, "run_native", no_forward)
-    default = engine.gradient_attribution(model, image, method=method)
+    default = onnxplain.gradient_attribution(model, image, method=method)
     assert default.labels == [top] and default.label_names == explicit.label_names
     np.testing.assert_array_equal(default.score_map, explicit.score_map)
     np.testing.assert_array_equal(default.scores, explicit.scores)

@@ -1,4 +1,4 @@
-"""engine.image_lime (MATLAB imageLIME semantics) on tiny hand-made ONNX models, the rectangle
+"""onnxplain.image_lime (MATLAB imageLIME semantics) on tiny hand-made ONNX models, the rectangle
 toy task and the bundled model; the ``onnxplain lime`` command. Each test names its oracle."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import engine
-from engine.cli import main
-from engine.methods import lime as lime_method
+import onnxplain
+from onnxplain.cli import main
+from onnxplain.methods import lime as lime_method
 from tests.tiny_models import make_classifier, save
 
 RECT_DIR = os.path.join(os.path.dirname(__file__), "..", "data", "rectangle")
@@ -44,13 +44,13 @@ def quadrant_model(size: int) -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def quad16(tmp_path_factory):
     path = save(quadrant_model(16), tmp_path_factory.mktemp("lime"), "quad16")
-    return engine.load_model(path, preprocessing="none", labels=["const", "quadrant"])
+    return onnxplain.load_model(path, preprocessing="none", labels=["const", "quadrant"])
 
 
 @pytest.fixture(scope="module")
 def quad32(tmp_path_factory):
     path = save(quadrant_model(32), tmp_path_factory.mktemp("lime"), "quad32")
-    return engine.load_model(path, preprocessing="none", labels=["const", "quadrant"])
+    return onnxplain.load_model(path, preprocessing="none", labels=["const", "quadrant"])
 
 
 def bright_quadrant(size: int, seed: int = 0) -> np.ndarray:
@@ -64,7 +64,7 @@ def bright_quadrant(size: int, seed: int = 0) -> np.ndarray:
 # ---- segmentation and shapes ----------------------------------------------------------------
 def test_grid_64_on_square_image_is_8x8(quad32):
     """Oracle: MATLAB's rule — a square image with num_features = k*k gives a k x k grid."""
-    r = engine.image_lime(quad32, bright_quadrant(32), 1, segmentation="grid", num_features=64, num_samples=64,
+    r = onnxplain.image_lime(quad32, bright_quadrant(32), 1, segmentation="grid", num_features=64, num_samples=64,
                           random_state=0)
     assert r.num_features == 64 and r.grid_shape == (8, 8)
     rows, cols = np.meshgrid(np.arange(32) // 4, np.arange(32) // 4, indexing="ij")
@@ -88,7 +88,7 @@ def test_custom_matrix_is_honoured_and_num_features_ignored(quad16):
     matrix[:16, :16] = 7    # the quadrant the model reads
     matrix[16:, :8] = -3
     img = np.kron(bright_quadrant(16), np.ones((2, 2, 1))).astype(np.float32)
-    r = engine.image_lime(quad16, img, 1, segmentation=matrix, num_features=5, num_samples=128,
+    r = onnxplain.image_lime(quad16, img, 1, segmentation=matrix, num_features=5, num_samples=128,
                           random_state=0, surrogate="linear")
     assert r.num_features == 3 and r.params["segmentation"] == "custom"
     expected = np.searchsorted([-3, 7, 42], matrix)
@@ -101,14 +101,14 @@ def test_none_upsampling_returns_grid_or_working_map(quad16):
     """Oracle: MATLAB's 'none' (grid: the map is the grid itself); our documented choice for
     other segmentations (the painted map at the model input size)."""
     img = np.kron(bright_quadrant(16), np.ones((3, 3, 1))).astype(np.float32)  # 48 x 48 original
-    g = engine.image_lime(quad16, img, 1, segmentation="grid", num_features=16, num_samples=64,
+    g = onnxplain.image_lime(quad16, img, 1, segmentation="grid", num_features=16, num_samples=64,
                           output_upsampling="none", random_state=0)
     assert g.score_map.shape == (4, 4) and g.feature_map.shape == (48, 48)
     assert np.array_equal(g.score_map, g.feature_importance.reshape(4, 4))
-    s = engine.image_lime(quad16, img, 1, segmentation="superpixels", num_features=8, num_samples=64,
+    s = onnxplain.image_lime(quad16, img, 1, segmentation="superpixels", num_features=8, num_samples=64,
                           output_upsampling="none", random_state=0)
     assert s.score_map.shape == (16, 16)
-    b = engine.image_lime(quad16, img, 1, segmentation="grid", num_features=16, num_samples=64,
+    b = onnxplain.image_lime(quad16, img, 1, segmentation="grid", num_features=16, num_samples=64,
                           output_upsampling="bicubic", random_state=0)
     assert b.score_map.shape == (48, 48) and len(np.unique(b.score_map)) > 16  # smooth, not blocky
 
@@ -116,7 +116,7 @@ def test_none_upsampling_returns_grid_or_working_map(quad16):
 @pytest.mark.parametrize("segmentation", ["superpixels", "quickshift", "felzenszwalb"])
 def test_image_segmentations_label_every_pixel(quad32, segmentation):
     """Oracle: the feature map is a 0..F-1 labelling that uses every label."""
-    r = engine.image_lime(quad32, bright_quadrant(32), 1, segmentation=segmentation, num_features=9,
+    r = onnxplain.image_lime(quad32, bright_quadrant(32), 1, segmentation=segmentation, num_features=9,
                           num_samples=16, random_state=0)
     assert r.feature_map.shape == (32, 32)
     assert np.array_equal(np.unique(r.feature_map), np.arange(r.num_features))
@@ -133,7 +133,7 @@ def test_multi_label_one_pass_shapes(quad16, monkeypatch):
         return real(self, x, **kw)
 
     monkeypatch.setattr(type(quad16), "scores_native", counting)
-    r = engine.image_lime(quad16, bright_quadrant(16), ["const", 1], segmentation="grid", num_features=4,
+    r = onnxplain.image_lime(quad16, bright_quadrant(16), ["const", 1], segmentation="grid", num_features=4,
                           num_samples=100, mini_batch_size=32, random_state=0)
     assert sum(calls) == 100 and calls[0] == 32
     assert r.score_map.shape == (16, 16, 2) and r.feature_importance.shape == (4, 2)
@@ -145,9 +145,9 @@ def test_same_seed_identical_other_seed_different(quad32):
     """Oracle: reproducibility contract (same seed -> bit-identical; another seed -> different)."""
     kw = dict(segmentation="superpixels", num_features=16, num_samples=96, random_state=3)
     img = bright_quadrant(32) + np.linspace(0, 30, 32)[None, :, None].astype(np.float32)
-    a = engine.image_lime(quad32, img, 1, **kw)
-    b = engine.image_lime(quad32, img, 1, **kw)
-    c = engine.image_lime(quad32, img, 1, **{**kw, "random_state": 4})
+    a = onnxplain.image_lime(quad32, img, 1, **kw)
+    b = onnxplain.image_lime(quad32, img, 1, **kw)
+    c = onnxplain.image_lime(quad32, img, 1, **{**kw, "random_state": 4})
     assert np.array_equal(a.score_map, b.score_map) and np.array_equal(a.feature_importance, b.feature_importance)
     assert not np.array_equal(a.feature_importance, c.feature_importance)
 
@@ -156,7 +156,7 @@ def test_input_image_not_mutated(quad16):
     """Oracle: contract — inputs are not mutated."""
     img = bright_quadrant(16)
     before = img.copy()
-    engine.image_lime(quad16, img, 1, segmentation="grid", num_features=4, num_samples=8, random_state=0)
+    onnxplain.image_lime(quad16, img, 1, segmentation="grid", num_features=4, num_samples=8, random_state=0)
     assert np.array_equal(img, before)
 
 
@@ -166,11 +166,11 @@ def test_region_the_score_depends_on_ranks_first(quad16, surrogate):
     """Oracle: by construction the class-1 score reads only the top-left quadrant: with a 2 x 2
     grid that is feature 0; with a 4 x 4 grid the quadrant's cells are 0, 1, 4, 5."""
     img = bright_quadrant(16)
-    r = engine.image_lime(quad16, img, "quadrant", segmentation="grid", num_features=4, num_samples=128,
+    r = onnxplain.image_lime(quad16, img, "quadrant", segmentation="grid", num_features=4, num_samples=128,
                           surrogate=surrogate, random_state=0)
     assert np.argmax(r.feature_importance) == 0
     assert np.allclose(r.feature_importance[1:], 0, atol=1e-6 * abs(r.feature_importance[0]))
-    r = engine.image_lime(quad16, img, "quadrant", segmentation="grid", num_features=16, num_samples=512,
+    r = onnxplain.image_lime(quad16, img, "quadrant", segmentation="grid", num_features=16, num_samples=512,
                           surrogate=surrogate, random_state=0)
     assert set(np.argsort(-r.feature_importance)[:4]) == {0, 1, 4, 5}
 
@@ -181,7 +181,7 @@ def test_linear_coefficients_equal_score_change_with_constant_fill(quad16):
     img = bright_quadrant(16)
     quad = float(img[:8, :8].mean())
     for fill, off in [(50.0, 50.0), ((10.0, 20.0, 90.0), 40.0), ("mean", float(img.reshape(-1, 3).mean(0).mean()))]:
-        r = engine.image_lime(quad16, img, 1, segmentation="grid", num_features=4, num_samples=1024,
+        r = onnxplain.image_lime(quad16, img, 1, segmentation="grid", num_features=4, num_samples=1024,
                               surrogate="linear", fill=fill, sample_weights=False, random_state=1)
         assert r.feature_importance[0] == pytest.approx(quad - off, abs=0.01 * abs(quad - off) + 1e-3)
 
@@ -194,10 +194,10 @@ def test_layouts_and_dtypes_give_the_exact_linear_answer(tmp_path, layout, dtype
     score(all on) - score(only that feature off), computed with Model.to_native in numpy."""
     path = save(make_classifier(layout=layout, dtype=dtype, size=12), tmp_path, "tiny")
     pre = {"scale": 1.0 if dtype == "uint8" else 1 / 64, "mean": [0, 0, 0], "std": [1, 1, 1], "channel_order": order}
-    model = engine.load_model(path, preprocessing=pre)
+    model = onnxplain.load_model(path, preprocessing=pre)
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
-    r = engine.image_lime(model, img, [1, 3], segmentation="grid", num_features=9, num_samples=2048,
+    r = onnxplain.image_lime(model, img, [1, 3], segmentation="grid", num_features=9, num_samples=2048,
                           surrogate="linear", fill=(100, 0, 250), sample_weights=False, random_state=0)
     pixels = img.astype(np.float32)
     fm = r.feature_map
@@ -241,7 +241,7 @@ def test_fills_and_progress(quad16):
     seen = []
     img = bright_quadrant(16)
     for fill in ("superpixel-mean", "blur", 0, (1, 2, 3)):
-        r = engine.image_lime(quad16, img, 1, segmentation="grid", num_features=4, num_samples=40,
+        r = onnxplain.image_lime(quad16, img, 1, segmentation="grid", num_features=4, num_samples=40,
                               mini_batch_size=16, fill=fill, random_state=0,
                               progress=lambda d, t: seen.append((d, t)))
         assert r.feature_importance[0] > 0
@@ -268,7 +268,7 @@ def test_fills_and_progress(quad16):
 def test_bad_options_raise_clear_errors(quad16, kwargs, error, match):
     """Oracle: the documented parameter errors (scikit-learn style messages)."""
     with pytest.raises(error, match=match):
-        engine.image_lime(quad16, bright_quadrant(16), 1, **{"num_samples": 8, **kwargs})
+        onnxplain.image_lime(quad16, bright_quadrant(16), 1, **{"num_samples": 8, **kwargs})
 
 
 # ---- the rectangle toy task ------------------------------------------------------------------
@@ -278,7 +278,7 @@ def _rectangle_fraction(fill, num_features: int, num_samples: int, top_k: int, n
     if not (os.path.exists(model_path) and os.path.exists(samples)):
         pytest.skip("tests/data/rectangle/rectangle_cnn.onnx or samples.npz is absent "
                     "(python -m tests.data.make_rectangle)")
-    model = engine.load_model(model_path, preprocessing="none", labels=["no_rectangle", "rectangle"], layout="NHWC")
+    model = onnxplain.load_model(model_path, preprocessing="none", labels=["no_rectangle", "rectangle"], layout="NHWC")
     data = np.load(samples)
     chosen = np.flatnonzero((data["labels"] == 1) & (data["probs"] > 0.5))[:n_images]
     assert len(chosen) >= min(n_images, 8)
@@ -287,7 +287,7 @@ def _rectangle_fraction(fill, num_features: int, num_samples: int, top_k: int, n
         r0, c0, r1, c1 = data["boxes"][i]
         box = np.zeros((64, 64), bool)
         box[r0:r1, c0:c1] = True
-        r = engine.image_lime(model, data["images"][i], "rectangle", num_features=num_features,
+        r = onnxplain.image_lime(model, data["images"][i], "rectangle", num_features=num_features,
                               num_samples=num_samples, fill=fill, random_state=0)
         top = np.argsort(-r.feature_importance, kind="stable")[:top_k]
         inside.append(box[np.isin(r.feature_map, top)].mean())
@@ -319,9 +319,9 @@ def test_bundled_model_smoke_and_rendering(tmp_path):
     and the renderers accept the result (overlay with boundaries, lime-style image and mask)."""
     from skimage.data import chelsea
 
-    model = engine.load_model()
+    model = onnxplain.load_model()
     img = chelsea()
-    r = engine.image_lime(model, img, None, num_samples=64, random_state=0)
+    r = onnxplain.image_lime(model, img, None, num_samples=64, random_state=0)
     assert r.method == "lime" and r.label_names == ["Egyptian cat"]
     assert r.score_map.shape == img.shape[:2] and r.score_map.dtype == np.float32
     assert r.feature_map.shape == img.shape[:2] and r.feature_map.max() == r.num_features - 1
@@ -330,8 +330,8 @@ def test_bundled_model_smoke_and_rendering(tmp_path):
     assert set(r.timings) == {"segmentation", "sampling", "inference", "surrogate", "total"}
     assert r.params["working_size"] == [224, 224] and r.params["num_samples"] == 64
     json.dumps(r.summary())
-    engine.overlay_figure(img, r.score_map, tmp_path / "o.png", boundaries=r.feature_map)
-    shown, mask = engine.image_and_mask(r.feature_map, r.feature_importance, img, num_features=3, hide_rest=True)
+    onnxplain.overlay_figure(img, r.score_map, tmp_path / "o.png", boundaries=r.feature_map)
+    shown, mask = onnxplain.image_and_mask(r.feature_map, r.feature_importance, img, num_features=3, hide_rest=True)
     assert mask.shape == img.shape[:2] and len(np.unique(r.feature_map[mask == 1])) == 3
     assert np.all(shown[mask == 0] == 0)
 
@@ -381,7 +381,7 @@ def test_cli_bad_choice_exit_2(capsys):
 
 def test_explain_default_uses_light_settings(monkeypatch):
     """Oracle: DEFAULT_LIGHT is what ``onnxplain explain`` runs (the call is intercepted)."""
-    from engine.cli import lime as cli_lime
+    from onnxplain.cli import lime as cli_lime
 
     seen = {}
     monkeypatch.setattr(lime_method, "image_lime", lambda *a, **kw: seen.update(kw) or "result")

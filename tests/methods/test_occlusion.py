@@ -1,4 +1,4 @@
-"""engine.occlusion_sensitivity.
+"""onnxplain.occlusion_sensitivity.
 
 Oracles: (1) a linear ONNX model, whose occlusion map follows by hand from the definition
 (score change per window, mean over the windows covering each pixel), for both placements;
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-from engine.cli import main
+import onnxplain
+from onnxplain.cli import main
 from tests.data import zoo
 
 from ._linear import linear_model, linear_scores
@@ -59,7 +59,7 @@ def linear(tmp_path_factory):
     out = {}
     for layout, dtype, pre in VARIANTS:
         path, weights = linear_model(folder, layout=layout, dtype=dtype)
-        out[(layout, dtype)] = (engine.load_model(path, preprocessing=pre), weights)
+        out[(layout, dtype)] = (onnxplain.load_model(path, preprocessing=pre), weights)
     return out
 
 
@@ -74,7 +74,7 @@ def test_linear_model_map_is_the_definition(linear, layout, dtype, clipping, k, 
     model, weights = linear[(layout, dtype)]
     pixels = _image()
     fill = pixels.reshape(-1, 3).mean(axis=0)
-    res = engine.occlusion_sensitivity(model, pixels, 1, mask_size=k, stride=s, mask_clipping=clipping,
+    res = onnxplain.occlusion_sensitivity(model, pixels, 1, mask_size=k, stride=s, mask_clipping=clipping,
                                        output_upsampling="none", mini_batch_size=7)
     want, deltas, counts = _expected(model, weights, pixels, fill, k, s, clipping, 1)
     scale = np.abs(weights[1]).sum() * 3.0  # |score| bound for natives of order 1..255 -> float32 rounding
@@ -92,9 +92,9 @@ def test_linear_model_map_is_the_definition(linear, layout, dtype, clipping, k, 
 
 def test_clipped_placement_centres_the_first_window_on_the_edge(linear):
     model, _ = linear[("NCHW", "float32")]
-    res = engine.occlusion_sensitivity(model, _image(), 0, mask_size=5, stride=2, output_upsampling="none")
+    res = onnxplain.occlusion_sensitivity(model, _image(), 0, mask_size=5, stride=2, output_upsampling="none")
     assert list(res.window_rows) == [-2, 0, 2, 4, 6, 8]  # centres 0, 2, ..., 10; last reaches row 11
-    unclipped = engine.occlusion_sensitivity(model, _image(), 0, mask_size=5, stride=2, mask_clipping=False,
+    unclipped = onnxplain.occlusion_sensitivity(model, _image(), 0, mask_size=5, stride=2, mask_clipping=False,
                                              output_upsampling="none")
     assert list(unclipped.window_rows) == [0, 2, 4, 6]
     assert np.all(unclipped.score_map[-1] == 0)  # row 11 is in no inside window
@@ -104,7 +104,7 @@ def test_clipped_placement_centres_the_first_window_on_the_edge(linear):
 def test_no_clipped_window_lies_wholly_outside_the_image():
     """Oracle: by hand, side 12, window 2, stride 5: starts -1, 4, 9 (the formula's fourth, 14,
     starts past the edge; it occluded nothing and cost a model run)."""
-    from engine.methods.occlusion import window_starts
+    from onnxplain.methods.occlusion import window_starts
 
     assert list(window_starts(12, 2, 5, True)) == [-1, 4, 9]
     for side, k, s in [(12, 2, 5), (64, 2, 5), (64, 8, 100), (7, 3, 3), (64, 45, 22)]:
@@ -114,7 +114,7 @@ def test_no_clipped_window_lies_wholly_outside_the_image():
 
 def test_auto_sizes_follow_the_documented_rounding(linear):
     model, _ = linear[("NCHW", "float32")]
-    res = engine.occlusion_sensitivity(model, _image(), 0, output_upsampling="none")
+    res = onnxplain.occlusion_sensitivity(model, _image(), 0, output_upsampling="none")
     # 12 px side: mask floor(0.2 * 12 + 0.5) = 2, stride floor(1.2 + 0.5) = 1
     assert res.params["mask_size"] == [2, 2] and res.params["stride"] == [1, 1]
     assert res.params["num_positions"] == [12, 12]
@@ -124,7 +124,7 @@ def test_mask_value_forms(linear):
     model, weights = linear[("NCHW", "float32")]
     pixels = _image()
     for value, fill in [(0, np.zeros(3)), ((10, 20, 30), np.array([10.0, 20, 30]))]:
-        res = engine.occlusion_sensitivity(model, pixels, 0, mask_size=4, stride=4, mask_value=value,
+        res = onnxplain.occlusion_sensitivity(model, pixels, 0, mask_size=4, stride=4, mask_value=value,
                                            mask_clipping=False, output_upsampling="none")
         want, _, _ = _expected(model, weights, pixels, fill.astype(np.float32), (4, 4), (4, 4), False, 0)
         np.testing.assert_allclose(res.score_map, want, rtol=0, atol=1e-4 * np.abs(want).max())
@@ -135,10 +135,10 @@ def test_several_labels_batching_and_input_not_mutated(linear):
     model, _ = linear[("NHWC", "float16")]
     pixels = _image()
     keep = pixels.copy()
-    both = engine.occlusion_sensitivity(model, pixels, [1, 0], mask_size=3, stride=2, output_upsampling="none")
+    both = onnxplain.occlusion_sensitivity(model, pixels, [1, 0], mask_size=3, stride=2, output_upsampling="none")
     assert both.score_map.shape == (12, 12, 2) and both.position_map.shape == (6, 6, 2)
     assert both.labels == [1, 0] and both.scores.shape == (2,)
-    one = engine.occlusion_sensitivity(model, pixels, 0, mask_size=3, stride=2, output_upsampling="none",
+    one = onnxplain.occlusion_sensitivity(model, pixels, 0, mask_size=3, stride=2, output_upsampling="none",
                                        mini_batch_size=1)
     np.testing.assert_allclose(both.score_map[..., 1], one.score_map, rtol=1e-5, atol=1e-4)
     assert np.array_equal(pixels, keep)
@@ -149,9 +149,9 @@ def test_upsampling_to_the_image_size(linear):
     model, _ = linear[("NCHW", "float32")]
     image = (np.random.default_rng(1).random((20, 30, 3)) * 255).astype(np.uint8)
     kw = dict(mask_size=4, stride=2)
-    none = engine.occlusion_sensitivity(model, image, 0, output_upsampling="none", **kw)
-    bicubic = engine.occlusion_sensitivity(model, image, 0, **kw)
-    nearest = engine.occlusion_sensitivity(model, image, 0, output_upsampling="nearest", **kw)
+    none = onnxplain.occlusion_sensitivity(model, image, 0, output_upsampling="none", **kw)
+    bicubic = onnxplain.occlusion_sensitivity(model, image, 0, **kw)
+    nearest = onnxplain.occlusion_sensitivity(model, image, 0, output_upsampling="nearest", **kw)
     assert none.score_map.shape == (12, 12) and bicubic.score_map.shape == (20, 30)
     assert nearest.score_map.shape == (20, 30)
     assert set(np.unique(nearest.score_map)) <= set(np.unique(none.score_map))
@@ -174,7 +174,7 @@ def test_upsampling_to_the_image_size(linear):
 def test_bad_options_raise_clear_errors(linear, kwargs, error, match):
     model, _ = linear[("NCHW", "float32")]
     with pytest.raises(error, match=match):
-        engine.occlusion_sensitivity(model, _image(), 0, **kwargs)
+        onnxplain.occlusion_sensitivity(model, _image(), 0, **kwargs)
 
 
 # ---- captum parity ---------------------------------------------------------------------
@@ -198,9 +198,9 @@ def _captum(name, image, labels, window, stride, fill):
 @pytest.mark.parametrize("name", ["resnet", "vgg"])
 def test_equals_captum_occlusion(name):
     """mask_clipping=False, (32 - 8) divisible by 4: captum's windows are exactly ours."""
-    model = engine.load_model(zoo.onnx_path(name), preprocessing="none")
+    model = onnxplain.load_model(zoo.onnx_path(name), preprocessing="none")
     image = np.random.default_rng(5).normal(size=(32, 32, 3)).astype(np.float32)
-    res = engine.occlusion_sensitivity(model, image, [3, 7], mask_size=8, stride=4, mask_clipping=False,
+    res = onnxplain.occlusion_sensitivity(model, image, [3, 7], mask_size=8, stride=4, mask_clipping=False,
                                        output_upsampling="none")
     want = _captum(name, image, [3, 7], (8, 8), (4, 4), res.params["mask_value"])
     np.testing.assert_allclose(res.score_map, want, rtol=0, atol=1e-5 * np.abs(want).max())
@@ -209,9 +209,9 @@ def test_equals_captum_occlusion(name):
 def test_captum_adds_a_clipped_last_window_when_not_divisible():
     """(32 - 8) = 24 is not a multiple of 5: captum adds windows starting at 25 (clipped);
     ours stop at 20. Pixels covered by the same windows agree; rows/cols 28.. are ours = 0."""
-    model = engine.load_model(zoo.onnx_path("resnet"), preprocessing="none")
+    model = onnxplain.load_model(zoo.onnx_path("resnet"), preprocessing="none")
     image = np.random.default_rng(6).normal(size=(32, 32, 3)).astype(np.float32)
-    res = engine.occlusion_sensitivity(model, image, 2, mask_size=8, stride=5, mask_clipping=False,
+    res = onnxplain.occlusion_sensitivity(model, image, 2, mask_size=8, stride=5, mask_clipping=False,
                                        mask_value=0.0, output_upsampling="none")
     want = _captum("resnet", image, [2], (8, 8), (5, 5), [0.0, 0.0, 0.0])[..., 0]
     np.testing.assert_allclose(res.score_map[:25, :25], want[:25, :25], rtol=0, atol=1e-5 * np.abs(want).max())
@@ -223,12 +223,12 @@ def test_localizes_the_rectangle():
     """Rectangle images: the positive mass of the 'rectangle' map lies in the box far more than
     the box's share of the image, and the peak is in the box for most images."""
     data = np.load(zoo.RECT_DIR + "/samples.npz")
-    model = engine.load_model(zoo.RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
+    model = onnxplain.load_model(zoo.RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
                               labels=["no_rectangle", "rectangle"])
     chosen = np.where((data["labels"] == 1) & (data["probs"] > 0.5))[0][:10]
     mass, share, peaks = [], [], []
     for i in chosen:
-        res = engine.occlusion_sensitivity(model, data["images"][i], "rectangle", mask_size=8, stride=4)
+        res = onnxplain.occlusion_sensitivity(model, data["images"][i], "rectangle", mask_size=8, stride=4)
         r0, c0, r1, c1 = data["boxes"][i]
         inside = np.zeros((64, 64), bool)
         inside[r0:r1, c0:c1] = True
@@ -243,17 +243,17 @@ def test_localizes_the_rectangle():
 def test_bundled_model_smoke():
     from skimage.data import chelsea
 
-    model = engine.load_model()
-    res = engine.occlusion_sensitivity(model, chelsea(), None, mask_size=112, stride=56, mask_clipping=False)
+    model = onnxplain.load_model()
+    res = onnxplain.occlusion_sensitivity(model, chelsea(), None, mask_size=112, stride=56, mask_clipping=False)
     assert res.score_map.shape == (300, 451) and np.all(np.isfinite(res.score_map))
     assert "cat" in res.label_names[0] and res.params["num_positions"] == [3, 3]
     assert res.position_map.shape == (3, 3)
 
 
 def test_explain_default_settings():
-    from engine.methods.occlusion import explain_default
+    from onnxplain.methods.occlusion import explain_default
 
-    model = engine.load_model(zoo.RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
+    model = onnxplain.load_model(zoo.RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
                               labels=["no_rectangle", "rectangle"])
     res = explain_default(model, np.load(zoo.RECT_DIR + "/samples.npz")["images"][0], 1)
     assert res.params["mask_size"] == [13, 13] and res.params["stride"] == [5, 5]  # 64 / 14 -> 5

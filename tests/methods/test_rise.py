@@ -1,4 +1,4 @@
-"""engine.rise.
+"""onnxplain.rise.
 
 Oracles: (1) the RISE reference code (eclique/RISE ``generate_masks`` + ``explain``:
 ``skimage.transform.resize(grid, up_size, order=1, mode="reflect", anti_aliasing=False)``,
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-import engine
-from engine.cli import main
+import onnxplain
+from onnxplain.cli import main
 from tests.data import zoo
 
 from ._linear import linear_model
@@ -34,7 +34,7 @@ def linear(tmp_path_factory):
     out = {}
     for layout, dtype, pre in VARIANTS:
         path, _ = linear_model(folder, layout=layout, dtype=dtype, size=16)
-        out[(layout, dtype)] = engine.load_model(path, preprocessing=pre)
+        out[(layout, dtype)] = onnxplain.load_model(path, preprocessing=pre)
     return out
 
 
@@ -65,7 +65,7 @@ def _reference_rise(model, pixels, labels, n, s, p, fill, batch, seed):
 def test_equals_the_reference_code(linear, layout, dtype):
     model = linear[(layout, dtype)]
     pixels = _image()
-    res = engine.rise(model, pixels, [0, 1], num_masks=50, cell_size=4, keep_probability=0.4, fill="zero",
+    res = onnxplain.rise(model, pixels, [0, 1], num_masks=50, cell_size=4, keep_probability=0.4, fill="zero",
                       mini_batch_size=16, random_state=7, output_upsampling="none")
     want = _reference_rise(model, pixels, [0, 1], 50, 4, 0.4, np.zeros(3, np.float32), 16, 7)
     assert res.score_map.shape == (16, 16, 2) and res.score_map.dtype == np.float32
@@ -73,10 +73,10 @@ def test_equals_the_reference_code(linear, layout, dtype):
 
 
 def test_equals_the_reference_code_on_a_zoo_network():
-    model = engine.load_model(zoo.onnx_path("resnet"), preprocessing="none")
+    model = onnxplain.load_model(zoo.onnx_path("resnet"), preprocessing="none")
     pixels = np.random.default_rng(3).normal(size=(32, 32, 3)).astype(np.float32)
     fill = pixels.reshape(-1, 3).mean(axis=0)
-    res = engine.rise(model, pixels, 4, num_masks=40, cell_size=7, mini_batch_size=32, random_state=1,
+    res = onnxplain.rise(model, pixels, 4, num_masks=40, cell_size=7, mini_batch_size=32, random_state=1,
                       output_upsampling="none")
     want = _reference_rise(model, pixels, [4], 40, 7, 0.5, fill, 32, 1)[..., 0]
     np.testing.assert_allclose(res.score_map, want, rtol=0, atol=1e-5 * np.abs(want).max())
@@ -85,17 +85,17 @@ def test_equals_the_reference_code_on_a_zoo_network():
 
 def test_keep_probability_one_gives_the_score_everywhere(linear):
     model = linear[("NCHW", "float32")]
-    res = engine.rise(model, _image(), 1, num_masks=10, keep_probability=1.0, output_upsampling="none")
+    res = onnxplain.rise(model, _image(), 1, num_masks=10, keep_probability=1.0, output_upsampling="none")
     np.testing.assert_allclose(res.score_map, res.scores[0], rtol=1e-5)
 
 
 def test_same_seed_same_map_and_label_slices(linear):
     model = linear[("NHWC", "float16")]
     kw = dict(num_masks=40, cell_size=(3, 5), mini_batch_size=16, output_upsampling="none")
-    a = engine.rise(model, _image(), [1, 0], random_state=3, **kw)
-    b = engine.rise(model, _image(), [1, 0], random_state=np.random.default_rng(3), **kw)
-    c = engine.rise(model, _image(), 0, random_state=3, **kw)
-    d = engine.rise(model, _image(), [1, 0], random_state=4, **kw)
+    a = onnxplain.rise(model, _image(), [1, 0], random_state=3, **kw)
+    b = onnxplain.rise(model, _image(), [1, 0], random_state=np.random.default_rng(3), **kw)
+    c = onnxplain.rise(model, _image(), 0, random_state=3, **kw)
+    d = onnxplain.rise(model, _image(), [1, 0], random_state=4, **kw)
     assert np.array_equal(a.score_map, b.score_map)
     assert np.array_equal(a.score_map[..., 1], c.score_map)
     assert not np.array_equal(a.score_map, d.score_map)
@@ -108,7 +108,7 @@ def test_upsampled_to_the_image_size_and_input_not_mutated(linear):
     model = linear[("NCHW", "uint8")]
     image = (np.random.default_rng(2).random((24, 40, 3)) * 255).astype(np.uint8)
     keep = image.copy()
-    res = engine.rise(model, image, 0, num_masks=8, random_state=0)
+    res = onnxplain.rise(model, image, 0, num_masks=8, random_state=0)
     assert res.score_map.shape == (24, 40) and np.all(np.isfinite(res.score_map))
     assert np.array_equal(image, keep)
 
@@ -119,7 +119,7 @@ def test_memory_does_not_grow_with_num_masks(linear):
     peaks = []
     for n in (64, 640):
         tracemalloc.start()
-        engine.rise(model, _image(), 0, num_masks=n, mini_batch_size=32, random_state=0)
+        onnxplain.rise(model, _image(), 0, num_masks=n, mini_batch_size=32, random_state=0)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.5 * peaks[0], peaks
@@ -138,19 +138,19 @@ def test_memory_does_not_grow_with_num_masks(linear):
 ])
 def test_bad_options_raise_clear_errors(linear, kwargs, error, match):
     with pytest.raises(error, match=match):
-        engine.rise(linear[("NCHW", "float32")], _image(), 0, **kwargs)
+        onnxplain.rise(linear[("NCHW", "float32")], _image(), 0, **kwargs)
 
 
 def test_localizes_the_rectangle():
     """Rectangle images: the above-mean mass of the 'rectangle' map lies in the box far more
     than the box's share of the image."""
     data = np.load(zoo.RECT_DIR + "/samples.npz")
-    model = engine.load_model(zoo.RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
+    model = onnxplain.load_model(zoo.RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
                               labels=["no_rectangle", "rectangle"])
     chosen = np.where((data["labels"] == 1) & (data["probs"] > 0.5))[0][:8]
     mass, share = [], []
     for i in chosen:
-        res = engine.rise(model, data["images"][i], "rectangle", num_masks=400, cell_size=5, random_state=1,
+        res = onnxplain.rise(model, data["images"][i], "rectangle", num_masks=400, cell_size=5, random_state=1,
                           mini_batch_size=200)
         r0, c0, r1, c1 = data["boxes"][i]
         inside = np.zeros((64, 64), bool)
@@ -165,8 +165,8 @@ def test_localizes_the_rectangle():
 def test_bundled_model_smoke():
     from skimage.data import chelsea
 
-    model = engine.load_model()
-    res = engine.rise(model, chelsea(), None, num_masks=32, mini_batch_size=16, random_state=0)
+    model = onnxplain.load_model()
+    res = onnxplain.rise(model, chelsea(), None, num_masks=32, mini_batch_size=16, random_state=0)
     assert res.score_map.shape == (300, 451) and np.all(np.isfinite(res.score_map))
     assert "cat" in res.label_names[0] and res.score_map.max() > 0
 

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import engine
+import onnxplain
 
 SIZE = 16
 
@@ -62,10 +62,10 @@ def conv_model(seed: int = 0) -> onnx.ModelProto:
     return _finish(nodes, inits, 3)
 
 
-def load(proto: onnx.ModelProto, folder, name: str) -> engine.Model:
+def load(proto: onnx.ModelProto, folder, name: str) -> onnxplain.Model:
     path = folder / f"{name}.onnx"
     onnx.save(proto, str(path))
-    return engine.load_model(path, preprocessing="none")
+    return onnxplain.load_model(path, preprocessing="none")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""``onnxplain evaluate | sanity | compare`` through ``engine.cli.main`` (oracle: the documented
+"""``onnxplain evaluate | sanity | compare`` through ``onnxplain.cli.main`` (oracle: the documented
 outputs — tables, CSV/markdown/JSON and PNG files — and exit codes 0 / 2 with one-line errors)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main
+from onnxplain.cli import main
 
 from .conftest import SIZE, conv_model, quadrant_model
 

@@ -1,4 +1,4 @@
-"""Comparing two models (engine.compare) and the derived builds (engine.variants).
+"""Comparing two models (onnxplain.compare) and the derived builds (onnxplain.variants).
 
 Oracles: a model compared with itself agrees fully (top-1 equal, top-5 overlap 1, probability
 difference 0, map rank correlation 1, top-10% IoU 1); the IoU of hand-made top regions; the
@@ -15,16 +15,16 @@ import numpy as np
 import onnx
 import pytest
 
-import engine
-from engine.compare import top_region_iou
-from engine.errors import ModelError
-from engine.variants import convert_float16, float16_model, quantize_int8, variant_model
+import onnxplain
+from onnxplain.compare import top_region_iou
+from onnxplain.errors import ModelError
+from onnxplain.variants import convert_float16, float16_model, quantize_int8, variant_model
 
 
 def test_model_against_itself(convnet, texture):
     other = convnet.with_graph(convnet.onnx_model)
     images = [texture, texture[::-1].copy()]
-    res = engine.compare_models(convnet, other, images, methods=("gradient", "occlusion"),
+    res = onnxplain.compare_models(convnet, other, images, methods=("gradient", "occlusion"),
                                 method_params={"occlusion": {"mask_size": 4, "stride": 4}})
     s = res.summary()
     assert s["top1_agreement"] == 1.0 and s["mean_top5_overlap"] == 1.0 and s["max_prob_diff"] == 0.0
@@ -60,7 +60,7 @@ def test_gradient_failure_falls_back_to_forward_only(convnet, texture, monkeypat
         raise ModelError("other.onnx: no gradient graph for this build")
 
     monkeypatch.setattr(other, "gradient_engine", broken)
-    res = engine.compare_models(convnet, other, texture, methods=("gradient",),
+    res = onnxplain.compare_models(convnet, other, texture, methods=("gradient",),
                                 method_params={"occlusion": {"mask_size": 4, "stride": 4}})
     status = {r["method"]: r["status"] for r in res.maps}
     assert status["gradient"].startswith("fallback: forward-only (model B") and status["occlusion"] == "ok"
@@ -72,10 +72,10 @@ def test_bundled_model_against_int8_end_to_end(tmp_path):
     from skimage.data import chelsea
 
     t0 = time.perf_counter()
-    model = engine.load_model()
+    model = onnxplain.load_model()
     int8 = quantize_int8(model, tmp_path / "int8.onnx", calibration_images=[chelsea()])
     assert any(n.op_type == "QuantizeLinear" for n in int8.onnx_model.graph.node)
-    res = engine.compare_models(model, int8, chelsea(), methods=("occlusion",),
+    res = onnxplain.compare_models(model, int8, chelsea(), methods=("occlusion",),
                                 method_params={"occlusion": {"mask_size": 112, "stride": 56, "mask_clipping": False}})
     p = res.predictions[0]
     assert p["top1_a"] == 285 and 0 <= p["max_prob_diff"] < 0.5 and res.maps[0]["status"] == "ok"
@@ -99,4 +99,4 @@ def test_variant_cache_reuses_the_build(convnet, tmp_path):
 ])
 def test_bad_options(convnet, texture, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        engine.compare_models(convnet, convnet, texture, **kwargs)
+        onnxplain.compare_models(convnet, convnet, texture, **kwargs)

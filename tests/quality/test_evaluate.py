@@ -1,4 +1,4 @@
-"""Faithfulness and localisation metrics (engine.evaluate).
+"""Faithfulness and localisation metrics (onnxplain.evaluate).
 
 Oracles: a toy model whose probability depends only on the top-left quadrant, so the map that
 ranks that quadrant first must delete fastest and insert fastest (Petsiuk et al.'s criterion);
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-from engine.evaluate import auc, make_substrate, region_mask
+import onnxplain
+from onnxplain.evaluate import auc, make_substrate, region_mask
 
 from .conftest import SIZE
 
@@ -25,7 +25,7 @@ def _maps():
 
 def test_perfect_map_beats_random_and_inverted(quadrant, texture):
     perfect, random, inverted = _maps()
-    res = {name: engine.evaluate(quadrant, texture, 1, m, insertion_substrate="zeros", step=8)
+    res = {name: onnxplain.evaluate(quadrant, texture, 1, m, insertion_substrate="zeros", step=8)
            for name, m in (("perfect", perfect), ("random", random), ("inverted", inverted))}
     d = {k: r.scores["deletion"] for k, r in res.items()}
     i = {k: r.scores["insertion"] for k, r in res.items()}
@@ -41,7 +41,7 @@ def test_perfect_map_beats_random_and_inverted(quadrant, texture):
 def test_curve_is_the_model_probability_on_hand_built_images(quadrant, texture):
     """Oracle: building step 3's image by hand and running the model gives the same probability."""
     perfect, _, _ = _maps()
-    ev = engine.evaluate(quadrant, texture, 1, perfect, metrics=("deletion",), step=10, deletion_substrate="mean")
+    ev = onnxplain.evaluate(quadrant, texture, 1, perfect, metrics=("deletion",), step=10, deletion_substrate="mean")
     order = np.argsort(-perfect.ravel(), kind="stable")
     img = texture.copy().reshape(-1, 3)
     img[order[:30]] = texture.reshape(-1, 3).mean(axis=0)
@@ -51,8 +51,8 @@ def test_curve_is_the_model_probability_on_hand_built_images(quadrant, texture):
 
 
 def test_explanation_and_label_default(quadrant, texture):
-    result = engine.occlusion_sensitivity(quadrant, texture, 1, mask_size=4, stride=4)
-    ev = engine.evaluate(quadrant, texture, None, result, metrics=("deletion",))
+    result = onnxplain.occlusion_sensitivity(quadrant, texture, 1, mask_size=4, stride=4)
+    ev = onnxplain.evaluate(quadrant, texture, None, result, metrics=("deletion",))
     assert ev.label == 1 and ev.params["step"] == 4  # ceil(256 / 64)
 
 
@@ -69,28 +69,28 @@ def test_pointing_game_with_tolerance():
     m = np.zeros((60, 60), np.float32)
     m[10, 10] = 5.0                              # peak at x=10, y=10
     box = (20, 20, 30, 30)                      # nearest box pixel (20, 20): distance sqrt(200) = 14.14
-    assert engine.pointing_game(m, box=box, tolerance=15)
-    assert not engine.pointing_game(m, box=box, tolerance=14)
-    assert engine.pointing_game(m, box=[(0, 0, 11, 11), (40, 40, 50, 50)], tolerance=0)
+    assert onnxplain.pointing_game(m, box=box, tolerance=15)
+    assert not onnxplain.pointing_game(m, box=box, tolerance=14)
+    assert onnxplain.pointing_game(m, box=[(0, 0, 11, 11), (40, 40, 50, 50)], tolerance=0)
     mask = np.zeros((60, 60), bool)
     mask[10, 10] = True
-    assert engine.pointing_game(m, mask=mask, tolerance=0)
+    assert onnxplain.pointing_game(m, mask=mask, tolerance=0)
     # equal maxima: a hit when any of them is inside
     m[25, 25] = 5.0
-    assert engine.pointing_game(m, box=box, tolerance=0)
+    assert onnxplain.pointing_game(m, box=box, tolerance=0)
 
 
 def test_energy_share_of_positive_mass():
     m = np.full((10, 10), -1.0, np.float32)
     m[:5, :5] = 3.0                               # 25 px * 3 inside
     m[9, 9] = 25.0                                # 25 outside; negatives ignored
-    assert engine.energy_in_region(m, box=(0, 0, 5, 5)) == pytest.approx(75 / 100)
-    assert np.isnan(engine.energy_in_region(-np.ones((4, 4)), box=(0, 0, 2, 2)))
+    assert onnxplain.energy_in_region(m, box=(0, 0, 5, 5)) == pytest.approx(75 / 100)
+    assert np.isnan(onnxplain.energy_in_region(-np.ones((4, 4)), box=(0, 0, 2, 2)))
 
 
 def test_region_metrics_through_evaluate(quadrant, texture):
     perfect, _, _ = _maps()
-    ev = engine.evaluate(quadrant, texture, 1, perfect, metrics=("pointing_game", "energy"), box=(0, 0, 8, 8),
+    ev = onnxplain.evaluate(quadrant, texture, 1, perfect, metrics=("pointing_game", "energy"), box=(0, 0, 8, 8),
                          tolerance=0)
     assert ev.scores["pointing_game"] == 1.0 and ev.scores["energy"] > 0.95
     assert set(ev.summary()["scores"]) == {"pointing_game", "energy"}
@@ -105,12 +105,12 @@ def test_region_metrics_through_evaluate(quadrant, texture):
 ])
 def test_bad_options(quadrant, texture, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        engine.evaluate(quadrant, texture, 1, np.zeros((SIZE, SIZE)), **kwargs)
+        onnxplain.evaluate(quadrant, texture, 1, np.zeros((SIZE, SIZE)), **kwargs)
 
 
 def test_bad_map_shape_and_region():
     with pytest.raises(ValueError, match="2-D"):
-        engine.pointing_game(np.zeros((4, 4, 2)), box=(0, 0, 1, 1))
+        onnxplain.pointing_game(np.zeros((4, 4, 2)), box=(0, 0, 1, 1))
     with pytest.raises(ValueError, match="expected the map's"):
         region_mask((4, 4), mask=np.ones((3, 3), bool))
 

@@ -1,10 +1,10 @@
-"""Model parameter randomisation (engine.sanity; Adebayo et al. 2018).
+"""Model parameter randomisation (onnxplain.sanity; Adebayo et al. 2018).
 
 Oracles: the layer list of a hand-built graph (Gemm closest to the output first, then the Conv
 with its bias); randomised tensors keep their shapes/dtypes and match the per-tensor mean/std
 they were drawn from; the seeded draw is identical across calls and modes; the original model
 (graph and outputs) is untouched; and randomising every layer decorrelates the real gradient map
-(engine.gradient_attribution) of a toy conv net whose gradient depends on its weights.
+(onnxplain.gradient_attribution) of a toy conv net whose gradient depends on its weights.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-import engine
-from engine.sanity import randomize_layers, spearman, ssim01, weight_layers
+import onnxplain
+from onnxplain.sanity import randomize_layers, spearman, ssim01, weight_layers
 
 from .conftest import conv_model
 
@@ -49,7 +49,7 @@ def test_cascading_randomisation_changes_the_gradient_map(convnet, texture):
     before_graph = convnet.onnx_model.SerializeToString()
     before_out = convnet.scores_native(x)
     image = texture.copy()
-    res = engine.sanity_check(convnet, image, 0, methods=("gradient",), mode="cascading", keep_maps=True)
+    res = onnxplain.sanity_check(convnet, image, 0, methods=("gradient",), mode="cascading", keep_maps=True)
     assert np.array_equal(image, texture)
     assert convnet.onnx_model.SerializeToString() == before_graph
     assert np.array_equal(convnet.scores_native(x), before_out)
@@ -57,13 +57,13 @@ def test_cascading_randomisation_changes_the_gradient_map(convnet, texture):
     last = res.rows[-1]
     assert last["spearman_abs"] < 0.8 and last["ssim"] < 0.9, res.markdown()
     # the original map really is the gradient's, recomputed the same way
-    again = engine.gradient_attribution(convnet, texture, 0, method="gradient")
+    again = onnxplain.gradient_attribution(convnet, texture, 0, method="gradient")
     np.testing.assert_array_equal(res.original_maps["gradient"], again.extras["gradients"].sum(axis=2))
     assert ("gradient", 1) in res.maps and res.label == 0
 
 
 def test_independent_mode_and_table(convnet, texture, tmp_path):
-    res = engine.sanity_check(convnet, texture, methods=("gradient", "occlusion"), mode="independent", layers=[1],
+    res = onnxplain.sanity_check(convnet, texture, methods=("gradient", "occlusion"), mode="independent", layers=[1],
                               method_params={"occlusion": {"mask_size": 4, "stride": 4}})
     assert [(r["method"], r["step"]) for r in res.rows] == [("gradient", 1), ("occlusion", 1)]
     assert "only 1" in res.markdown()
@@ -87,4 +87,4 @@ def test_map_similarities():
 ])
 def test_bad_options(convnet, texture, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        engine.sanity_check(convnet, texture, **{"methods": ("gradient",), **kwargs})
+        onnxplain.sanity_check(convnet, texture, **{"methods": ("gradient",), **kwargs})
