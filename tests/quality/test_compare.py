@@ -93,7 +93,7 @@ def test_variant_cache_reuses_the_build(convnet, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"methods": ("gradcam++",)}, "'methods' parameter must be one of"),
+    ({"methods": ("shap",)}, "'methods' parameter must be one of"),
     ({"top_fraction": 0.0}, "'top_fraction' parameter must be > 0"),
     ({"fallback": "gradient"}, "must be a forward-only method"),
 ])
