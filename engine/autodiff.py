@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 from onnx import ModelProto
 
+from .errors import OptionError
 from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model
 from .graph._util import real_inputs
 from .graph.errors import GraphError
@@ -119,7 +120,7 @@ class GradientEngine:
             ``"target"`` (int64, (N,)) when ``seed`` is None.
         """
         if relu_mode not in RELU_MODES:
-            raise ValueError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
+            raise OptionError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
                              f"got {relu_mode!r}")
         wrt = tuple(wrt) if wrt is not None else (self.input_name,)
         reduction = reduction or self.output_name
@@ -136,7 +137,7 @@ class GradientEngine:
         if seed is not None:
             seed = np.asarray(seed, dtype=np.float32)
             if seed.shape[0] != inputs.shape[0]:
-                raise ValueError(f"The 'seed' parameter must have one row per input sample "
+                raise OptionError(f"The 'seed' parameter must have one row per input sample "
                                  f"({inputs.shape[0]}); got shape {seed.shape}")
             feeds[SEED] = seed
         names = [self.output_name, reduction, *activations, *(gradient_name(w) for w in wrt)]

@@ -30,7 +30,7 @@ from onnx import TensorProto
 
 from . import preprocessing as _pre
 from ._validation import check_choice, check_int
-from .errors import ModelError
+from .errors import ModelError, OptionError
 from .images import load_image, resize_image
 from .labels import read_labels, resolve_label
 from .runtime import ENVIRONMENTS, make_session, session_device
@@ -274,7 +274,7 @@ class Model:
             if progress is not None:
                 progress(done, total)
         if not results:
-            raise ValueError("predict() got no images.")
+            raise OptionError("predict() got no images.")
         return np.concatenate(results, axis=0)
 
     def classify(self, image: Any, top_k: int = 5) -> list[tuple[int, str, float]]:
@@ -305,7 +305,7 @@ class Model:
         """Indices for one label or a list of labels."""
         if isinstance(label, (list, tuple, np.ndarray)):
             if len(label) == 0:
-                raise ValueError("The 'label' parameter is an empty list; give at least one class.")
+                raise OptionError("The 'label' parameter is an empty list; give at least one class.")
             return [self.label_index(lab.item() if isinstance(lab, np.generic) else lab) for lab in label]
         return [self.label_index(label.item() if isinstance(label, np.generic) else label)]
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice
 from ..images import resize_map
 from ..model import Model
@@ -42,7 +43,7 @@ class Context:
 def start(model: Model, image: Any, execution_environment: str | None) -> tuple[np.ndarray, tuple[int, int], str]:
     """Validate model and environment, prepare the image: (pixels (h, w, 3), original size, environment)."""
     if not isinstance(model, Model):
-        raise TypeError(f"The 'model' parameter must be an engine Model (see onnxplain.load_model); got "
+        raise OptionTypeError(f"The 'model' parameter must be an engine Model (see onnxplain.load_model); got "
                         f"{type(model).__name__}.")
     env = model.execution_environment if execution_environment is None else execution_environment
     check_choice("execution_environment", env, ENVIRONMENTS)
@@ -58,7 +59,7 @@ def begin(model: Model, image: Any, label: Any, execution_environment: str | Non
     multi = isinstance(label, (list, tuple, np.ndarray))
     if label is None:
         if not default_label_top:
-            raise ValueError("The 'label' parameter is required for this method.")
+            raise OptionError("The 'label' parameter is required for this method.")
         scores = model.scores_native(model.to_native(pixels[None]), environment=env)[0]
         labels = [int(np.argmax(scores))]
     else:
