@@ -69,8 +69,11 @@ class Model:
 
     def __init__(self, proto: onnx.ModelProto, *, path: str, preprocessing: Any, labels: Any,
                  execution_environment: str, layout: str | None, output_kind: str | None,
-                 manifest: dict | None) -> None:
+                 manifest: dict | None, folder: str | None = None) -> None:
         self.path = path
+        # the folder paths inside the model file or its manifest are resolved in (and confined to);
+        # None for derived graphs, whose labels come as a list
+        self._folder = folder if folder is not None else os.path.dirname(os.path.abspath(path))
         self._proto = proto
         self.manifest = manifest
         self.metadata = {p.key: p.value for p in proto.metadata_props}
@@ -423,13 +426,17 @@ class Model:
             names = read_labels(labels)
             where = "the labels argument"
         elif self.manifest is not None and "labels" in self.manifest:
-            names, where = read_labels(self.manifest["labels"], where="manifest labels"), "the manifest"
+            # trust boundary: a path from the manifest stays inside the model's folder
+            names = read_labels(self.manifest["labels"], where="manifest labels", folder=self._folder)
+            where = "the manifest"
         elif "onnxplain.labels" in self.metadata:
             try:
                 raw = json.loads(self.metadata["onnxplain.labels"])
             except json.JSONDecodeError as exc:
                 raise ModelError(f"ONNX metadata 'onnxplain.labels' is not valid JSON: {exc}") from None
-            names, where = read_labels(raw, where="ONNX metadata 'onnxplain.labels'"), "the ONNX metadata"
+            # inline list/mapping, or a file name inside the model's folder (never anywhere else)
+            names = read_labels(raw, where="ONNX metadata 'onnxplain.labels'", folder=self._folder)
+            where = "the ONNX metadata"
         else:
             width = 2 if self.output_kind == "sigmoid" else n_out
             return [str(i) for i in range(width)]
