@@ -31,7 +31,7 @@ from onnx import TensorProto
 from . import preprocessing as _pre
 from ._validation import check_choice, check_int
 from .errors import ModelError, OptionError
-from .images import load_image, resize_image
+from .images import describe_image, load_image, resize_image
 from .labels import read_labels, resolve_label
 from .runtime import ENVIRONMENTS, make_session, session_device
 
@@ -241,16 +241,31 @@ class Model:
                              "images; expected one row of class scores per image (batch first).")
         return out
 
-    def scores_native(self, x: np.ndarray, *, environment: str | None = None) -> np.ndarray:
+    def scores_native(self, x: np.ndarray, *, environment: str | None = None, source: str | None = None
+                      ) -> np.ndarray:
         """Class scores (N, num_classes) float32 for a native input batch.
 
         Scores are the model's output as it is: probabilities for a model ending in Softmax,
         logits otherwise; a single sigmoid output p becomes the two columns (1 - p, p).
+        ``source`` names the image(s) in error messages (NaN/inf scores, dense outputs).
         """
-        return self.output_to_scores(self.run_native(x, environment=environment))
+        return self.output_to_scores(self.run_native(x, environment=environment), source=source)
 
-    def output_to_scores(self, out: np.ndarray) -> np.ndarray:
-        """Convert a raw output batch into (N, num_classes) scores."""
+    def output_to_scores(self, out: np.ndarray, *, source: str | None = None) -> np.ndarray:
+        """Convert a raw output batch into (N, num_classes) scores.
+
+        Refuses a dense output (more than one axis of size > 1 per image: a segmentation map
+        is not C x H x W classes) and NaN/inf scores, naming the output and ``source`` (the
+        image the batch came from).
+        """
+        per_image = tuple(int(d) for d in np.shape(out)[1:])
+        if sum(d > 1 for d in per_image) > 1:
+            raise ModelError(f"{self.path}: output {self.output_name!r} has shape {_fmt(['N', *per_image])} per "
+                             "batch: a dense map, not one score per class; classification (classify, LIME, "
+                             "occlusion, RISE, Score-CAM, evaluate) needs an output of shape (N, classes). For a "
+                             "dense (segmentation) output use grad_cam / gradient_attribution with "
+                             "reduction=ClassRegion(label, mask), reduction=weights or a callable.")
+        check_finite_output(out, self.path, self.output_name, source)
         out = np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
         expected = 1 if self.output_kind == "sigmoid" else len(getattr(self, "class_names", ())) or out.shape[1]
         if out.shape[1] != expected:
@@ -272,7 +287,8 @@ class Model:
         results, done = [], 0
         for chunk in _chunks(images, mini_batch_size):
             pixels = np.stack([self.prepare(im)[0] for im in chunk])
-            results.append(self.scores_native(self.to_native(pixels), environment=environment))
+            source = f"images {done}..{done + len(chunk) - 1} of the input ({describe_image(chunk[0])} first)"
+            results.append(self.scores_native(self.to_native(pixels), environment=environment, source=source))
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
@@ -287,7 +303,7 @@ class Model:
         """
         top_k = check_int("top_k", top_k, minimum=1)
         pixels, _ = self.prepare(image)
-        scores = self.scores_native(self.to_native(pixels[None]))[0]
+        scores = self.scores_native(self.to_native(pixels[None]), source=describe_image(image))[0]
         probs = self.probabilities(scores[None])[0]
         order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
         return [(int(i), self.class_names[i], float(probs[i])) for i in order]
@@ -332,9 +348,19 @@ class Model:
                 raise ModelError(f"{self.path}: the model takes uint8 input, which has no gradient; use a "
                                  "forward-only method (LIME, occlusion, RISE, Score-CAM).")
             from .autodiff import GradientEngine
+            from .graph.errors import GraphError
             from .runtime import providers_for
 
-            self._engines[key] = GradientEngine(self.fused_model(), providers=providers_for(env), keep=list(key[1]))
+            try:
+                self._engines[key] = GradientEngine(self.fused_model(), providers=providers_for(env),
+                                                    keep=list(key[1]))
+            except GraphError as exc:
+                # preparation compares its graph with the original on random images: a model whose
+                # own output is NaN/inf fails that check, and the fault is the model's, not preparation's
+                self._check_finite_on_probes()
+                from .autodiff import GradientGraphError
+
+                raise GradientGraphError(f"{self.path}: the gradient engine cannot use this graph: {exc}") from None
         return self._engines[key]
 
     def seed_for(self, index: int) -> np.ndarray:
@@ -344,6 +370,16 @@ class Model:
         seed = np.zeros(self.num_classes, dtype=np.float32)
         seed[index] = 1.0
         return seed
+
+    def _check_finite_on_probes(self) -> None:
+        """Raise ModelError if the model's output is NaN/inf on a mid-grey or a random image."""
+        if self.input_size is None:
+            return
+        h, w = self.input_size
+        rng = np.random.default_rng(0)
+        for what, pixels in (("a mid-grey image", np.full((1, h, w, 3), 127.5, np.float32)),
+                             ("a random image", rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32))):
+            check_finite_output(self.run_native(self.to_native(pixels)), self.path, self.output_name, what)
 
     # ---- loading helpers ---------------------------------------------------------------
     def _find_output(self, path: str) -> tuple[int, str]:
@@ -526,6 +562,23 @@ def _check_manifest(manifest: Any, where: str) -> None:
         if key in manifest and not isinstance(manifest[key], dict):
             raise ModelError(f"manifest {where!r}: {key!r} must be a JSON object (e.g. "
                              f"{{\"layout\": \"NCHW\"}} / {{\"kind\": \"logits\"}}); got {type(manifest[key]).__name__}.")
+
+
+def check_finite_output(out: np.ndarray, path: str, output_name: str, source: str | None) -> None:
+    """ModelError naming the output and the image(s) if ``out`` (batch first) holds NaN or inf."""
+    out = np.asarray(out)
+    if out.dtype.kind != "f" or out.size == 0:
+        return
+    finite = np.isfinite(out)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.reshape(len(out), -1).all(axis=1))
+    kind = "NaN" if np.isnan(out).any() else "inf"
+    where = source or "the input batch"
+    rows = f"for {len(bad_rows)} of {len(out)} images in the batch " if len(out) > 1 else ""
+    raise ModelError(f"{path}: output {output_name!r} is {kind} {rows}on {where}; the model gives no usable "
+                     "scores there (a broken export, a float16 overflow, or input far outside what the "
+                     "preprocessing expects).")
 
 
 def _detect_layout(dims: Sequence[int | None], override: str | None, path: str, name: str) -> str:

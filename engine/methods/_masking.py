@@ -45,7 +45,7 @@ def resolve_fill(name: str, value: Any, pixels: np.ndarray | None, *, mean_word:
 
 def stream(model: Model, environment: str, total: int, batch: int, write: Callable[[int, int], np.ndarray],
            consume: Callable[[int, int, np.ndarray], None], progress: Callable[[int, int], None] | None,
-           timings: dict[str, float]) -> None:
+           timings: dict[str, float], source: str | None = None) -> None:
     """Run ``total`` synthetic samples through the model ``batch`` at a time.
 
     ``write(start, n)`` fills and returns the native batch of samples start..start+n-1;
@@ -57,7 +57,7 @@ def stream(model: Model, environment: str, total: int, batch: int, write: Callab
         t0 = time.perf_counter()
         x = write(start, n)
         t1 = time.perf_counter()
-        scores = model.scores_native(x, environment=environment)
+        scores = model.scores_native(x, environment=environment, source=source)
         t2 = time.perf_counter()
         consume(start, n, scores)
         t3 = time.perf_counter()

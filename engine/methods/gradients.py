@@ -30,13 +30,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import OptionError, OptionTypeError
+from ..errors import ModelError, OptionError, OptionTypeError
 from .._validation import as_generator, check_choice, check_float, check_int
-from ..images import load_image, resize_image, resize_map
+from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
-from ._common import Progress, start
+from ._common import Progress, check_finite_scores, start
 
 __all__ = ["gradient_attribution", "METHODS", "explain_default", "EXPLAIN_DEFAULTS"]
 
@@ -155,6 +155,11 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         r0 = np.asarray(T.reduction_value(model, pixels, tensor, is_output, env), np.float32)
         r_at_image = {k: r0 for k in range(k_count)}
     scores = targets.scores(np.stack([r_at_image[k] for k in range(k_count)]))
+    check_finite_scores(model, targets.tensor, scores, image)
+    if not np.all(np.isfinite(acc)):
+        raise ModelError(f"{model.path}: the gradient of {targets.tensor!r} is NaN or inf on "
+                         f"{describe_image(image)} although the scores are finite (an op whose derivative "
+                         "is infinite at this input, e.g. sqrt or log at 0).")
     params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
               "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
     if method == "integrated-gradients":

@@ -404,7 +404,7 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
             half[:b] = x
             x = half[:b]
         t2 = time.perf_counter()
-        out = ctx.model.scores_native(x, environment=ctx.environment)
+        out = ctx.model.scores_native(x, environment=ctx.environment, source=f"LIME samples of {ctx.source}")
         scores[start:start + b] = out[:, ctx.labels]
         t3 = time.perf_counter()
         sampling += t2 - t

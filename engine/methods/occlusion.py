@@ -145,7 +145,8 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     def consume(start: int, n: int, scores: np.ndarray) -> None:
         deltas[start:start + n] = base64 - scores[:, labels]
 
-    stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings)
+    stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings,
+           source=f"masked copies of {ctx.source}")
 
     t0 = time.perf_counter()
     sums = np.zeros((h, w, len(labels)), dtype=np.float64)

@@ -129,7 +129,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     def consume(start: int, n: int, scores: np.ndarray) -> None:
         accumulate_saliency(masks[:n], scores[:, labels], sal)
 
-    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings)
+    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings,
+           source=f"masked copies of {ctx.source}")
     saliency = (sal / (num_masks * p)).astype(np.float32)
     score_map = ctx.finish(saliency, output_upsampling)
     timings["total"] = time.perf_counter() - ctx.started
