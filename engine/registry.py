@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from ._validation import check_choice
+from .errors import OptionError
 from .methods.gradcam import grad_cam, grad_cam_plus_plus, guided_grad_cam
 from .methods.gradients import gradient_attribution
 from .methods.lime import image_lime
@@ -81,7 +82,7 @@ class MethodSpec:
         check_choice("render", self.render, RENDERS)
         unknown = set(self.presets) - set(PRESETS)
         if unknown:
-            raise ValueError(f"method {self.name!r}: unknown preset(s) {sorted(unknown)}; presets are {PRESETS}.")
+            raise OptionError(f"method {self.name!r}: unknown preset(s) {sorted(unknown)}; presets are {PRESETS}.")
         object.__setattr__(self, "fixed", _frozen(self.fixed))
         object.__setattr__(self, "presets", _frozen({p: _frozen(self.presets.get(p)) for p in PRESETS}))
 
@@ -89,7 +90,7 @@ class MethodSpec:
         """The keyword arguments a call passes: the preset, then ``options``, then the fixed ones."""
         clash = sorted(k for k in options if k in self.fixed and options[k] != self.fixed[k])
         if clash:
-            raise ValueError(f"method {self.name!r} fixes {', '.join(f'{k}={self.fixed[k]!r}' for k in clash)}; "
+            raise OptionError(f"method {self.name!r} fixes {', '.join(f'{k}={self.fixed[k]!r}' for k in clash)}; "
                              f"got {', '.join(f'{k}={options[k]!r}' for k in clash)}.")
         base = {} if preset is None else dict(self.presets[check_choice("preset", preset, PRESETS)])
         return {**base, **options, **self.fixed}
@@ -152,7 +153,7 @@ def check_methods(methods: Any, *, param: str = "methods") -> list[str]:
     """Validate method names against :data:`METHODS`; return them as a list (one name is a list of one)."""
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
-        raise ValueError(f"The {param!r} parameter is empty; give at least one of " + ", ".join(METHODS) + ".")
+        raise OptionError(f"The {param!r} parameter is empty; give at least one of " + ", ".join(METHODS) + ".")
     for m in methods:
         check_choice(param, m, METHODS)
     return methods
