@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from onnx import ModelProto
@@ -12,6 +12,7 @@ from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_mod
 from .graph._util import real_inputs
 from .graph.errors import GraphError
 from .graph.reverse import RELU_MODES, SEED, TARGET
+from .runtime import make_session
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,11 @@ class GradientEngine:
     ----------
     model : onnx.ModelProto
         The exported model; not modified.
-    providers : list, optional
-        onnxruntime execution providers (default CPU).
-    session_options : onnxruntime.SessionOptions, optional
-        Used for every session the engine creates.
+    session_factory : callable(model, graph, config) -> InferenceSession, optional
+        Builds every session of the engine (``graph`` names it for the runtime record,
+        ``config`` holds session config entries). Default: CPU sessions from
+        :func:`onnxplain.runtime.make_session`; :meth:`onnxplain.Model.gradient_engine` passes
+        the model's provider and threads.
     input_shape : dict, optional
         Passed to :func:`prepare_model` (needed when non-batch dims are symbolic).
     prepare : bool
@@ -40,33 +42,24 @@ class GradientEngine:
         Tensor names that preparation must keep (layers that will be asked for).
     """
 
-    def __init__(self, model: ModelProto, providers: Sequence[Any] | None = None,
-                 session_options: Any = None, *, input_shape=None, prepare: bool = True,
-                 keep: Sequence[str] = ()):
+    def __init__(self, model: ModelProto, *, session_factory: Callable[[ModelProto, str, dict[str, str]], Any]
+                 | None = None, input_shape=None, prepare: bool = True, keep: Sequence[str] = ()):
         try:
             self.model = prepare_model(model, input_shape, keep=keep) if prepare else model
         except GraphError as exc:
             raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
-        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
-        self.session_options = session_options
+        self.session_factory = session_factory or (lambda proto, graph, config: make_session(proto, config=config))
         inputs = real_inputs(self.model.graph)
         self.input_name = inputs[0].name
         self.output_name = self.model.graph.output[0].name
         self.fixed_batch = fixed_batch(self.model)
         self._sessions: dict[tuple, Any] = {}
 
-    def _session(self, model: ModelProto):
-        import onnxruntime as ort
-
-        options = self.session_options
-        if options is None:
-            options = ort.SessionOptions()
-            # QDQ graphs mean float arithmetic with fake quantization: keep onnxruntime's
-            # QDQ rewrites (pair removal, int8 kernel fusion) from changing what the
-            # gradient is taken of. No effect on float graphs.
-            options.add_session_config_entry("session.disable_quant_qdq", "1")
-        return ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=self.providers)
+    def _session(self, model: ModelProto, graph: str):
+        # QDQ graphs mean float arithmetic with fake quantization: keep onnxruntime's QDQ
+        # rewrites (pair removal, int8 kernel fusion) from changing what the gradient is
+        # taken of. No effect on float graphs.
+        return self.session_factory(model, graph, {"session.disable_quant_qdq": "1"})
 
     def forward(self, inputs: np.ndarray, outputs: Sequence[str] | None = None
                 ) -> dict[str, np.ndarray]:
@@ -88,7 +81,7 @@ class GradientEngine:
         names = tuple(outputs) if outputs else tuple(o.name for o in self.model.graph.output)
         key = ("forward", names)
         if key not in self._sessions:
-            self._sessions[key] = self._session(tap_model(self.model, list(names)))
+            self._sessions[key] = self._session(tap_model(self.model, list(names)), "prepared graph (forward)")
         sess = self._sessions[key]
         if "float16" in sess.get_inputs()[0].type:  # a half-precision input (see reverse)
             inputs = np.asarray(inputs, dtype=np.float16)
@@ -141,7 +134,7 @@ class GradientEngine:
                                           rectifiers=rectifiers, seed=mode)
             except GraphError as exc:
                 raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
-            self._sessions[key] = self._session(gm)
+            self._sessions[key] = self._session(gm, f"gradient graph ({relu_mode})")
         sess = self._sessions[key]
         inputs = np.asarray(inputs, dtype=np.float32)
         feeds = {self.input_name: inputs}

@@ -20,7 +20,7 @@ DEFAULT_IMAGE = "chelsea"  # skimage.data.chelsea(): the bundled sample photogra
 
 
 def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
-    """--model/--preprocessing/--labels/--device (and the optional IMAGE positional)."""
+    """--model/--preprocessing/--labels/--layout, the runtime options (and the optional IMAGE positional)."""
     if image:
         p.add_argument("image", nargs="?", default=None,
                        help="image file (default: the bundled sample photograph, skimage.data.chelsea)")
@@ -29,7 +29,27 @@ def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
                    help="'imagenet', 'none' or a JSON object (overrides the model's manifest/metadata)")
     p.add_argument("--labels", default=None, help="class names file (.txt one per line, or .json list)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override the detected input layout")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="execution environment")
+    add_runtime_args(p)
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """--provider/--threads/--precision (and --device, the older spelling of --provider)."""
+    p.add_argument("--provider", default=None, metavar="NAME",
+                   help="ONNX Runtime provider for every graph: auto (default: cuda if available, else cpu), cpu, "
+                        "cuda, tensorrt, openvino, or any ORT provider name; one that cannot run is an error")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--precision", choices=("f32", "reduced"), default="f32",
+                   help="f32 (default) or reduced: let the provider lower precision (OpenVINO bf16/f16)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
+                   help="older spelling of --provider (gpu = cuda)")
+
+
+def runtime_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The load_model keyword arguments of --provider/--threads/--precision/--device."""
+    if args.provider is not None and args.device is not None:
+        raise ValueError("give --provider or its older spelling --device, not both.")
+    return {"provider": args.provider or args.device, "threads": args.threads, "precision": args.precision}
 
 
 def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -44,8 +64,8 @@ def model_from_args(args: argparse.Namespace) -> Model:
             pre = json.loads(pre)
         except json.JSONDecodeError as exc:
             raise ValueError(f"--preprocessing is not valid JSON: {exc}") from None
-    return load_model(args.model, preprocessing=pre, labels=args.labels, execution_environment=args.device,
-                      layout=args.layout)
+    return load_model(args.model, preprocessing=pre, labels=args.labels, layout=args.layout,
+                      **runtime_from_args(args))
 
 
 def image_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str]:

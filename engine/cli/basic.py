@@ -55,7 +55,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
-    print(f"model   {info['path']} (opset {info['opset']}, device {info['device']})")
+    rt = info["runtime"]
+    print(f"model   {info['path']} (opset {info['opset']}, provider {rt['provider']}: "
+          f"{', '.join(f'{g} on {sorted(p)}' for g, p in rt['graphs'].items())})")
     i, o = info["input"], info["output"]
     print(f"input   {i['name']}: {i['dtype']} {i['layout']} size {i['size']}"
           + (" static batch 1 (run image by image)" if i["batched_by_loop"] else ""))

@@ -19,7 +19,8 @@ import numpy as np
 from ..evaluate import DEFAULT_BLUR_SIGMA, SUBSTRATES, evaluate, is_gradient_failure
 from ..registry import METHODS, check_methods
 from ..images import load_image
-from ._common import DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, model_from_args, parse_label
+from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, add_runtime_args, model_from_args,
+                      parse_label, runtime_from_args)
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -74,7 +75,7 @@ def add_parser(sub) -> None:
     for flag in ("--preprocessing", "--labels"):
         p.add_argument(flag, default=None, help="as for the other commands (applies to both models)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="execution environment")
+    add_runtime_args(p)
     add_output_args(p, "onnxplain-compare")
     p.set_defaults(func=run_compare)
 
@@ -201,8 +202,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if len(models) < 2 and not args.variant:
         raise ValueError("compare needs two models (A.onnx B.onnx) or one model (default: bundled) and "
                          "--variant int8|fp16.")
-    common = dict(preprocessing=_pre(args.preprocessing), labels=args.labels, execution_environment=args.device,
-                  layout=args.layout)
+    common = dict(preprocessing=_pre(args.preprocessing), labels=args.labels, layout=args.layout,
+                  **runtime_from_args(args))
     model_a = load_model(models[0] if models else None, **common)
     if args.variant:
         print(f"building/using the {args.variant} build of {model_a.path} ...")

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     top = model.classify(image, top_k=5)
     label = parse_label(args.label)
     label = top[0][0] if label is None else label
-    print(f"model  {model.path} ({model.device})")
+    print(f"model  {model.path} ({_runtime_line(model)})")
     print(f"image  {stem} {image.shape[1]}x{image.shape[0]}; top-5: "
           + ", ".join(f"{n} ({i}) {s:.3f}" for i, n, s in top))
     summary = {"model": model.describe(), "image": stem, "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
@@ -79,3 +79,11 @@ def run(args: argparse.Namespace) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
     print(f"done in {summary['total_seconds']:.1f} s; summary: {out / 'summary.json'}")
     return 0
+
+
+def _runtime_line(model) -> str:
+    """e.g. "cpu, 2 threads, f32": what the sessions run on (details per graph in summary.json)."""
+    rt = model.runtime()
+    threads = "default threads" if rt["threads"] is None else f"{rt['threads']} threads"
+    ran = sorted({p for graph in rt["graphs"].values() for p in graph})
+    return f"provider {rt['provider']} ({', '.join(ran)}), {threads}, {rt['precision']}"

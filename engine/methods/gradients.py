@@ -160,7 +160,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         raise ModelError(f"{model.path}: the gradient of {targets.tensor!r} is NaN or inf on "
                          f"{describe_image(image)} although the scores are finite (an op whose derivative "
                          "is infinite at this input, e.g. sqrt or log at 0).")
-    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env, "runtime": model.runtime(env),
               "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
     if method == "integrated-gradients":
         params.update(num_steps=num_steps, baseline="black" if baseline is None else "custom")

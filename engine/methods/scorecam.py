@@ -37,12 +37,11 @@ _TAPPED: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
 def tapped_run(model: Model, env: str, names: Sequence[str], native: np.ndarray) -> list[np.ndarray]:
     """Values of the named tensors for a native input batch (a cached session of the tapped graph)."""
     from ..graph.tap import tap_model
-    from ..runtime import make_session
 
     cache = _TAPPED.setdefault(model, {})
     key = (env, tuple(names))
     if key not in cache:
-        cache[key] = make_session(tap_model(model.onnx_model, list(names)).SerializeToString(), env)
+        cache[key] = model.new_session(tap_model(model.onnx_model, list(names)), env, graph="tapped graph")
     session = cache[key]
     if model.static_batch == 1 and len(native) > 1:
         parts = [session.run(list(names), {model.input_name: native[i:i + 1]}) for i in range(len(native))]
