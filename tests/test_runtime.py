@@ -9,7 +9,6 @@ import pathlib
 import numpy as np
 import onnxruntime as ort
 import pytest
-from skimage.data import chelsea
 
 import onnxplain
 from onnxplain import runtime

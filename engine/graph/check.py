@@ -18,6 +18,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto, numpy_helper
 
 from . import _util as U
+from ..runtime import make_session
 from .errors import GraphError
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,6 @@ def gradcheck(
     list of GradcheckRecord
         One per (output, direction).
     """
-    import onnxruntime as ort
-
     from .prepare import prepare_model
     from .reverse import SEED, build_gradient_model, gradient_name
 
@@ -118,13 +117,12 @@ def gradcheck(
     precision = "float64" if f64 is not None else "float32"
     h = step if step is not None else (1e-4 if f64 is not None else 1e-2)
     tol = rtol if rtol is not None else (1e-3 if f64 is not None else 3e-2)
-    fwd = f64 or ort.InferenceSession(_tapped(m, outputs).SerializeToString(),
-                                      providers=["CPUExecutionProvider"])
+    fwd = f64 or make_session(_tapped(m, outputs), "cpu")
     kinks = kinked_ops(m)
     records = []
     for out in outputs:
         gm = build_gradient_model(m, reduction=out)
-        sess = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = make_session(gm, "cpu")
         r_shape = sess.get_inputs()[-1].shape
         for k in range(directions):
             seed = rng.standard_normal([batch] + list(r_shape[1:])).astype(np.float32)
@@ -169,8 +167,6 @@ def _tapped(m: ModelProto, outputs: Sequence[str]) -> ModelProto:
 
 def _float64_session(m: ModelProto, outputs: Sequence[str]):
     """A float64 copy of the model in onnxruntime, or None where kernels are missing."""
-    import onnxruntime as ort
-
     from .tap import tap_model
 
     d = tap_model(m, outputs)
@@ -192,10 +188,7 @@ def _float64_session(m: ModelProto, outputs: Sequence[str]):
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             vi.type.tensor_type.elem_type = TensorProto.DOUBLE
     try:
-        so = ort.SessionOptions()
-        so.log_severity_level = 4
-        sess = ort.InferenceSession(d.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = make_session(d, "cpu")
         inp = sess.get_inputs()[0]
         shape = [1 if not isinstance(s, int) else s for s in inp.shape]
         sess.run(None, {inp.name: np.zeros(shape, np.float64)})
