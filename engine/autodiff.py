@@ -8,8 +8,7 @@ import numpy as np
 from onnx import ModelProto
 
 from .errors import ModelError, OptionError
-from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model
-from .graph._util import real_inputs
+from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model, real_inputs, tap_model
 from .graph.errors import GraphError
 from .graph.reverse import RELU_MODES, SEED, TARGET
 from .runtime import make_session
@@ -76,8 +75,6 @@ class GradientEngine:
         -------
         dict of str to ndarray
         """
-        from .graph import tap_model
-
         names = tuple(outputs) if outputs else tuple(o.name for o in self.model.graph.output)
         key = ("forward", names)
         if key not in self._sessions:

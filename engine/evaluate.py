@@ -26,7 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import ModelError, OptionError
+from .graph import GraphError
+from .kernels.perturb import perturbation_batch, rank_from_map
+from .methods.context import begin
 from ._validation import check_choice, check_float, check_int
 from .images import resize_map
 from .model import Model
@@ -125,8 +128,6 @@ def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Expla
         Unknown metric or substrate; a region metric without ``box``/``mask``; a map or
         mask that is not 2-D; an empty region.
     """
-    from .methods._common import begin
-
     if isinstance(score_map, Explanation):
         if label is None:
             label = score_map.labels[0]
@@ -189,8 +190,6 @@ def perturbation_curve(model: Model, pixels: np.ndarray, label: int, score_map: 
     y : float64 ndarray (S,)
         The class probability after each step.
     """
-    from onnxplain.kernels.perturb import perturbation_batch, rank_from_map
-
     check_choice("mode", mode, ("deletion", "insertion"))
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if score_map.shape != pixels.shape[:2]:
@@ -293,9 +292,6 @@ def energy_in_region(score_map: np.ndarray, *, box: Any = None, mask: np.ndarray
 # ---- failures the quality tools fall back from -------------------------------------------
 def is_gradient_failure(exc: BaseException) -> bool:
     """True for the errors that mean "this model has no usable gradient graph" (fallback to forward-only)."""
-    from .errors import ModelError
-    from .graph.errors import GraphError
-
     return isinstance(exc, (GraphError, ModelError))
 
 

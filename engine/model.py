@@ -29,6 +29,9 @@ import onnx
 from onnx import TensorProto
 
 from . import preprocessing as _pre
+from .autodiff import GradientEngine, GradientGraphError
+from .graph import GraphError, tap_model
+from .graph.fuse import fuse_preprocessing
 from ._validation import check_choice, check_int
 from .errors import ModelError, OptionError
 from .images import describe_image, load_image, resize_image
@@ -202,8 +205,6 @@ class Model:
         Static shape inference gives up behind run-time shape arithmetic (TF "same" padding
         exports); one forward run tells the sizes.
         """
-        from .graph.tap import tap_model
-
         names = list(names)
         if not names:
             return {}
@@ -358,8 +359,6 @@ class Model:
     # ---- gradients ---------------------------------------------------------------------
     def fused_model(self) -> onnx.ModelProto:
         """The graph with preprocessing in front: input ``pixels`` float32 (N, h, w, 3) raw pixels."""
-        from .graph.fuse import fuse_preprocessing
-
         return fuse_preprocessing(self._run_proto, self.input_name, self.input_spec)
 
     def gradient_engine(self, environment: str | None = None, keep: Sequence[str] = ()):
@@ -374,8 +373,6 @@ class Model:
             if self.input_dtype == np.uint8:
                 raise ModelError(f"{self.path}: the model takes uint8 input, which has no gradient; use a "
                                  "forward-only method (LIME, occlusion, RISE, Score-CAM).")
-            from .autodiff import GradientEngine
-            from .graph.errors import GraphError
             def session(proto: onnx.ModelProto, graph: str, config: dict[str, str]):
                 return self.new_session(proto, env, graph=graph, config=config)
 
@@ -385,8 +382,6 @@ class Model:
                 # preparation compares its graph with the original on random images: a model whose
                 # own output is NaN/inf fails that check, and the fault is the model's, not preparation's
                 self._check_finite_on_probes()
-                from .autodiff import GradientGraphError
-
                 raise GradientGraphError(f"{self.path}: the gradient engine cannot use this graph: {exc}") from None
         return self._engines[key]
 

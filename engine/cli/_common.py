@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..images import load_image
+from ..images import load_image, resize_map
 from ..model import Model, load_model
 from ..render import overlay_figure
 from ..result import Explanation
@@ -144,8 +144,6 @@ def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathL
     written = []
     maps = result.score_map if result.score_map.ndim == 3 else result.score_map[..., None]
     if maps.shape[:2] != image.shape[:2]:
-        from ..images import resize_map
-
         maps = resize_map(maps, image.shape[:2], "nearest")
         extra = {**(extra or {}), "map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
     for k, (idx, name) in enumerate(zip(result.labels, result.label_names)):

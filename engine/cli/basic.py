@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..graph import list_tensors
 from ._common import add_model_args, image_from_args, model_from_args
 
 
@@ -37,20 +38,14 @@ def run_classify(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     info = model.describe()
-    try:
-        from ..graph import list_tensors
-    except ImportError:  # the graph layer is optional for inspect's summary
-        list_tensors = None
-    tensors = []
-    if list_tensors is not None:
-        tensors = [{"name": t.name, "op_type": t.op_type, "shape": list(t.shape) if t.shape is not None else None,
-                    "dtype": t.dtype} for t in list_tensors(model.onnx_model)]
-        unknown = [t["name"] for t in tensors if t["shape"] is None or not all(isinstance(d, int) for d in t["shape"][1:])]
-        if unknown and model.input_size is not None:
-            # static inference gives up behind run-time padding arithmetic; one run tells the sizes
-            for t, (shape, dtype) in zip([t for t in tensors if t["name"] in set(unknown)],
-                                         model.probe_shapes(unknown).values()):
-                t["shape"], t["dtype"] = ["N", *shape], dtype
+    tensors = [{"name": t.name, "op_type": t.op_type, "shape": list(t.shape) if t.shape is not None else None,
+                "dtype": t.dtype} for t in list_tensors(model.onnx_model)]
+    unknown = [t["name"] for t in tensors if t["shape"] is None or not all(isinstance(d, int) for d in t["shape"][1:])]
+    if unknown and model.input_size is not None:
+        # static inference gives up behind run-time padding arithmetic; one run tells the sizes
+        for t, (shape, dtype) in zip([t for t in tensors if t["name"] in set(unknown)],
+                                     model.probe_shapes(unknown).values()):
+            t["shape"], t["dtype"] = ["N", *shape], dtype
     info["tensors"] = tensors
     if args.json:
         print(json.dumps(info, indent=1, default=str))

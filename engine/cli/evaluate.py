@@ -16,10 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from ..compare import compare_models
 from ..evaluate import DEFAULT_BLUR_SIGMA, SUBSTRATES, evaluate, is_gradient_failure
 from ..registry import METHODS, check_methods
 from ..images import load_image
-from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, add_runtime_args, model_from_args,
+from ..model import load_model
+from ..sanity import sanity_check
+from ..variants import variant_model
+from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, add_runtime_args, image_from_args,
+                      model_from_args,
                       parse_label, runtime_from_args)
 
 log = logging.getLogger(__name__)
@@ -158,9 +163,6 @@ def _plot_curves(curves: dict[str, dict], path: pathlib.Path, title: str) -> Non
 
 # ---- sanity --------------------------------------------------------------------------------
 def run_sanity(args: argparse.Namespace) -> int:
-    from ..sanity import sanity_check
-    from ._common import image_from_args
-
     methods = check_methods(args.methods)
     model = model_from_args(args)
     image, stem = image_from_args(args)
@@ -188,10 +190,6 @@ def run_sanity(args: argparse.Namespace) -> int:
 
 # ---- compare -------------------------------------------------------------------------------
 def run_compare(args: argparse.Namespace) -> int:
-    from ..compare import compare_models
-    from ..model import load_model
-    from ..variants import variant_model
-
     methods = check_methods(args.methods)
     models = [a for a in args.inputs if a.lower().endswith(".onnx")]
     rest = [a for a in args.inputs if not a.lower().endswith(".onnx")]

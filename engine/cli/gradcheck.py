@@ -4,6 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import onnx
+
+from ..graph import gradcheck
+from ..graph.check import kinked_ops
+from ..model import BUNDLED_MODEL
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("gradcheck", help="compare the gradient engine with central finite differences")
@@ -16,11 +22,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import onnx
-
-    from ..graph import gradcheck
-    from ..model import BUNDLED_MODEL
-
     path = args.model or str(BUNDLED_MODEL)
     try:
         proto = onnx.load(path)
@@ -28,8 +29,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{path}: not an ONNX model file or corrupt ({str(exc).splitlines()[-1][:200]})") from None
     if args.directions < 1:
         raise ValueError(f"--directions must be >= 1; got {args.directions}.")
-    from ..graph.check import kinked_ops
-
     records = gradcheck(proto, outputs=args.outputs, directions=args.directions, random_state=args.seed)
     kinks = kinked_ops(proto)
     if args.json:

@@ -1,4 +1,5 @@
 """Pure ModelProto -> ModelProto rewrites: prepare (fold + verify), tap, reverse (VJP)."""
+from ._util import real_inputs, topo_sort
 from .analysis import articulation_tensors
 from .check import gradcheck
 from .errors import GraphError
@@ -9,5 +10,5 @@ from .tap import TensorInfo, list_tensors, tap_model
 __all__ = [
     "GraphError", "RELU_MODES", "TensorInfo", "articulation_tensors", "build_gradient_model",
     "fixed_batch", "gradcheck", "gradient_name", "list_tensors", "prepare_model", "tap_model",
-    "verify_equivalent",
+    "verify_equivalent", "real_inputs", "topo_sort",
 ]

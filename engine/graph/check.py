@@ -20,6 +20,9 @@ from onnx import ModelProto, TensorProto, numpy_helper
 from . import _util as U
 from ..runtime import make_session
 from .errors import GraphError
+from .prepare import prepare_model
+from .reverse import SEED, build_gradient_model, gradient_name
+from .tap import tap_model
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +105,6 @@ def gradcheck(
     list of GradcheckRecord
         One per (output, direction).
     """
-    from .prepare import prepare_model
-    from .reverse import SEED, build_gradient_model, gradient_name
-
     m = prepare_model(model, input_shape) if prepare else U.copy_model(model)
     inp = U.real_inputs(m.graph)[0]
     shape = [batch] + list(U.value_info_shape(inp)[1:])
@@ -160,15 +160,11 @@ def kinked_ops(model: ModelProto) -> list[str]:
 
 
 def _tapped(m: ModelProto, outputs: Sequence[str]) -> ModelProto:
-    from .tap import tap_model
-
     return tap_model(m, outputs)
 
 
 def _float64_session(m: ModelProto, outputs: Sequence[str]):
     """A float64 copy of the model in onnxruntime, or None where kernels are missing."""
-    from .tap import tap_model
-
     d = tap_model(m, outputs)
     g = d.graph
     for t in g.initializer:

@@ -24,8 +24,8 @@ from ..images import describe_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
-from ._common import check_finite_scores, start
-from .layers import FeatureLayer, feature_layer_for
+from .context import check_finite_scores, start
+from .layers import FeatureLayer, engine_for, feature_layer_for
 
 UPSAMPLING = ("bicubic", "bilinear", "nearest", "none")
 Progress = Callable[[int, int], None] | None
@@ -118,7 +118,7 @@ class GradientCAM(CAMMethod):
 
     def top_class_run(self, model, pixels, layer, env):
         # the graph picks the top class: no separate forward pass to find it
-        engine = T.engine_for(model, env, [layer.name])
+        engine = engine_for(model, env, [layer.name])
         return engine.run(pixels[None], None, wrt=[layer.name], activations=[layer.name])
 
 
@@ -136,7 +136,7 @@ def feature_gradients(model: Model, pixels: np.ndarray, layer: FeatureLayer, tar
     The image is replicated once per target; each row carries its own seed, so K targets
     cost ceil(K / mini_batch_size) engine runs.
     """
-    engine = T.engine_for(model, env, [layer.name] + ([] if targets.is_output else [targets.tensor]))
+    engine = engine_for(model, env, [layer.name] + ([] if targets.is_output else [targets.tensor]))
     reduction = None if targets.is_output else targets.tensor
     acts, grads, rs = [], [], []
     total = targets.count

@@ -36,7 +36,8 @@ from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
-from ._common import Progress, check_finite_scores, start
+from .layers import engine_for
+from .context import Progress, check_finite_scores, start
 
 __all__ = ["gradient_attribution", "METHODS"]
 
@@ -108,7 +109,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     base = _baseline(baseline, pixels, original) if method == "integrated-gradients" else None
     rng = as_generator(random_state) if method == "smoothgrad" else None
     plan = _Plan.build(method, pixels, base, num_steps, num_samples, noise_level, rng)
-    engine = T.engine_for(model, env, [] if is_output else [tensor])
+    engine = engine_for(model, env, [] if is_output else [tensor])
     relu_mode = _RELU_MODE.get(method, "standard")
     t0 = time.perf_counter()
     first = None

@@ -72,9 +72,10 @@ import numpy as np
 from ..errors import OptionError, OptionTypeError
 from .._validation import as_generator, check_choice, check_float, check_int, describe_seed
 from ..images import resize_map
+from ..kernels import lime as K
 from ..model import InputSpec, Model
 from ..result import Explanation
-from ._common import Context, begin
+from .context import Context, begin
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         feature_map = _resize_labels(labels, ctx.original_size)
         seg_name = segmentation
     timings["segmentation"] = time.perf_counter() - t
-
-    from onnxplain.kernels import lime as K
 
     t = time.perf_counter()
     h, w = labels.shape
@@ -370,8 +369,6 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
                    runs: tuple[np.ndarray, np.ndarray, np.ndarray], batch: int, progress: Any,
                    sampling: float) -> tuple[np.ndarray, float, float]:
     """Scores (N, K) float64 of the explained labels; returns (scores, sampling s, inference s)."""
-    from onnxplain.kernels import lime as K
-
     n = onoff.shape[0]
     batch = min(batch, n)
     buf = np.empty(spec.native_shape(batch), dtype=on.dtype)
@@ -448,8 +445,6 @@ def _fit_surrogates(onoff: np.ndarray, scores: np.ndarray, weights: np.ndarray, 
 def _score_map(ctx: Context, importance: np.ndarray, ptr: np.ndarray, index: np.ndarray, size: tuple[int, int],
                grid: tuple[int, int] | None, upsampling: str) -> np.ndarray:
     """Paint importances and resize per ``upsampling``; drops the K axis for a single label."""
-    from onnxplain.kernels import lime as K
-
     if grid is not None and upsampling in ("bicubic", "none"):
         cells = importance.reshape(grid[0], grid[1], -1)
         out = cells if upsampling == "none" else resize_map(cells, ctx.original_size, "bicubic")

@@ -40,7 +40,7 @@ from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice, check_int, check_pair
 from ..model import Model
 from ..result import Explanation
-from ._common import begin
+from .context import begin
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bicubic", "nearest", "none")

@@ -36,7 +36,7 @@ from ..errors import OptionError
 from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed
 from ..model import Model
 from ..result import Explanation
-from ._common import begin
+from .context import begin
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")

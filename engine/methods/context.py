@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import OptionError, OptionTypeError
 from ..images import describe_image, resize_map
-from ..model import Model
+from ..model import Model, check_finite_output
 from ..runtime import check_provider
 
 Progress = Callable[[int, int], None] | None
@@ -73,6 +73,4 @@ def begin(model: Model, image: Any, label: Any, execution_environment: str | Non
 
 def check_finite_scores(model: Model, tensor: str, values: np.ndarray, image: Any) -> None:
     """ModelError naming ``tensor`` and the image when explained scores (K,) are NaN/inf."""
-    from ..model import check_finite_output
-
     check_finite_output(np.asarray(values, np.float64).reshape(1, -1), model.path, tensor, describe_image(image))
