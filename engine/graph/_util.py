@@ -270,10 +270,6 @@ def np_dtype(elem_type: int):
     return helper.tensor_dtype_to_np_dtype(elem_type)
 
 
-def make_initializer(name: str, value: np.ndarray) -> TensorProto:
-    return numpy_helper.from_array(np.asarray(value), name)
-
-
 def unique_namer(graph: onnx.GraphProto, prefix: str):
     """A function giving fresh tensor/node names that cannot clash with the graph's."""
     taken = {i.name for i in graph.input} | {o.name for o in graph.output}

@@ -1,6 +1,6 @@
 """Choosing and describing the feature layer of the CAM family (Grad-CAM, Grad-CAM++, Score-CAM).
 
-The automatic rule (REFERENCE.md, GRADIENTS.md "Choosing the Grad-CAM feature layer"):
+The automatic rule (as MATLAB ``gradCAM`` picks its layer; see the README, "Grad-CAM feature layer"):
 
 1. candidates are float tensors that lie on every path from the image input to the model
    output (articulation tensors: this excludes everything inside residual blocks), of

@@ -1,4 +1,4 @@
-"""Image LIME with MATLAB ``imageLIME`` semantics (shared/REFERENCE.md, "Image LIME").
+"""Image LIME with MATLAB ``imageLIME`` semantics (and the ``lime`` package's tree-free options).
 
 Steps: segment the working image (the image resized to the model input) into features;
 draw ``num_samples`` on/off vectors (each feature on with p = 0.5; sample 0 all on, i.e.
