@@ -73,7 +73,8 @@ class Comparison:
             ok = [r for r in rows if r["status"] == "ok"]
             per_method[m] = {"mean_spearman": _mean([r["spearman"] for r in ok]),
                              "mean_iou_top": _mean([r["iou_top"] for r in ok]),
-                             "status": "ok" if len(ok) == len(rows) else rows[[r["status"] != "ok" for r in rows].index(True)]["status"]}
+                             "status": "ok" if len(ok) == len(rows)
+                             else rows[[r["status"] != "ok" for r in rows].index(True)]["status"]}
         return {"model_a": self.model_a, "model_b": self.model_b, "images": len(preds),
                 "top1_agreement": _mean([float(p["top1_equal"]) for p in preds]),
                 "mean_top5_overlap": _mean([p["top5_overlap"] for p in preds]),

@@ -245,7 +245,8 @@ def region_mask(shape: tuple[int, int], *, box: Any = None, mask: np.ndarray | N
             x0, y0, x1, y1 = b
             region[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     if not region.any():
-        raise OptionError(f"the ground-truth region is empty (box={box!r}, mask with {0 if mask is None else int(np.count_nonzero(mask))} "
+        pixels = 0 if mask is None else int(np.count_nonzero(mask))
+        raise OptionError(f"the ground-truth region is empty (box={box!r}, mask with {pixels} "
                          f"pixels) in an image of {tuple(shape)}.")
     return region
 

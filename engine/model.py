@@ -118,7 +118,7 @@ class Model:
         self._sessions: dict[str, Any] = {}
         self._ran_on: dict[str, dict[str, dict[str, Any]]] = {}  # provider -> graph -> session_report
         self._run_proto, self._loop = self._batchable_graph()
-        self.session  # create now: a broken graph fails at load time, not in a method
+        self.session_for(self.provider)  # create now: a broken graph fails at load time, not in a method
         self.class_names = self._resolve_labels(labels)
         self._engines: dict[str, Any] = {}
 

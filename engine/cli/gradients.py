@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     extra = {k: getattr(args, k) for k in ("num_steps", "num_samples", "noise_level") if getattr(args, k) is not None}
     with ProgressBar(args.method, enabled=not args.no_progress) as bar:
         result = gradient_attribution(model, image, parse_label(args.label), method=args.method,
-                                      baseline=None if args.baseline is None else parse_value("--baseline", args.baseline), mini_batch_size=args.batch_size,
+                                      baseline=None if args.baseline is None else parse_value("--baseline", args.baseline),
+                                      mini_batch_size=args.batch_size,
                                       random_state=args.seed, progress=bar, **extra)
     stem = f"{name}_{args.method}"
     written = write_result(result, image, args.out, stem, kind="gradient", model=model)

@@ -505,7 +505,7 @@ class _Builder:
             if rule is None:
                 raise node_error(node, "no backward rule for this op type")
             gx = rule(self, node, gy)
-            for k, (i, gi) in enumerate(zip(node.input, gx)):
+            for i, gi in zip(node.input, gx):
                 if gi is None or not i or i not in active:
                     continue
                 grads.setdefault(i, []).append(gi)

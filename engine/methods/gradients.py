@@ -2,7 +2,8 @@
 
 All methods differentiate the class score ``S_c`` (the model output's class entry:
 the probability for a model ending in Softmax, as MATLAB's example; or any ``reduction``
-as in Grad-CAM, see :mod:`onnxplain.methods._targets`) with respect to the raw image pixels: preprocessing is fused in front of the graph, so gradients are in the
+as in Grad-CAM, see :mod:`onnxplain.methods._targets`) with respect to the raw image pixels:
+preprocessing is fused in front of the graph, so gradients are in the
 image's own units, laid out (H, W, C) like the image.
 
 - "gradient": ``dS_c/dI`` (captum ``Saliency(abs=False)``);
