@@ -31,7 +31,7 @@ from onnx import TensorProto
 from . import preprocessing as _pre
 from .autodiff import GradientEngine, GradientGraphError
 from .graph import GraphError, tap_model
-from .graph.fuse import fuse_preprocessing
+from .graph.preprocess import fuse_preprocessing
 from ._validation import check_choice, check_int
 from .errors import ModelError, OptionError
 from .images import describe_image, load_image, resize_image

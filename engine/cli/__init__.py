@@ -13,12 +13,12 @@ from typing import Sequence
 
 from ..errors import ModelError
 from . import basic, explain, lime
-from . import evaluate as quality
+from . import quality
 from . import gradcam, gradients
-from . import gradcheck, occlusion
+from . import gradcheck, occlusion, rise
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, rise, gradcheck]
 
 
 class _Parser(argparse.ArgumentParser):

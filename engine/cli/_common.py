@@ -160,3 +160,30 @@ def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathL
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     written.append(str(out / f"{stem}.json"))
     return written
+
+
+def write_and_report(result, image: np.ndarray, model, out: str, stem: str, what: str) -> None:
+    """Write the result files and print a one-line summary per label."""
+    written = write_result(result, image, out, stem, kind="heat", model=model)
+    for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):
+        m = result.score_map if result.score_map.ndim == 2 else result.score_map[..., k]
+        print(f"{label} ({idx}), score {float(result.scores[k]):.4g}: map range [{m.min():.3g}, {m.max():.3g}]")
+    print(f"{result.method}: {what}, {result.timings['total']:.1f} s -> " + ", ".join(written))
+
+
+def add_label_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", "-l", nargs="+", action="extend", default=None, metavar="L",
+                   help="class index or name, several from one pass (default: the top class)")
+
+
+def parse_pair(flag: str, value: str, *, auto: bool = True) -> Any:
+    """'auto', 'N' or 'H,W' -> 'auto', int or (int, int)."""
+    if auto and value == "auto":
+        return value
+    try:
+        numbers = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} must be {'auto, ' if auto else ''}an integer N or H,W; got {value!r}.") from None
+    if len(numbers) not in (1, 2):
+        raise ValueError(f"{flag} must be N or H,W; got {value!r}.")
+    return numbers[0] if len(numbers) == 1 else tuple(numbers)
