@@ -57,7 +57,7 @@ def test_threads_reach_every_session_and_results_record_the_providers():
     onnxplain.METHODS["score-cam"](model, image, 1)
     sessions = [model.session]
     sessions += [s for engine in model._engines.values() for s in engine._sessions.values()]
-    from onnxplain.methods.scorecam import _TAPPED
+    from onnxplain.methods.layers import _TAPPED
 
     sessions += list(_TAPPED[model].values())
     assert len(sessions) >= 3
