@@ -151,7 +151,8 @@ def verify_equivalent(
     for b in batches:
         feeds = _random_feeds(prep_sess, b, rng)
         want = dict(zip([o.name for o in orig_sess.get_outputs()], orig_sess.run(None, feeds)))
-        got = dict(zip([o.name for o in prep_sess.get_outputs()], prep_sess.run(None, feeds)))
+        got = dict(zip([o.name for o in prep_sess.get_outputs()],
+                       _run_prepared(prepared, prep_sess, feeds, b)))
         for name, a in want.items():
             if name not in got:
                 raise GraphError(f"prepared model lost output {name!r}")
@@ -185,14 +186,27 @@ def _check_batch_consistency(model: ModelProto, rtol: float, atol: float) -> Non
     sess = _session(model)
     rng = np.random.default_rng(1)
     feeds = _random_feeds(sess, 2, rng)
-    try:
-        both = sess.run(None, feeds)
-    except Exception as exc:
-        raise GraphError(f"prepared model does not run at batch 2: {exc}") from exc
+    both = _run_prepared(model, sess, feeds, 2)
     for k in range(2):
         one = sess.run(None, {n: v[k:k + 1] for n, v in feeds.items()})
         for out, a, b in zip(sess.get_outputs(), one, both):
             _compare(out.name, a, b[k:k + 1], rtol, atol, f"batch 2 row {k} vs batch 1")
+
+
+def _run_prepared(model: ModelProto, sess, feeds, batch: int):
+    """Run the prepared model; a failure names the first wrongly declared shape, if any."""
+    try:
+        return sess.run(None, feeds)
+    except Exception as exc:
+        from .check import declared_shape_errors
+
+        first = str(exc).splitlines()[0][:300]
+        try:
+            detail = declared_shape_errors(model, batches=(batch,), limit=1)
+        except Exception:  # the diagnosis itself failed: report the run error alone
+            detail = []
+        hint = f"; first wrongly declared shape: {detail[0]}" if detail else ""
+        raise GraphError(f"prepared model does not run at batch {batch}: {first}{hint}") from exc
 
 
 def _session(model: ModelProto):
@@ -635,21 +649,34 @@ def _finalize(model: ModelProto, fixed: int | None) -> ModelProto:
     del g.node[:]
     g.node.extend(nodes)
     g.ClearField("value_info")
+    batch_dims: dict[str, tuple[bool, ...]] = {}
     if fixed is None:
-        shapes = U.batched_shapes(m)
+        shapes = U.batched_shapes(m, batch_dims)
     else:
         shapes = U.infer(m)
     for o in g.output:
         s, t = shapes.get(o.name, (None, o.type.tensor_type.elem_type))
         if s is not None:
-            U.set_dims(o, [BATCH_DIM if (d is None and k == 0) else d for k, d in enumerate(s)])
+            U.set_dims(o, _batch_aware(s, batch_dims.get(o.name, ())))
     m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
     if fixed is None:
-        _drop_batch_value_info(m, shapes)
+        _drop_batch_value_info(m, shapes, batch_dims)
     return m
 
 
-def _drop_batch_value_info(m: ModelProto, shapes) -> None:
+def _batch_aware(dims, exact) -> list:
+    """Dims with 'N' only where the size is the batch itself (not e.g. N * tokens).
+
+    A batch-dependent size that is not the batch (a Reshape folding tokens or heads into
+    dim 0) is left unknown: declaring it 'N' lets onnxruntime's memory planner reuse a
+    buffer of the wrong size (the "Shape mismatch attempting to re-use buffer" warnings,
+    and wrong gradients on LeViT / EfficientFormer).
+    """
+    return [BATCH_DIM if (d is None and k < len(exact) and exact[k]) else d
+            for k, d in enumerate(dims)]
+
+
+def _drop_batch_value_info(m: ModelProto, shapes, batch_dims) -> None:
     """Replace inferred intermediate shapes by batch-aware ones ('N' for the batch)."""
     g = m.graph
     keep = []
@@ -657,7 +684,7 @@ def _drop_batch_value_info(m: ModelProto, shapes) -> None:
         s = shapes.get(vi.name, (None, 0))[0]
         if s is None:
             continue
-        U.set_dims(vi, [BATCH_DIM if (d is None and k == 0) else d for k, d in enumerate(s)])
+        U.set_dims(vi, _batch_aware(s, batch_dims.get(vi.name, ())))
         keep.append(vi)
     del g.value_info[:]
     g.value_info.extend(keep)
