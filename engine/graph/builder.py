@@ -47,6 +47,10 @@ class Builder:
         self.active: set[str] = set()
 
     # ------------------------------------------------------------ emission helpers
+    def e(self, name: str) -> "Expr":
+        """``name`` as an :class:`Expr` (arithmetic emits nodes)."""
+        return Expr(self, name)
+
     def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, hint: str | None = None,
            **attrs):
         outs = [self.fresh(hint or op_type) for _ in range(n_out)]
@@ -264,3 +268,44 @@ class Builder:
         if v is None:
             raise node_error(node, f"{what} (input {k}) must be a constant")
         return v
+
+
+class Expr:
+    """A tensor name with arithmetic, so backward rules read as the math they implement.
+
+    ``x = b.e(node.input[0]); d = 1 / (1 + x * x)`` emits Mul, Add and Div (Python floats
+    become float32 constants). Methods name the ONNX op they emit (``x.Exp()``).
+    """
+
+    def __init__(self, b: "Builder", name: str):
+        self.b, self.name = b, name
+
+    def _lift(self, other) -> str:
+        return other.name if isinstance(other, Expr) else self.b.const(float(other))
+
+    def _bin(self, op: str, a, c) -> "Expr":
+        return Expr(self.b, self.b.op(op, [self._lift(a), self._lift(c)]))
+
+    def __add__(self, o): return self._bin("Add", self, o)
+    def __radd__(self, o): return self._bin("Add", o, self)
+    def __sub__(self, o): return self._bin("Sub", self, o)
+    def __rsub__(self, o): return self._bin("Sub", o, self)
+    def __mul__(self, o): return self._bin("Mul", self, o)
+    def __rmul__(self, o): return self._bin("Mul", o, self)
+    def __truediv__(self, o): return self._bin("Div", self, o)
+    def __rtruediv__(self, o): return self._bin("Div", o, self)
+    def __neg__(self): return Expr(self.b, self.b.op("Neg", [self.name]))
+
+    def __getattr__(self, op: str):
+        if not op[:1].isupper():
+            raise AttributeError(op)
+        return lambda **attrs: Expr(self.b, self.b.op(op, [self.name], **attrs))
+
+    def where(self, cond: "Expr", other) -> "Expr":
+        """``self`` where ``cond`` (a bool Expr) holds, else ``other``."""
+        return Expr(self.b, self.b.op("Where", [cond.name, self.name, self._lift(other)]))
+
+    def gt(self, o) -> "Expr": return self._bin("Greater", self, o)
+    def lt(self, o) -> "Expr": return self._bin("Less", self, o)
+    def eq(self, o) -> "Expr": return self._bin("Equal", self, o)
+    def mask(self) -> "Expr": return Expr(self.b, self.b.mask(self.name))

@@ -335,3 +335,61 @@ def _vjp_max(b, node, gy):
             continue
         out.append(b.unbroadcast(b.mul(share, m), y, i))
     return out
+
+
+# ------------------------------------------------ unary ops: dy/dx as math, g * f'(x, y)
+# Each entry is f'(x, y) with x the input and y the output (both Expr).
+def _selu_d(node):
+    alpha = U.attr(node, "alpha", 1.67326319217681884765625)
+    gamma = U.attr(node, "gamma", 1.05070102214813232421875)
+    # x > 0: gamma; else gamma * alpha * e^x = y + gamma * alpha
+    return lambda x, y: (y + gamma * alpha).where(x.lt(0.0), gamma)
+
+
+def _celu_d(node):
+    alpha = U.attr(node, "alpha", 1.0)
+    return lambda x, y: (x / alpha).Exp().where(x.lt(0.0), 1.0)
+
+
+def _thresholded_relu_d(node):
+    alpha = U.attr(node, "alpha", 1.0)
+    return lambda x, y: x.gt(alpha).mask()
+
+
+def _shrink_d(node):
+    lambd = U.attr(node, "lambd", 0.5)
+    return lambda x, y: x.Abs().gt(lambd).mask()
+
+
+def _mish_d(node):
+    # y = x tanh(sp(x)), sp = softplus: y' = tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)
+    def d(x, y):
+        t = x.Softplus().Tanh()
+        return t + x * x.Sigmoid() * (1.0 - t * t)
+    return d
+
+
+UNARY = {
+    "Tan": lambda node: lambda x, y: 1.0 + y * y,
+    "Sinh": lambda node: lambda x, y: x.Cosh(),
+    "Cosh": lambda node: lambda x, y: x.Sinh(),
+    "Asin": lambda node: lambda x, y: 1.0 / (1.0 - x * x).Sqrt(),
+    "Acos": lambda node: lambda x, y: -1.0 / (1.0 - x * x).Sqrt(),
+    "Atan": lambda node: lambda x, y: 1.0 / (1.0 + x * x),
+    "Asinh": lambda node: lambda x, y: 1.0 / (x * x + 1.0).Sqrt(),
+    "Acosh": lambda node: lambda x, y: 1.0 / (x * x - 1.0).Sqrt(),
+    "Atanh": lambda node: lambda x, y: 1.0 / (1.0 - x * x),
+    "Selu": _selu_d,
+    "Celu": _celu_d,
+    "ThresholdedRelu": _thresholded_relu_d,
+    "Shrink": _shrink_d,
+    "Mish": _mish_d,
+}
+
+
+def _vjp_unary(b, node, gy):
+    d = UNARY[node.op_type](node)(b.e(node.input[0]), b.e(node.output[0]))
+    return [(b.e(gy[0]) * d).name]
+
+
+rule(*UNARY)(_vjp_unary)

@@ -99,3 +99,67 @@ def _vjp_gemm(b, node, gy):
         gc = g if beta == 1.0 else b.mul(g, b.const(beta))
         out[2] = b.unbroadcast(gc, node.output[0], node.input[2])
     return out
+
+
+def _einsum_terms(node, ranks: list[int]) -> tuple[list[list[str]], list[str]]:
+    """Operand and output subscripts as lists of single-axis labels; an ellipsis becomes
+    labels '.0', '.1', ... right-aligned across operands (numpy's broadcasting)."""
+    eq = U.decode(U.attr(node, "equation")).replace(" ", "")
+    lhs, out = eq.split("->") if "->" in eq else (eq, None)
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise node_error(node, f"equation {eq!r} has {len(terms)} operands, node has {len(ranks)}")
+    n_ell = max([r - len(t.replace("...", "")) for t, r in zip(terms, ranks) if "..." in t] + [0])
+
+    def expand(term: str, rank: int | None) -> list[str]:
+        if "..." not in term:
+            return list(term)
+        head, tail = term.split("...")
+        k = (rank - len(head) - len(tail)) if rank is not None else n_ell
+        return list(head) + [f".{n_ell - k + i}" for i in range(k)] + list(tail)
+
+    labels = [expand(t, r) for t, r in zip(terms, ranks)]
+    if out is None:
+        counts: dict[str, int] = {}
+        for t in terms:
+            for c in t.replace("...", ""):
+                counts[c] = counts.get(c, 0) + 1
+        out = ("..." if n_ell else "") + "".join(sorted(c for c, n in counts.items() if n == 1))
+    return labels, expand(out, None)
+
+
+@rule("Einsum", grads="all")
+def _vjp_einsum(b, node, gy):
+    """d/dA_k of einsum(A_1..A_n) is einsum(the others, g) into A_k's subscripts; labels of
+    A_k that appear nowhere else were summed over A_k alone, so the result is broadcast
+    back along them. Repeated labels within one operand (diagonals) and broadcast
+    ellipsis dims are refused."""
+    shapes = [b.shape(i, node) for i in node.input]
+    labels, out = _einsum_terms(node, [len(s) for s in shapes])
+    ell = {}
+    for lab, s in zip(labels, shapes):
+        for c, d in zip(lab, s):
+            if c.startswith("."):
+                if ell.setdefault(c, d) != d:
+                    raise node_error(node, "broadcasting ellipsis dims are not supported")
+    letters = sorted({c for lab in labels + [out] for c in lab})
+    sym = {c: chr(ord("a") + i) if i < 26 else chr(ord("A") + i - 26) for i, c in enumerate(letters)}
+    word = lambda lab: "".join(sym[c] for c in lab)  # noqa: E731
+    result = []
+    for k, (name, lab) in enumerate(zip(node.input, labels)):
+        if not b.needs(node, k):
+            result.append(None)
+            continue
+        if len(set(lab)) != len(lab):
+            raise node_error(node, f"operand {k} repeats a subscript (a diagonal); not supported")
+        others = [j for j in range(len(labels)) if j != k]
+        seen = {c for j in others for c in labels[j]} | set(out)
+        kept = [c for c in lab if c in seen]
+        eq = ",".join([word(labels[j]) for j in others] + [word(out)]) + "->" + word(kept)
+        gk = b.op("Einsum", [node.input[j] for j in others] + [gy[0]], equation=eq)
+        missing = [a for a, c in enumerate(lab) if c not in seen]
+        if missing:
+            gk = b.op("Unsqueeze", [gk, b.ints(missing)])
+            gk = b.op("Expand", [gk, b.expand_shape_of(name)])
+        result.append(gk)
+    return result

@@ -148,3 +148,137 @@ def _vjp_layer_norm(b, node, gy):
     m2 = b.reduce("ReduceMean", b.mul(gh, xhat), axes)
     inner = b.op("Sub", [b.op("Sub", [gh, m1]), b.mul(xhat, m2)])
     return [b.mul(rstd, inner), None, None]
+
+
+def reduce_axes(b, node) -> list[int] | None:
+    """The sorted axes a Reduce* node reduces, or None for the no-op (empty axes with
+    ``noop_with_empty_axes``). Axes come from the attribute (opset < 18) or input 1."""
+    rank = len(b.shape(node.input[0], node))
+    axes = U.attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = b.const_operand(node, 1, "axes").tolist()
+    if not axes:
+        if U.attr(node, "noop_with_empty_axes", 0):
+            return None
+        axes = list(range(rank))
+    return sorted(a % rank for a in axes)
+
+
+def _kept(b, node, t: str, axes) -> str:
+    """A reduced tensor with its reduced axes restored (keepdims=1 form)."""
+    if U.attr(node, "keepdims", 1):
+        return t
+    return b.op("Unsqueeze", [t, b.ints(axes)])
+
+
+# d y / d x for y = reduce(x) over the axes, as math on x, y (kept dims) and the builder.
+def _l1_d(b, x, y, axes):
+    return x.Sign()
+
+
+def _l2_d(b, x, y, axes):
+    # x / |x|_2; an all-zero slice (y == 0) gets 0 (torch.linalg.norm's subgradient)
+    return x / (y + y.eq(0.0).mask())
+
+
+def _logsumexp_d(b, x, y, axes):
+    return (x - y).Exp()
+
+
+def _sum_square_d(b, x, y, axes):
+    return 2.0 * x
+
+
+def _prod_d(b, x, y, axes):
+    """prod of the others: y / x where x != 0; at a zero, the product of the nonzeros if it
+    is the slice's only zero, else 0 (exact, no 0/0)."""
+    zero = x.eq(0.0)
+    nonzero = x.where(zero.Not(), 1.0)
+    p_nz = b.e(b.op("ReduceProd", [nonzero.name], axes=axes, keepdims=1) if b.opset < 18
+               else b.op("ReduceProd", [nonzero.name, b.ints(axes)], keepdims=1))
+    n_zero = b.e(b.reduce("ReduceSum", zero.mask().name, axes, keepdims=1))
+    at_zero = p_nz.where(n_zero.eq(1.0), 0.0)
+    return at_zero.where(zero, y / nonzero)
+
+
+REDUCE = {"ReduceL1": _l1_d, "ReduceL2": _l2_d, "ReduceLogSumExp": _logsumexp_d,
+          "ReduceSumSquare": _sum_square_d, "ReduceProd": _prod_d}
+
+
+@rule(*REDUCE)
+def _vjp_reduce_smooth(b, node, gy):
+    axes = reduce_axes(b, node)
+    x = b.e(node.input[0])
+    if axes is None:  # runtimes disagree on what these 'no-op' reductions compute
+        raise node_error(node, "noop_with_empty_axes with empty axes is not supported")
+    g = b.e(_kept(b, node, gy[0], axes))
+    y = b.e(_kept(b, node, node.output[0], axes))
+    d = REDUCE[node.op_type](b, x, y, axes)
+    return [(g * d).name, None]
+
+
+def _normalize_last(b, x: str, g: str, axes, eps: float) -> str:
+    """Input gradient of (x - mean) / sqrt(var + eps) over ``axes``, given the gradient g of
+    the normalised tensor: rstd * (g - mean(g) - xhat * mean(g * xhat))."""
+    mu = b.reduce("ReduceMean", x, axes)
+    xc = b.op("Sub", [x, mu])
+    var = b.reduce("ReduceMean", b.mul(xc, xc), axes)
+    rstd = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
+    xhat = b.mul(xc, rstd)
+    m1 = b.reduce("ReduceMean", g, axes)
+    m2 = b.reduce("ReduceMean", b.mul(g, xhat), axes)
+    return b.mul(rstd, b.op("Sub", [b.op("Sub", [g, m1]), b.mul(xhat, m2)]))
+
+
+def _channel_vector(value: np.ndarray, rank: int) -> np.ndarray:
+    return np.asarray(value, np.float32).reshape((-1,) + (1,) * (rank - 2))
+
+
+@rule("InstanceNormalization", const=(1, 2))
+def _vjp_instance_norm(b, node, gy):
+    x = node.input[0]
+    rank = len(b.shape(x, node))
+    scale = b.const_operand(node, 1, "scale")
+    b.const_operand(node, 2, "B")
+    gh = b.mul(gy[0], b.const(_channel_vector(scale, rank), hint="in_scale"))
+    return [_normalize_last(b, x, gh, list(range(2, rank)), U.attr(node, "epsilon", 1e-5)),
+            None, None]
+
+
+@rule("GroupNormalization", const=(1, 2))
+def _vjp_group_norm(b, node, gy):
+    """Opset 18-20: scale/bias per group; opset 21+: per channel."""
+    x = node.input[0]
+    s = b.shape(x, node)
+    rank = len(s)
+    groups = U.attr(node, "num_groups")
+    channels = b.static_dims(x, node, [1])[0]
+    scale = np.asarray(b.const_operand(node, 1, "scale"), np.float32).reshape(-1)
+    b.const_operand(node, 2, "bias")
+    if scale.size == groups and groups != channels:
+        scale = np.repeat(scale, channels // groups)
+    gh = b.mul(gy[0], b.const(_channel_vector(scale, rank), hint="gn_scale"))
+    grouped = b.ints([0, groups, -1])
+    gx = _normalize_last(b, b.op("Reshape", [x, grouped]), b.op("Reshape", [gh, grouped]), [2],
+                         U.attr(node, "epsilon", 1e-5))
+    return [b.reshape_like(gx, x), None, None]
+
+
+@rule("LpNormalization")
+def _vjp_lp_norm(b, node, gy):
+    """y = x / |x|_p along the axis: dx = (g - d|x|_p/dx * sum(g * y)) / |x|_p."""
+    x, y, g = b.e(node.input[0]), b.e(node.output[0]), b.e(gy[0])
+    rank = len(b.shape(node.input[0], node))
+    axis = U.attr(node, "axis", -1) % rank
+    p = U.attr(node, "p", 2)
+    if p not in (1, 2):
+        raise node_error(node, f"p={p} is not supported (ONNX allows 1 and 2)")
+    if p == 2:
+        norm = b.e(b.op("ReduceL2", [x.name], axes=[axis], keepdims=1) if b.opset < 18
+                   else b.op("ReduceL2", [x.name, b.ints([axis])], keepdims=1))
+        dnorm = y
+    else:
+        norm = b.e(b.reduce("ReduceSum", x.Abs().name, [axis], keepdims=1))
+        dnorm = x.Sign()
+    dot = b.e(b.reduce("ReduceSum", (g * y).name, [axis], keepdims=1))
+    return [((g - dnorm * dot) / norm).name]

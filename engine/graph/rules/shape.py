@@ -197,3 +197,51 @@ def _vjp_resize(b, node, gy):
             t = b.op("MatMul", [t, b.const(mat, hint="resize_m")])
             g = b.op("Transpose", [t], perm=[int(p) for p in np.argsort(perm)])
     return [g, None, None, None]
+
+
+@rule("CumSum")
+def _vjp_cumsum(b, node, gy):
+    """The transpose of a running sum is the running sum in the other direction."""
+    b.const_operand(node, 1, "axis")
+    return [b.op("CumSum", [gy[0], node.input[1]], exclusive=U.attr(node, "exclusive", 0),
+                 reverse=1 - U.attr(node, "reverse", 0)), None]
+
+
+def _space_depth_geometry(node, s, inverse_op: bool):
+    """(shape before the transpose, perm) of DepthToSpace / SpaceToDepth as
+    Reshape -> Transpose -> Reshape (the ONNX definitions)."""
+    bs = U.attr(node, "blocksize")
+    n, c, h, w = s
+    if node.op_type == "DepthToSpace":
+        if U.decode(U.attr(node, "mode", "DCR")) == "DCR":
+            return [n, bs, bs, c // (bs * bs), h, w], [0, 3, 4, 1, 5, 2]
+        return [n, c // (bs * bs), bs, bs, h, w], [0, 1, 4, 2, 5, 3]
+    return [n, c, h // bs, bs, w // bs, bs], [0, 3, 5, 1, 2, 4]
+
+
+@rule("DepthToSpace", "SpaceToDepth")
+def _vjp_depth_space(b, node, gy):
+    x = node.input[0]
+    s = list(b.shape(x, node))
+    if any(d is None for d in s[1:]):
+        raise node_error(node, "needs static non-batch sizes")
+    split, perm = _space_depth_geometry(node, s, False)
+    moved = [split[p] for p in perm]
+    g = b.op("Reshape", [gy[0], b.ints([0] + moved[1:])])
+    g = b.op("Transpose", [g], perm=[int(p) for p in np.argsort(perm)])
+    return [b.reshape_like(g, x)]
+
+
+@rule("TopK")
+def _vjp_topk(b, node, gy):
+    """Values go back to where they were taken from (indices output: no gradient)."""
+    x = node.input[0]
+    rank = len(b.shape(x, node))
+    axis = U.attr(node, "axis", -1) % rank
+    if len(node.output) < 2 or not node.output[1]:  # the forward now also returns indices
+        if len(node.output) < 2:
+            node.output.append(b.fresh("topk_indices"))
+        else:
+            node.output[1] = b.fresh("topk_indices")
+    return [b.op("ScatterElements", [b.zeros_like(x), node.output[1], gy[0]], axis=axis,
+                 reduction="add"), None]
