@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _util as U
+from ..errors import node_error
 from . import rule
 
 
