@@ -38,7 +38,15 @@ def ensure_opset(model: ModelProto) -> ModelProto:
     try:
         from onnx import version_converter
 
-        return version_converter.convert_version(model, MIN_OPSET)
+        if model.ir_version < 7:
+            # IR < 4 requires every initializer to be a graph input as well; fused
+            # preprocessing (and other rewrites) add initializers that are not, which the
+            # converter then calls undefined. IR 7 is what opset 12-13 graphs declare.
+            model = copy_model(model)
+            model.ir_version = 7
+        converted = version_converter.convert_version(model, MIN_OPSET)
+        converted.ir_version = max(converted.ir_version, 7)
+        return converted
     except Exception as exc:  # the converter raises assorted C++ errors
         raise GraphError(
             f"model uses opset {version}; opset >= {MIN_OPSET} is required and the "
