@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..images import load_image
+from ..images import MAX_PIXELS, load_image
 from ..model import Model, load_model
 from ..render import overlay_figure
 from ..result import Explanation
@@ -30,6 +30,8 @@ def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
     p.add_argument("--labels", default=None, help="class names file (.txt one per line, or .json list)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override the detected input layout")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="execution environment")
+    p.add_argument("--max-pixels", type=_pixels, default=MAX_PIXELS, metavar="N",
+                   help=f"largest image file decoded, in pixels (default {MAX_PIXELS:_}; 'none' for no limit)")
 
 
 def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -45,7 +47,20 @@ def model_from_args(args: argparse.Namespace) -> Model:
         except json.JSONDecodeError as exc:
             raise ValueError(f"--preprocessing is not valid JSON: {exc}") from None
     return load_model(args.model, preprocessing=pre, labels=args.labels, execution_environment=args.device,
-                      layout=args.layout)
+                      layout=args.layout, max_image_pixels=getattr(args, "max_pixels", MAX_PIXELS))
+
+
+def _pixels(text: str) -> int | None:
+    """--max-pixels: an integer (1e8, 100_000_000 and 100000000 all work) or 'none'."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'none'; got {text!r}") from None
+    if not value >= 4 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels >= 4; got {text!r}")
+    return int(value)
 
 
 def image_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str]:
@@ -54,7 +69,9 @@ def image_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str]:
         from skimage.data import chelsea
 
         return load_image(chelsea()), DEFAULT_IMAGE
-    return load_image(args.image), pathlib.Path(args.image).stem
+    # files above the map cap come back reduced (with a warning): maps and overlays are at that size
+    return (load_image(args.image, max_pixels=getattr(args, "max_pixels", MAX_PIXELS)),
+            pathlib.Path(args.image).stem)
 
 
 def parse_value(flag: str, text: str, words: tuple[str, ...] = ()) -> Any:
@@ -128,9 +145,10 @@ def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathL
 
         maps = resize_map(maps, image.shape[:2], "nearest")
         extra = {**(extra or {}), "map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
+    shown_image, maps, boundaries = _for_display(image, maps, boundaries)
     for k, (idx, name) in enumerate(zip(result.labels, result.label_names)):
         png = out / (f"{stem}.png" if maps.shape[2] == 1 else f"{stem}_{idx}.png")
-        overlay_figure(image, maps[..., k], png, kind=kind, boundaries=boundaries,
+        overlay_figure(shown_image, maps[..., k], png, kind=kind, boundaries=boundaries,
                        title=f"{result.method}: {name} ({idx}), score {float(np.ravel(result.scores)[k]):.3g}")
         written.append(str(png))
     np.save(out / f"{stem}.npy", result.score_map)
@@ -142,3 +160,19 @@ def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathL
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     written.append(str(out / f"{stem}.json"))
     return written
+
+
+#: largest side of the image drawn in an overlay PNG (the figure itself is ~520 x 440 pixels)
+DISPLAY_SIDE = 1024
+
+
+def _for_display(image: np.ndarray, maps: np.ndarray, boundaries: np.ndarray | None):
+    """Image, maps and boundaries reduced by block means (boundaries: every k-th label) to at
+    most DISPLAY_SIDE per side for drawing; the .npy files keep the maps as computed."""
+    k = -(-max(image.shape[:2]) // DISPLAY_SIDE)
+    if k <= 1:
+        return image, maps, boundaries
+    from ..images import block_reduce
+
+    small = block_reduce(image, k)
+    return small, block_reduce(maps, k), None if boundaries is None else np.asarray(boundaries)[::k, ::k]
