@@ -15,6 +15,7 @@ from ..images import MAX_PIXELS, load_image
 from ..model import Model, load_model
 from ..render import overlay_figure
 from ..result import Explanation
+from ._output import RunRecord, atomic_npy, atomic_write
 
 DEFAULT_IMAGE = "chelsea"  # skimage.data.chelsea(): the bundled sample photograph (a cat)
 
@@ -130,14 +131,17 @@ class ProgressBar:
 
 def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathLike, stem: str, *,
                  kind: str = "heat", model: Model | None = None, extra: dict | None = None,
-                 boundaries: np.ndarray | None = None) -> list[str]:
-    """Write ``stem.png`` (one per label when several), ``stem.npy`` (raw map) and ``stem.json``.
+                 boundaries: np.ndarray | None = None, arrays: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Write ``stem.png`` (one per label when several), ``stem.npy`` (raw map), ``stem_<name>.npy``
+    for each of ``arrays``, and last ``stem.json`` (the run's record, ``"complete": true``).
 
-    A map not at the image's size (``output_upsampling="none"``) is shown upsampled (nearest)
-    in the PNG; the .npy keeps it raw and the JSON records its shape.
+    Every file is written atomically; files of an earlier run of the same stem in the folder
+    are removed first (see :mod:`onnxplain.cli._output`). A map not at the image's size
+    (``output_upsampling="none"``) is shown upsampled (nearest) in the PNG; the .npy keeps it
+    raw and the JSON records its shape.
     """
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(out, f"{stem}.json", method=result.method).start()
     written = []
     maps = result.score_map if result.score_map.ndim == 3 else result.score_map[..., None]
     if maps.shape[:2] != image.shape[:2]:
@@ -148,17 +152,20 @@ def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathL
     shown_image, maps, boundaries = _for_display(image, maps, boundaries)
     for k, (idx, name) in enumerate(zip(result.labels, result.label_names)):
         png = out / (f"{stem}.png" if maps.shape[2] == 1 else f"{stem}_{idx}.png")
-        overlay_figure(shown_image, maps[..., k], png, kind=kind, boundaries=boundaries,
-                       title=f"{result.method}: {name} ({idx}), score {float(np.ravel(result.scores)[k]):.3g}")
+        title = f"{result.method}: {name} ({idx}), score {float(np.ravel(result.scores)[k]):.3g}"
+        atomic_write(png, lambda tmp: overlay_figure(shown_image, maps[..., k], tmp, kind=kind,
+                                                     boundaries=boundaries, title=title))
         written.append(str(png))
-    np.save(out / f"{stem}.npy", result.score_map)
-    written.append(str(out / f"{stem}.npy"))
+        record.add(str(png))
+    for path, array in [(out / f"{stem}.npy", result.score_map),
+                        *((out / f"{stem}_{name}.npy", a) for name, a in (arrays or {}).items())]:
+        written.append(atomic_npy(path, array))
+        record.add(str(path))
     summary = result.summary()
     if model is not None:
         summary["model"] = {"path": model.path, "output_kind": model.output_kind, "device": model.device}
     summary.update(extra or {})
-    (out / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    written.append(str(out / f"{stem}.json"))
+    written.append(record.finish(summary))
     return written
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import pathlib
 import sys
 import time
@@ -17,6 +16,7 @@ import numpy as np
 
 from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
+from ._output import RunRecord
 
 #: (name, module under onnxplain.cli, function, overlay kind). Each function is
 #: ``explain_default(model, image, label, progress) -> Explanation``.
@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     image, stem = image_from_args(args)
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     skipped = {}
     if model.input_dtype == np.uint8:  # no gradient through uint8 input: only forward-only methods can run
         needs_grad = [m for m in chosen if m not in FORWARD_ONLY]
@@ -78,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
                "label": label, "methods": {}, "skipped": skipped}
     if skipped:
         print(f"skipped {', '.join(skipped)}: the model takes uint8 input, which has no gradient")
+    # summary.json is this run's record: the previous run's files go, and until the end it says "complete": false
+    record = RunRecord(out, "summary.json", command="explain", image=stem, label=label).start()
     for name, module, func, kind in METHODS:
         if name not in chosen:
             continue
@@ -88,11 +89,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         files = write_result(result, image, out, f"{stem}_{name}", kind=kind, model=model,
                              boundaries=result.extras.get("feature_map") if name == "lime" else None)
+        record.add(*files)
         elapsed = time.perf_counter() - t
         summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **result.summary()}
         print(f"{name:<22} {elapsed:6.2f} s  -> {files[0]}")
         sys.stdout.flush()
     summary["total_seconds"] = round(time.perf_counter() - t0, 3)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
+    record.finish(summary)  # last: "complete": true
     print(f"done in {summary['total_seconds']:.1f} s; summary: {out / 'summary.json'}")
     return 0
