@@ -71,3 +71,10 @@ def as_generator(random_state: Any):
     if isinstance(random_state, np.random.Generator):
         return random_state
     raise OptionTypeError(f"The 'random_state' parameter must be an int, a numpy Generator or None; got {type(random_state).__name__}.")
+
+
+def describe_seed(random_state: Any) -> Any:
+    """The seed as results record it (JSON-friendly): the int, None, or the type name of a Generator."""
+    if random_state is None or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
+        return None if random_state is None else int(random_state)
+    return type(random_state).__name__

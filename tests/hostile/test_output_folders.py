@@ -70,11 +70,13 @@ def test_interrupted_run_clears_the_previous_run_and_is_marked_incomplete(tmp_pa
     (out / "mine.txt").write_text("not onnxplain's")  # a file no record lists: never touched
     assert json.loads((out / "summary.json").read_text())["label"] == 2
 
-    from onnxplain.cli import occlusion
+    original = _common.ProgressBar.__call__
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(occlusion, "explain_default_rise", interrupted)
+    def progress(self, done, total):  # Ctrl-C in the middle of RISE, through its progress callback
+        if self.desc == "rise":
+            raise KeyboardInterrupt
+        return original(self, done, total)
+    monkeypatch.setattr(_common.ProgressBar, "__call__", progress)
     assert _explain(tiny, out, 1) == 130
     assert "interrupted" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
