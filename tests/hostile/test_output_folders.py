@@ -89,10 +89,12 @@ def test_interrupted_run_clears_the_previous_run_and_is_marked_incomplete(tmp_pa
 def test_sigint_to_a_real_run_stops_it_cleanly(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "onnxplain", "rise", "--num-masks", "60000", "--batch-size", "8",
-                             "--out", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    time.sleep(8.0)
+    argv = ["rise", "--num-masks", "60000", "--batch-size", "8", "--out", str(out), "--no-progress"]
+    code = ("import sys, onnxplain.cli as cli; print('ready', flush=True); "
+            f"sys.exit(cli.main({argv!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"  # imports done: from here on main() handles Ctrl-C
+    time.sleep(4.0)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
