@@ -32,22 +32,22 @@ import concurrent.futures as cf
 import csv
 import glob
 import inspect
-import json
 import logging
 import os
 import pathlib
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from . import results as R
 from ._validation import check_choice, check_int
-from .errors import ImageError, LabelError, OnnxplainError
+from .errors import ImageError, LabelError, OnnxplainError, OptionError
 from .model import Model, load_model
 from .result import Explanation
-from . import results as R
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _folder(root: pathlib.Path, image_folder: bool | None) -> Source:
     root_abs = root.resolve()
     items = []
     for i, f in enumerate(files):
-        path = str((root_abs / f.relative_to(root)))
+        path = str(root_abs / f.relative_to(root))
         label = f.relative_to(root).parts[0] if use_tree else None
         items.append(Item(i, path, path=path, label=label, where=f"class folder {label!r}" if use_tree else path))
     return Source(items, len(items), "image-folder" if use_tree else "folder", has_labels=use_tree)
@@ -270,70 +270,38 @@ class MethodRun:
     needs_gradients: bool = False
 
 
-def method_table() -> dict[str, tuple[Callable[..., Explanation], dict[str, Any], dict[str, dict[str, Any]], bool]]:
-    """name -> (function, fixed options, presets {"main", "quick"}, needs gradients).
-
-    From the method registry ``onnxplain.METHODS`` when present; else from the methods the
-    quality tools and ``onnxplain explain`` know (same functions and light settings)."""
-    import onnxplain
-
-    registry = getattr(onnxplain, "METHODS", None)
-    if registry:
-        return {name: (spec.func, dict(spec.fixed), {k: dict(v) for k, v in spec.presets.items()},
-                       bool(spec.needs_gradients)) for name, spec in registry.items()}
-    import importlib
-
-    from .methods import gradcam as G, gradients as GR, scorecam as SC
-
-    E = importlib.import_module("onnxplain.evaluate")  # the package attribute is the function
-
-    main = {"lime": {"num_samples": 1024, "num_features": 49, "random_state": 0},
-            "rise": {"num_masks": 2000, "cell_size": 7, "random_state": 0}, **GR._LIGHT}
-    table = {}
-    for name, (module, func_name, fixed, grads) in E.QUALITY_METHODS.items():
-        func = getattr(__import__(f"onnxplain.methods.{module}", fromlist=[func_name]), func_name)
-        table[name] = (func, dict(fixed), {"main": dict(main.get(name, {})), "quick": dict(E.LIGHT_PARAMS.get(name, {}))},
-                       grads)
-    table["gradcam++"] = (G.grad_cam_plus_plus, {}, {"main": {}, "quick": {}}, True)
-    table["guided-gradcam"] = (G.guided_grad_cam, {}, {"main": {}, "quick": {}}, True)
-    table["scorecam"] = (SC.score_cam, {}, {"main": {}, "quick": {}}, False)
-    return table
-
-
 def resolve_methods(methods: Sequence[str] | str, preset: str = "main",
                     options: Mapping[str, Mapping[str, Any]] | None = None) -> list[MethodRun]:
     """Check method names, presets and options (against each function's signature)."""
-    from .methods import gradcam as G, gradients as GR
+    from .methods import gradcam as G
+    from .methods import gradients as GR
+    from .registry import METHODS
 
     check_choice("preset", preset, PRESETS)
-    table = method_table()
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     if not names:
-        raise ValueError("The 'methods' parameter is empty; give at least one of " + ", ".join(table) + ".")
+        raise OptionError("The 'methods' parameter is empty; give at least one of " + ", ".join(METHODS) + ".")
     options = dict(options or {})
     for name in list(options) + names:
-        if name not in table:
-            raise ValueError(f"unknown method {name!r}; choose from {', '.join(table)}.")
+        if name not in METHODS:
+            raise OptionError(f"unknown method {name!r}; choose from {', '.join(METHODS)}.")
     if len(set(names)) != len(names):
-        raise ValueError(f"The 'methods' parameter names a method twice: {names}.")
+        raise OptionError(f"The 'methods' parameter names a method twice: {names}.")
     unused = [m for m in options if m not in names]
     if unused:
-        raise ValueError(f"options given for {unused}, which are not among the methods {names}.")
+        raise OptionError(f"options given for {unused}, which are not among the methods {names}.")
     runs = []
     for name in names:
-        func, fixed, presets, grads = table[name]
+        spec = METHODS[name]
+        func, grads = spec.func, spec.needs_gradients
         over = dict(options.get(name, {}))
-        sig = inspect.signature(func)
-        accepted = [p for p in sig.parameters if p not in ("model", "image", "label", "progress")]
+        accepted = [p for p in inspect.signature(func).parameters if p not in ("model", "image", "label", "progress")]
         for key in over:
+            if key in ("image", "label", "progress"):
+                raise OptionError(f"option {key!r} of method {name!r} is set by the dataset run.")
             if key not in accepted:
-                raise ValueError(f"method {name!r} has no option {key!r}; its options are {', '.join(accepted)}.")
-            if key in fixed and over[key] != fixed[key]:
-                raise ValueError(f"method {name!r} fixes {key}={fixed[key]!r}; got {over[key]!r}.")
-        for key in ("image", "label", "progress"):
-            if key in over:
-                raise ValueError(f"option {key!r} of method {name!r} is set by the dataset run.")
-        opts = {**fixed, **presets.get(preset, {}), **over}
+                raise OptionError(f"method {name!r} has no option {key!r}; its options are {', '.join(accepted)}.")
+        opts = spec.options(preset, **over)
         record = R.jsonable({"preset": preset, **opts})
         run = MethodRun(name, func, opts, record, needs_gradients=grads)
         if func in (G.grad_cam, G.grad_cam_plus_plus):
@@ -477,7 +445,7 @@ def explain_dataset(model: Model | str | os.PathLike | None, images: Any, method
         grads = [r.name for r in runs if r.needs_gradients]
         if grads:
             raise OnnxplainError(f"{model.path}: the model takes uint8 input, which has no gradient; {grads} cannot "
-                                 "run on it (use lime, occlusion, rise or scorecam).")
+                                 "run on it (the forward-only methods are lime, occlusion, rise, score-cam).")
     targets = [t if t in ("top", "true") else model.label_index(t) for t in parse_targets(labels)]
     metric_cols = _check_metrics(metrics)
     metric_opts = _check_metric_options(metric_options)
@@ -762,8 +730,14 @@ def _metrics(model: Model, d: Decoded, smap: np.ndarray, label: int, config: Run
     """The asked metrics of one working-size map (definitions of :func:`onnxplain.evaluate`)."""
     import math
 
-    from .evaluate import (DEFAULT_BLUR_SIGMA, DEFAULT_STEPS, auc, energy_in_region, perturbation_curve,
-                           pointing_game)
+    from .evaluate import (
+        DEFAULT_BLUR_SIGMA,
+        DEFAULT_STEPS,
+        auc,
+        energy_in_region,
+        perturbation_curve,
+        pointing_game,
+    )
     from .images import resize_map
 
     opts = config.metric_options
@@ -790,7 +764,7 @@ def _metrics(model: Model, d: Decoded, smap: np.ndarray, label: int, config: Run
 
 
 # ---- the embedded run ---------------------------------------------------------------------
-def _run_embedded(model: Model, source: Source, config: RunConfig, writer: R.ResultWriter, report: "_Progress",
+def _run_embedded(model: Model, source: Source, config: RunConfig, writer: R.ResultWriter, report: _Progress,
                   batch_size: int, threads: int) -> dict[str, int]:
     keys_per_image = [(r.name, str(t)) for r in config.methods for t in config.targets]
     done_images = collections.Counter(k[0] for k in config.done)
@@ -896,5 +870,5 @@ class _Progress:
 
 
 def _fmt_seconds(s: float) -> str:
-    s = int(round(s))
+    s = round(s)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

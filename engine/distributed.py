@@ -121,7 +121,7 @@ def run_on_ray(model: Model, source: Any, config: Any, writer: Any, report: Any,
     """Run a dataset on Ray; rows go to ``writer`` as they come back. See the module notes."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise EnvironmentUnavailableError("ray=... / --ray needs Ray Data: pip install \"onnxplain[ray]\" (or "
                                           "\"ray[data]\").") from None

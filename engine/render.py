@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import OptionError
 from ._validation import check_choice, check_float
 
 #: colormap per map kind: heat maps use "jet" (MATLAB's imageLIME/gradCAM figures); gradient
@@ -44,7 +45,7 @@ def overlay_figure(image: np.ndarray, score_map: np.ndarray, path: str | os.Path
     img = _display_image(image)
     m = np.asarray(score_map, dtype=np.float32)
     if m.shape[:2] != img.shape[:2]:
-        raise ValueError(f"map shape {m.shape[:2]} does not match image shape {img.shape[:2]}; upsample first.")
+        raise OptionError(f"map shape {m.shape[:2]} does not match image shape {img.shape[:2]}; upsample first.")
     if boundaries is not None:
         from skimage.segmentation import mark_boundaries
 
@@ -96,7 +97,7 @@ def image_and_mask(feature_map: np.ndarray, feature_importance: np.ndarray, imag
     positive selected features and -1 on negative ones (0 elsewhere).
     """
     if positive_only and negative_only:
-        raise ValueError("positive_only and negative_only cannot both be True.")
+        raise OptionError("positive_only and negative_only cannot both be True.")
     imp = np.asarray(feature_importance, dtype=np.float64)
     if imp.ndim == 2:
         imp = imp[:, label_position]

@@ -26,19 +26,27 @@ already has the model's size both are the same array.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from .._validation import as_generator, check_choice, check_float, check_int
-from ..images import load_image, resize_image, resize_map
+from .._validation import (
+    as_generator,
+    check_choice,
+    check_float,
+    check_int,
+    describe_seed,
+)
+from ..errors import ModelError, OptionError, OptionTypeError
+from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from ..runtime import ENVIRONMENTS
 from . import _targets as T
-from ._common import Progress, start
+from ._common import Progress, check_finite_scores, start
 
-__all__ = ["gradient_attribution", "gradient_attribution_batch", "BATCHABLE", "METHODS", "explain_default", "EXPLAIN_DEFAULTS"]
+__all__ = ["BATCHABLE", "METHODS", "gradient_attribution", "gradient_attribution_batch"]
 
 METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients", "smoothgrad",
            "gradient-x-input")
@@ -100,7 +108,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     num_samples = check_int("num_samples", num_samples, minimum=1)
     noise_level = check_float("noise_level", noise_level, minimum=0.0)
     if baseline is not None and method != "integrated-gradients":
-        raise ValueError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
+        raise OptionError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
                          f"method={method!r}.")
     pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
@@ -155,12 +163,18 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         r0 = np.asarray(T.reduction_value(model, pixels, tensor, is_output, env), np.float32)
         r_at_image = {k: r0 for k in range(k_count)}
     scores = targets.scores(np.stack([r_at_image[k] for k in range(k_count)]))
+    check_finite_scores(model, targets.tensor, scores, image)
+    if not np.all(np.isfinite(acc)):
+        raise ModelError(f"{model.path}: the gradient of {targets.tensor!r} is NaN or inf on "
+                         f"{describe_image(image)} although the scores are finite (an op whose derivative "
+                         "is infinite at this input, e.g. sqrt or log at 0).")
     params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
               "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
     if method == "integrated-gradients":
         params.update(num_steps=num_steps, baseline="black" if baseline is None else "custom")
     if method == "smoothgrad":
-        params.update(num_samples=num_samples, noise_level=noise_level, noise_sigma=plan.sigma)
+        params.update(num_samples=num_samples, noise_level=noise_level, noise_sigma=plan.sigma,
+                      random_state=describe_seed(random_state))
     extras = {"gradients": full if multi else full[..., 0], "working_gradients": working if multi else working[..., 0]}
     timings = {"inference": inference, "total": time.perf_counter() - started}
     return Explanation(method, (score if multi else score[..., 0]).astype(np.float32), list(targets.labels),
@@ -244,6 +258,12 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
         px = pixels[b]
         # as gradient_attribution: 0 + 1.0 * g, then the method's finish (x input for gradient-x-input)
         acc = np.zeros((len(idx), *px.shape), np.float64) + grads[idx]
+        scores = targets[b].scores(r_all[idx])
+        check_finite_scores(model, targets[b].tensor, scores, px)   # as gradient_attribution
+        if not np.all(np.isfinite(acc)):
+            raise ModelError(f"{model.path}: the gradient of {targets[b].tensor!r} is NaN or inf on "
+                             f"{describe_image(px)} although the scores are finite (an op whose derivative "
+                             "is infinite at this input, e.g. sqrt or log at 0).")
         attribution = (acc * px.astype(np.float64) if method == "gradient-x-input" else acc).astype(np.float32)
         working = np.ascontiguousarray(attribution.transpose(1, 2, 3, 0))            # (h, w, 3, K)
         score = np.abs(working).sum(axis=2)
@@ -252,7 +272,7 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
                   "working_gradients": working if multi else working[..., 0]}
         timings = {"inference": inference, "batch_images": count}
         results.append(Explanation(method, (score if multi else score[..., 0]).astype(np.float32),
-                                   list(targets[b].labels), list(targets[b].names), targets[b].scores(r_all[idx]),
+                                   list(targets[b].labels), list(targets[b].names), scores,
                                    {**params, "reduction": targets[b].kind}, extras, timings))
     total = time.perf_counter() - started
     for e in results:
@@ -274,8 +294,8 @@ class _Plan:
         self.exact = exact  # index of the sample that is the unperturbed image, if any
 
     @classmethod
-    def build(cls, method, pixels, base, num_steps, num_samples, noise_level, rng) -> "_Plan":
-        keep = lambda acc, px: acc  # noqa: E731
+    def build(cls, method, pixels, base, num_steps, num_samples, noise_level, rng) -> _Plan:
+        keep = lambda acc, px: acc
         if method == "integrated-gradients":
             alphas = np.linspace(0.0, 1.0, num_steps)
             weights = np.full(num_steps, 1.0 / (num_steps - 1))
@@ -334,7 +354,7 @@ def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> n
         return np.full_like(pixels, value)
     arr = np.asarray(baseline)
     if arr.dtype.kind not in "uif":
-        raise TypeError(f"The 'baseline' parameter must be None, a number, a colour (3,) or an image; got dtype "
+        raise OptionTypeError(f"The 'baseline' parameter must be None, a number, a colour (3,) or an image; got dtype "
                         f"{arr.dtype}.")
     if arr.shape == (3,):
         return np.broadcast_to(arr.astype(np.float32), pixels.shape).copy()
@@ -343,29 +363,5 @@ def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> n
         return img
     if img.shape[:2] == tuple(original):
         return resize_image(img, pixels.shape[:2])
-    raise ValueError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
+    raise OptionError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
                      f"or the model's input size {pixels.shape[:2]}.")
-
-
-# Light settings for `onnxplain explain` (all six on the bundled model, 2 cores: ~5 s steady state).
-_LIGHT = {"integrated-gradients": {"num_steps": 16}, "smoothgrad": {"num_samples": 10, "random_state": 0}}
-
-
-def explain_default(model: Model, image: Any, label: Any = None, progress: Progress = None, *,
-                    method: str = "gradient") -> Explanation:
-    """Light default settings for ``onnxplain explain`` (``method`` one of :data:`METHODS`)."""
-    check_choice("method", method, METHODS)
-    return gradient_attribution(model, image, label, method=method, progress=progress, **_LIGHT.get(method, {}))
-
-
-def _default_for(method: str) -> Callable[..., Explanation]:
-    def run(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
-        return explain_default(model, image, label, progress, method=method)
-
-    run.__name__ = "explain_" + method.replace("-", "_")
-    run.__doc__ = f"{method} with light default settings, for ``onnxplain explain``."
-    return run
-
-
-#: method name -> ``explain_default(model, image, label, progress)``-style function
-EXPLAIN_DEFAULTS: dict[str, Callable[..., Explanation]] = {m: _default_for(m) for m in METHODS}

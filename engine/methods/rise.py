@@ -32,7 +32,8 @@ import numpy as np
 
 from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
-from .._validation import as_generator, check_choice, check_float, check_int, check_pair
+from ..errors import OptionError
+from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
@@ -96,7 +97,7 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     pixels = ctx.pixels
     h, w = pixels.shape[:2]
     if grid[0] > h or grid[1] > w:
-        raise ValueError(f"The 'cell_size' parameter must not exceed the working image ({h} x {w}); got "
+        raise OptionError(f"The 'cell_size' parameter must not exceed the working image ({h} x {w}); got "
                          f"{grid[0]} x {grid[1]}.")
     fill_rgb = resolve_fill("fill", fill, pixels, mean_word="mean")
 
@@ -128,30 +129,15 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     def consume(start: int, n: int, scores: np.ndarray) -> None:
         accumulate_saliency(masks[:n], scores[:, labels], sal)
 
-    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings)
+    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings,
+           source=f"masked copies of {ctx.source}")
     saliency = (sal / (num_masks * p)).astype(np.float32)
     score_map = ctx.finish(saliency, output_upsampling)
     timings["total"] = time.perf_counter() - ctx.started
     params = {"num_masks": num_masks, "cell_size": list(grid), "keep_probability": p,
               "fill": [float(v) for v in fill_rgb], "fill_rule": fill if isinstance(fill, str) else "value",
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": ctx.environment, "random_state": _seed_repr(random_state),
+              "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
               "working_size": [h, w], "cell_pixels": list(cell)}
     return Explanation("rise", score_map, list(labels), list(ctx.label_names), base_scores.astype(np.float32),
                        params, {}, timings)
-
-
-def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
-                    ) -> Explanation:
-    """Lighter RISE settings for ``onnxplain explain``: 2000 masks on a 7 x 7 grid, seed 0
-    (about 9 s on 2 idle CPU cores for the bundled EfficientNet-Lite0). 500 masks proved
-    seed-dominated (mean pairwise Spearman 0.07 across seeds, bench/results/stability.md);
-    the paper's 4000 give smoother maps."""
-    return rise(model, image, label, num_masks=2000, cell_size=7, random_state=0, progress=progress)
-
-
-def _seed_repr(random_state: Any) -> Any:
-    """The seed for params (a Generator is recorded by type only)."""
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return None if random_state is None else int(random_state)
-    return type(random_state).__name__

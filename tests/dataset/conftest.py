@@ -6,11 +6,10 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import onnxplain
 import pytest
 from PIL import Image
 from skimage import data
-
-import onnxplain
 
 #: occlusion light enough for tests: 4 x 4 windows of 56 px on the 224 px working image
 OCCLUSION = {"mask_size": 56, "stride": 56}

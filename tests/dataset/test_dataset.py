@@ -18,18 +18,23 @@ import sys
 import time
 
 import numpy as np
+import onnxplain
 import pandas as pd
 import pytest
-from PIL import Image
-from skimage import data
-
-import onnxplain
 from onnxplain.cli import main
 from onnxplain.dataset import _Progress, list_images
 from onnxplain.errors import ImageError, LabelError, OnnxplainError
 from onnxplain.methods.gradcam import _GRADCAM, _GRADCAMPP, grad_cam, grad_cam_plus_plus
 from onnxplain.methods.gradients import gradient_attribution, gradient_attribution_batch
-from onnxplain.results import ResultsError, SCHEMA_VERSION, decode_map, encode_map, read_results
+from onnxplain.results import (
+    SCHEMA_VERSION,
+    ResultsError,
+    decode_map,
+    encode_map,
+    read_results,
+)
+from PIL import Image
+from skimage import data
 
 from .conftest import METRIC_OPTIONS, OCCLUSION, working
 

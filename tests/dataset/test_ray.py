@@ -6,9 +6,8 @@ bit-identical maps, the same labels, scores, metrics and error rows.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import onnxplain
+import pytest
 from onnxplain.results import read_results
 
 from .conftest import METRIC_OPTIONS, OCCLUSION
@@ -26,8 +25,8 @@ def local_ray():
 
 def test_ray_run_equals_the_embedded_run_and_resumes(local_ray, embedded_run, bundled, photo_tree, tmp_path):
     out = tmp_path / "ray.parquet"
-    kwargs = dict(options={"occlusion": OCCLUSION}, metrics=["deletion"], metric_options=METRIC_OPTIONS,
-                  batch_size=2, progress=False, ray=True, ray_actors=1)
+    kwargs = {"options": {"occlusion": OCCLUSION}, "metrics": ["deletion"], "metric_options": METRIC_OPTIONS,
+                  "batch_size": 2, "progress": False, "ray": True, "ray_actors": 1}
     run = onnxplain.explain_dataset(bundled, photo_tree, ["gradcam", "occlusion"], ["top", "true"], out=out, **kwargs)
     assert run.backend == "ray" and run.rows_written == 20 and run.errors == 4
     key = ["image", "method", "target"]
