@@ -16,9 +16,10 @@ from . import basic, explain, lime
 from . import evaluate as quality
 from . import gradcam, gradients
 from . import gradcheck, occlusion
+from . import run as dataset_run
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, dataset_run]
 
 
 class _Parser(argparse.ArgumentParser):
