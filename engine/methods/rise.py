@@ -42,6 +42,7 @@ from .._validation import as_generator, check_choice, check_float, check_int, ch
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
+from ._limits import check_allow_long, check_work
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")
@@ -75,7 +76,7 @@ class MaskDraws:
 def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, cell_size: Any = 7,
          keep_probability: float = 0.5, fill: Any = "mean", output_upsampling: str = "bilinear",
          mini_batch_size: int = 128, random_state: Any = None, execution_environment: str | None = None,
-         progress: Callable[[int, int], None] | None = None) -> Explanation:
+         progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """RISE saliency map of ``label`` for ``image``.
 
     Parameters
@@ -101,6 +102,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
         Same seed -> identical output.
     execution_environment : {"auto", "cpu", "gpu"}, optional
     progress : callable(done, total), optional
+    allow_long : bool
+        Run more than the work bound of 100,000 masks (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -122,6 +125,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
     rng = as_generator(random_state)
     resolve_fill("fill", fill, None, mean_word="mean")  # validate before the image work
+    check_work(model, f"num_masks={num_masks:,}", num_masks, allow_long=check_allow_long(allow_long),
+               environment=execution_environment)
 
     ctx = begin(model, image, label, execution_environment)
     pixels = ctx.pixels
