@@ -182,6 +182,10 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         feature_map, labels, n_feat = _custom_features(matrix, ctx.pixels.shape[:2])
         seg_name, grid_shape, seg_used = "custom", None, {}
     else:
+        h, w = ctx.pixels.shape[:2]
+        if num_features > h * w:  # never capped silently
+            raise OptionError(f"The 'num_features' parameter ({num_features:,}) exceeds the {h} x {w} = {h * w:,} "
+                              "pixels of the working image (the model's input size); use at most that many.")
         labels, grid_shape, seg_used = _segment(ctx.pixels, segmentation, num_features, seg_options, rng)
         n_feat = int(labels.max()) + 1
         feature_map = _resize_labels(labels, ctx.original_size)
@@ -225,7 +229,8 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     timings["total"] = time.perf_counter() - ctx.started
 
     params = {
-        "num_features": num_features, "num_samples": num_samples, "segmentation": seg_name,
+        "num_features": num_features, "num_features_used": n_feat, "num_samples": num_samples,
+        "segmentation": seg_name,
         "segmentation_options": seg_used, "surrogate": surrogate, "surrogate_options": sur_used,
         "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
         "execution_environment": ctx.environment, "random_state": describe_seed(random_state),

@@ -66,3 +66,13 @@ def test_cli_refuses_in_one_line(capsys, tmp_path):
     assert main(["lime", "--num-samples", "1000000000", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "above the work bound" in err and "--allow-long" in err and len(err.strip().splitlines()) == 1
+
+
+def test_num_features_beyond_the_pixel_count_is_an_error_not_a_silent_cap(model, image):
+    """Oracle: the working image has 16 x 16 = 256 pixels, so 257 features cannot exist."""
+    from onnxplain.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"'num_features' parameter \(257\) exceeds the 16 x 16 = 256 pixels"):
+        onnxplain.image_lime(model, image, 0, num_features=257, segmentation="grid", num_samples=8)
+    r = onnxplain.image_lime(model, image, 0, num_features=50, segmentation="grid", num_samples=8)
+    assert r.params["num_features"] == 50 and r.params["num_features_used"] == 49  # 7 x 7: recorded, not hidden
