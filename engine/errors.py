@@ -24,3 +24,11 @@ class LabelError(OnnxplainError):
 
 class EnvironmentUnavailableError(OnnxplainError):
     """The requested execution environment (e.g. "gpu") is not available on this machine."""
+
+
+class OptionError(OnnxplainError):
+    """An option (keyword argument or CLI flag) has a value outside its allowed set or range."""
+
+
+class OptionTypeError(OptionError, TypeError):
+    """An option has the wrong type (e.g. a float where an integer is required)."""
