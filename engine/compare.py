@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .errors import OptionError
 from ._validation import check_float
 from .evaluate import FORWARD_ONLY, QUALITY_METHODS, check_methods, explain_with, is_gradient_failure
 from .model import Model
@@ -138,19 +139,19 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
     if fallback is not None:
         check_methods([fallback])
         if QUALITY_METHODS[fallback][3]:
-            raise ValueError(f"The 'fallback' parameter must be a forward-only method {FORWARD_ONLY}; got {fallback!r}.")
+            raise OptionError(f"The 'fallback' parameter must be a forward-only method {FORWARD_ONLY}; got {fallback!r}.")
     if model_a.num_classes != model_b.num_classes:
-        raise ValueError(f"the models have different numbers of classes: {model_a.num_classes} "
+        raise OptionError(f"the models have different numbers of classes: {model_a.num_classes} "
                          f"({model_a.path}) and {model_b.num_classes} ({model_b.path}).")
     images = [images] if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3) \
         else list(images)
     if not images:
-        raise ValueError("compare_models() got no images.")
+        raise OptionError("compare_models() got no images.")
     if names is None:
         names = [pathlib.Path(os.fspath(im)).stem if isinstance(im, (str, os.PathLike)) else f"image{i}"
                  for i, im in enumerate(images)]
     elif len(names) != len(images):
-        raise ValueError(f"The 'names' parameter has {len(names)} names for {len(images)} images.")
+        raise OptionError(f"The 'names' parameter has {len(names)} names for {len(images)} images.")
     params = {m: dict((method_params or {}).get(m, {})) for m in list(methods) + ([fallback] if fallback else [])}
     run_methods = list(methods)
     failed: dict[tuple[int, str], str] = {}  # (id(model), method) -> reason, so a graph is tried once
@@ -212,7 +213,7 @@ def top_region_iou(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float
     """IoU of the top ``fraction`` of pixels of two maps (exactly ceil(fraction·N) pixels each, ties in raster order)."""
     a, b = np.ravel(a), np.ravel(b)
     if a.shape != b.shape:
-        raise ValueError(f"maps of different sizes: {a.size} and {b.size} values.")
+        raise OptionError(f"maps of different sizes: {a.size} and {b.size} values.")
     k = max(1, int(np.ceil(fraction * a.size)))
     top_a = np.zeros(a.size, bool)
     top_b = np.zeros(b.size, bool)

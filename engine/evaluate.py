@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import OptionError
 from ._validation import check_choice, check_float, check_int
 from .images import resize_map
 from .model import Model
@@ -155,7 +156,7 @@ def evaluate(model: Model, image: Any, label: Any = None, score_map: np.ndarray 
     tolerance = check_float("tolerance", tolerance, minimum=0.0)
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
     if isinstance(label, (list, tuple, np.ndarray)):
-        raise ValueError("evaluate() explains one class at a time; the 'label' parameter must be one class, "
+        raise OptionError("evaluate() explains one class at a time; the 'label' parameter must be one class, "
                          f"got a list of {len(label)}.")
     ctx = begin(model, image, label, execution_environment)
     h, w = ctx.pixels.shape[:2]
@@ -210,7 +211,7 @@ def perturbation_curve(model: Model, pixels: np.ndarray, label: int, score_map: 
     check_choice("mode", mode, ("deletion", "insertion"))
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if score_map.shape != pixels.shape[:2]:
-        raise ValueError(f"score_map has shape {score_map.shape}; expected the working image's {pixels.shape[:2]}.")
+        raise OptionError(f"score_map has shape {score_map.shape}; expected the working image's {pixels.shape[:2]}.")
     n_pix = pixels.shape[0] * pixels.shape[1]
     counts = np.minimum(np.arange(math.ceil(n_pix / step) + 1, dtype=np.int64) * step, n_pix)
     sub = make_substrate(pixels, substrate, blur_sigma)
@@ -250,19 +251,19 @@ def region_mask(shape: tuple[int, int], *, box: Any = None, mask: np.ndarray | N
     Box coordinates are clipped to the image; end-exclusive, as slicing.
     """
     if box is None and mask is None:
-        raise ValueError("the pointing game and energy need a ground-truth region: give 'box' or 'mask'.")
+        raise OptionError("the pointing game and energy need a ground-truth region: give 'box' or 'mask'.")
     region = np.zeros(tuple(shape), dtype=bool)
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != tuple(shape):
-            raise ValueError(f"The 'mask' parameter has shape {m.shape}; expected the map's (H, W) = {tuple(shape)}.")
+            raise OptionError(f"The 'mask' parameter has shape {m.shape}; expected the map's (H, W) = {tuple(shape)}.")
         region |= m.astype(bool)
     if box is not None:
         for b in _boxes(box):
             x0, y0, x1, y1 = b
             region[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     if not region.any():
-        raise ValueError(f"the ground-truth region is empty (box={box!r}, mask with {0 if mask is None else int(np.count_nonzero(mask))} "
+        raise OptionError(f"the ground-truth region is empty (box={box!r}, mask with {0 if mask is None else int(np.count_nonzero(mask))} "
                          f"pixels) in an image of {tuple(shape)}.")
     return region
 
@@ -335,7 +336,7 @@ def check_methods(methods: Sequence[str] | str) -> list[str]:
     """Validate method names against :data:`QUALITY_METHODS`; return them as a list."""
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
-        raise ValueError("The 'methods' parameter is empty; give at least one of " + ", ".join(QUALITY_METHODS) + ".")
+        raise OptionError("The 'methods' parameter is empty; give at least one of " + ", ".join(QUALITY_METHODS) + ".")
     for m in methods:
         check_choice("methods", m, QUALITY_METHODS)
     return methods
@@ -350,7 +351,7 @@ def explain_with(method: str, model: Model, image: Any, label: Any, **params: An
     try:
         func = getattr(importlib.import_module(f"onnxplain.methods.{module}"), func_name)
     except (ImportError, AttributeError):
-        raise ValueError(f"method {method!r} is not available in this build (onnxplain.methods.{module}.{func_name} "
+        raise OptionError(f"method {method!r} is not available in this build (onnxplain.methods.{module}.{func_name} "
                          "is missing).") from None
     return func(model, image, label, **{**fixed, **params})
 
@@ -367,7 +368,7 @@ def is_gradient_failure(exc: BaseException) -> bool:
 def _check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not metrics:
-        raise ValueError("The 'metrics' parameter is empty; give at least one of " + ", ".join(METRICS) + ".")
+        raise OptionError("The 'metrics' parameter is empty; give at least one of " + ", ".join(METRICS) + ".")
     for m in metrics:
         check_choice("metrics", m, METRICS)
     return metrics
@@ -380,10 +381,10 @@ def _as_map(score_map: Any) -> np.ndarray:
     if m.ndim == 3 and m.shape[2] == 1:
         m = m[..., 0]
     if m.ndim != 2:
-        raise ValueError(f"The 'score_map' parameter must be a 2-D (H, W) map; got shape {m.shape} "
+        raise OptionError(f"The 'score_map' parameter must be a 2-D (H, W) map; got shape {m.shape} "
                          "(for several labels, pass one map at a time).")
     if not np.all(np.isfinite(m)):
-        raise ValueError("The 'score_map' parameter contains NaN or inf.")
+        raise OptionError("The 'score_map' parameter contains NaN or inf.")
     return m.astype(np.float32, copy=False)
 
 
@@ -391,19 +392,19 @@ def _boxes(box: Any) -> list[tuple[int, int, int, int]]:
     try:
         arr = np.asarray(box, dtype=np.float64)
     except (TypeError, ValueError):  # strings, ragged lists
-        raise ValueError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them, in "
+        raise OptionError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them, in "
                          f"numbers; got {box!r}.") from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"The 'box' parameter must hold finite numbers; got {box!r}.")
+        raise OptionError(f"The 'box' parameter must hold finite numbers; got {box!r}.")
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them; got {box!r}.")
+        raise OptionError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them; got {box!r}.")
     out = []
     for b in arr:
         x0, y0, x1, y1 = (int(round(v)) for v in b)
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"The 'box' parameter {tuple(b.tolist())} is empty: need x_min < x_max and y_min < y_max "
+            raise OptionError(f"The 'box' parameter {tuple(b.tolist())} is empty: need x_min < x_max and y_min < y_max "
                              "(x_min, y_min, x_max, y_max).")
         out.append((x0, y0, x1, y1))
     return out

@@ -62,6 +62,15 @@ def load_image(image: Any, *, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
+def describe_image(image: Any) -> str:
+    """A short name for an image in messages: the file name, or the array's shape and dtype."""
+    if isinstance(image, (str, os.PathLike)):
+        return f"image file {os.fspath(image)!r}"
+    if isinstance(image, np.ndarray):
+        return f"image array {tuple(image.shape)} {image.dtype}"
+    return f"image {type(image).__name__}"
+
+
 def _to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.shape[2] == 1:
         return np.repeat(arr, 3, axis=2)

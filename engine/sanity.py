@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .errors import OptionError
 from ._validation import check_choice, check_int
 from .evaluate import check_methods, explain_with
 from .model import Model
@@ -227,7 +228,7 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
     every = check_int("every", every, minimum=1)
     all_layers = weight_layers(model.onnx_model)
     if not all_layers:
-        raise ValueError(f"{model.path}: the graph has no Conv/Gemm/MatMul node with a float weight initializer "
+        raise OptionError(f"{model.path}: the graph has no Conv/Gemm/MatMul node with a float weight initializer "
                          "to randomise.")
     steps = _steps(layers, every, len(all_layers))
     params = {m: dict((method_params or {}).get(m, {})) for m in methods}
@@ -264,7 +265,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
     a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"maps of different sizes: {a.size} and {b.size} values.")
+        raise OptionError(f"maps of different sizes: {a.size} and {b.size} values.")
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     ra, rb = rankdata(a), rankdata(b)
@@ -303,7 +304,7 @@ def _steps(layers: Sequence[int] | None, every: int, n: int) -> list[int]:
         return steps
     steps = [check_int("layers[]", i, minimum=0, maximum=n - 1) for i in layers]
     if not steps:
-        raise ValueError("The 'layers' parameter is empty.")
+        raise OptionError("The 'layers' parameter is empty.")
     return sorted(set(steps))
 
 

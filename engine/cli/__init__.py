@@ -11,6 +11,7 @@ import pathlib
 import sys
 from typing import Sequence
 
+from ..errors import ModelError
 from . import basic, explain, lime
 from . import evaluate as quality
 from . import gradcam, gradients
@@ -51,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as exc:  # OSError: unreadable/unwritable paths
         if args.debug:
             raise
-        sys.stderr.write(f"onnxplain {args.command}: error: {_one_line(exc)}\n")
+        message = _one_line(exc)
+        image = getattr(args, "image", None)
+        if isinstance(exc, ModelError) and isinstance(image, str) and image not in message:
+            message += f" (image {image})"  # the library saw the decoded array, the user gave a file
+        sys.stderr.write(f"onnxplain {args.command}: error: {message}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("onnxplain: interrupted\n")

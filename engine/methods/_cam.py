@@ -19,11 +19,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .._validation import check_choice, check_int
-from ..images import resize_map
+from ..errors import ModelError
+from ..images import describe_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
-from ._common import start
+from ._common import check_finite_scores, start
 from .layers import FeatureLayer, feature_layer_for
 
 UPSAMPLING = ("bicubic", "bilinear", "nearest", "none")
@@ -62,6 +63,10 @@ class CAMMethod:
         acts, weights, scores = self.activations_and_weights(model, pixels, layer, targets, env, mini_batch_size,
                                                               progress, first)
         timings["inference"] = time.perf_counter() - t0
+        check_finite_scores(model, tensor, scores, image)
+        if not (np.all(np.isfinite(weights)) and np.all(np.isfinite(acts))):
+            raise ModelError(f"{model.path}: the activations of feature layer {layer.name!r} or their channel "
+                             f"weights are NaN or inf on {describe_image(image)}.")
         cam = np.maximum(np.einsum("kc,kchw->khw", weights.astype(np.float64), acts.astype(np.float64)), 0.0)
         cam = cam.astype(np.float32)                         # (K, h, w) at the feature map's size
         cam_hwk = np.ascontiguousarray(cam.transpose(1, 2, 0))

@@ -30,12 +30,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..errors import ModelError, OptionError, OptionTypeError
 from .._validation import as_generator, check_choice, check_float, check_int
-from ..images import load_image, resize_image, resize_map
+from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
-from ._common import Progress, start
+from ._common import Progress, check_finite_scores, start
 
 __all__ = ["gradient_attribution", "METHODS", "explain_default", "EXPLAIN_DEFAULTS"]
 
@@ -99,7 +100,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     num_samples = check_int("num_samples", num_samples, minimum=1)
     noise_level = check_float("noise_level", noise_level, minimum=0.0)
     if baseline is not None and method != "integrated-gradients":
-        raise ValueError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
+        raise OptionError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
                          f"method={method!r}.")
     pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
@@ -154,6 +155,11 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         r0 = np.asarray(T.reduction_value(model, pixels, tensor, is_output, env), np.float32)
         r_at_image = {k: r0 for k in range(k_count)}
     scores = targets.scores(np.stack([r_at_image[k] for k in range(k_count)]))
+    check_finite_scores(model, targets.tensor, scores, image)
+    if not np.all(np.isfinite(acc)):
+        raise ModelError(f"{model.path}: the gradient of {targets.tensor!r} is NaN or inf on "
+                         f"{describe_image(image)} although the scores are finite (an op whose derivative "
+                         "is infinite at this input, e.g. sqrt or log at 0).")
     params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
               "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
     if method == "integrated-gradients":
@@ -236,7 +242,7 @@ def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> n
         return np.full_like(pixels, value)
     arr = np.asarray(baseline)
     if arr.dtype.kind not in "uif":
-        raise TypeError(f"The 'baseline' parameter must be None, a number, a colour (3,) or an image; got dtype "
+        raise OptionTypeError(f"The 'baseline' parameter must be None, a number, a colour (3,) or an image; got dtype "
                         f"{arr.dtype}.")
     if arr.shape == (3,):
         return np.broadcast_to(arr.astype(np.float32), pixels.shape).copy()
@@ -245,7 +251,7 @@ def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> n
         return img
     if img.shape[:2] == tuple(original):
         return resize_image(img, pixels.shape[:2])
-    raise ValueError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
+    raise OptionError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
                      f"or the model's input size {pixels.shape[:2]}.")
 
 

@@ -69,6 +69,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import OptionError, OptionTypeError
 from .._validation import as_generator, check_choice, check_float, check_int
 from ..images import resize_map
 from ..model import InputSpec, Model
@@ -163,11 +164,11 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     check_choice("output_upsampling", output_upsampling, UPSAMPLING)
     kernel_width = check_float("kernel_width", kernel_width, minimum=0.0, strict_minimum=True)
     if not isinstance(sample_weights, (bool, np.bool_)):
-        raise TypeError(f"The 'sample_weights' parameter must be True or False; got {sample_weights!r}.")
+        raise OptionTypeError(f"The 'sample_weights' parameter must be True or False; got {sample_weights!r}.")
     fill_spec = _check_fill(fill)
     seg_options = _check_options(segmentation_options, custom)
     if progress is not None and not callable(progress):
-        raise TypeError(f"The 'progress' parameter must be a callable(done, total) or None; got {progress!r}.")
+        raise OptionTypeError(f"The 'progress' parameter must be a callable(done, total) or None; got {progress!r}.")
     rng = as_generator(random_state)
 
     ctx = begin(model, image, label, execution_environment)
@@ -254,9 +255,9 @@ def _check_fill(fill: Any) -> str | tuple[float, float, float]:
     try:
         items = [check_float(f"fill[{i}]", v) for i, v in enumerate(fill)]
     except TypeError:
-        raise TypeError(f"The 'fill' parameter must be one of {FILLS}, a number or 3 numbers; got {fill!r}.") from None
+        raise OptionTypeError(f"The 'fill' parameter must be one of {FILLS}, a number or 3 numbers; got {fill!r}.") from None
     if len(items) != 3:
-        raise ValueError(f"The 'fill' parameter as a constant must have 1 or 3 values; got {len(items)}.")
+        raise OptionError(f"The 'fill' parameter as a constant must have 1 or 3 values; got {len(items)}.")
     return tuple(items)  # type: ignore[return-value]
 
 
@@ -265,10 +266,10 @@ def _check_options(options: Mapping[str, Any] | None, custom: bool) -> dict[str,
     if options is None:
         return {}
     if not isinstance(options, Mapping):
-        raise TypeError("The 'segmentation_options' parameter must be a mapping or None; got "
+        raise OptionTypeError("The 'segmentation_options' parameter must be a mapping or None; got "
                         f"{type(options).__name__}.")
     if custom and options:
-        raise ValueError("The 'segmentation_options' parameter applies to the built-in segmentations, not to a "
+        raise OptionError("The 'segmentation_options' parameter applies to the built-in segmentations, not to a "
                          "segmentation matrix.")
     return dict(options)
 
@@ -276,15 +277,15 @@ def _check_options(options: Mapping[str, Any] | None, custom: bool) -> dict[str,
 def _check_matrix(segmentation: Any, size: tuple[int, int] | None) -> np.ndarray:
     """A 2-D integer matrix of the original image size (shape not checked when ``size`` is None)."""
     if not isinstance(segmentation, (np.ndarray, list, tuple)):
-        raise TypeError(f"The 'segmentation' parameter must be one of {SEGMENTATIONS} or an integer matrix "
+        raise OptionTypeError(f"The 'segmentation' parameter must be one of {SEGMENTATIONS} or an integer matrix "
                         f"(H, W); got {type(segmentation).__name__}.")
     matrix = np.asarray(segmentation)
     if matrix.dtype.kind not in "iu":
-        raise TypeError(f"The 'segmentation' matrix must have an integer dtype; got {matrix.dtype} "
+        raise OptionTypeError(f"The 'segmentation' matrix must have an integer dtype; got {matrix.dtype} "
                         "(convert with .astype(int) if the values are whole numbers).")
     if matrix.ndim != 2 or (size is not None and matrix.shape != tuple(size)):
         expected = "2-D (H, W)" if size is None else f"the image's shape {tuple(size)} (H, W)"
-        raise ValueError(f"The 'segmentation' matrix must have {expected}; got {matrix.shape}.")
+        raise OptionError(f"The 'segmentation' matrix must have {expected}; got {matrix.shape}.")
     return matrix
 
 
@@ -302,7 +303,7 @@ def _segment(pixels: np.ndarray, method: str, num_features: int, options: dict[s
     h, w = pixels.shape[:2]
     if method == "grid":
         if options:
-            raise ValueError(f"segmentation 'grid' takes no segmentation_options; got {sorted(options)}.")
+            raise OptionError(f"segmentation 'grid' takes no segmentation_options; got {sorted(options)}.")
         gh, gw = _grid_shape(h, w, num_features)
         rows = np.arange(h) * gh // h
         cols = np.arange(w) * gw // w
@@ -324,7 +325,7 @@ def _segment(pixels: np.ndarray, method: str, num_features: int, options: dict[s
     try:
         raw = fn(img01.astype(np.float64), **used)
     except TypeError as exc:
-        raise TypeError(f"segmentation {method!r}: bad segmentation_options {sorted(options)}: {exc}") from None
+        raise OptionTypeError(f"segmentation {method!r}: bad segmentation_options {sorted(options)}: {exc}") from None
     _, labels = np.unique(raw, return_inverse=True)
     return labels.reshape(h, w).astype(np.int64), None, used
 
@@ -403,7 +404,7 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
             half[:b] = x
             x = half[:b]
         t2 = time.perf_counter()
-        out = ctx.model.scores_native(x, environment=ctx.environment)
+        out = ctx.model.scores_native(x, environment=ctx.environment, source=f"LIME samples of {ctx.source}")
         scores[start:start + b] = out[:, ctx.labels]
         t3 = time.perf_counter()
         sampling += t2 - t

@@ -36,6 +36,7 @@ import numpy as np
 
 from onnxplain.kernels.occlusion import accumulate_windows, occlude_batch
 
+from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice, check_int, check_pair
 from ..images import load_image
 from ..model import Model
@@ -101,7 +102,7 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     """
     check_choice("output_upsampling", output_upsampling, UPSAMPLING)
     if not isinstance(mask_clipping, (bool, np.bool_)):
-        raise TypeError(f"The 'mask_clipping' parameter must be True or False; got {mask_clipping!r}.")
+        raise OptionTypeError(f"The 'mask_clipping' parameter must be True or False; got {mask_clipping!r}.")
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
     _size_arg("mask_size", mask_size)
     _size_arg("stride", stride)
@@ -113,7 +114,7 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     window = _resolve_size("mask_size", mask_size, (h, w), AUTO_MASK_FRACTION)
     step = _resolve_size("stride", stride, (h, w), AUTO_STRIDE_FRACTION)
     if window[0] > h or window[1] > w:
-        raise ValueError(f"The 'mask_size' parameter must fit in the working image ({h} x {w}, the model's input "
+        raise OptionError(f"The 'mask_size' parameter must fit in the working image ({h} x {w}, the model's input "
                          f"size); got {window[0]} x {window[1]}.")
     fill = resolve_fill("mask_value", mask_value, pixels, mean_word="auto")
 
@@ -144,7 +145,8 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     def consume(start: int, n: int, scores: np.ndarray) -> None:
         deltas[start:start + n] = base64 - scores[:, labels]
 
-    stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings)
+    stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings,
+           source=f"masked copies of {ctx.source}")
 
     t0 = time.perf_counter()
     sums = np.zeros((h, w, len(labels)), dtype=np.float64)
@@ -188,7 +190,7 @@ def _size_arg(name: str, value: Any) -> None:
     """Early type/range check of a size option ("auto", int or pair)."""
     if isinstance(value, str):
         if value != "auto":
-            raise ValueError(f"The {name!r} parameter must be 'auto', an integer or an (h, w) pair; got {value!r}.")
+            raise OptionError(f"The {name!r} parameter must be 'auto', an integer or an (h, w) pair; got {value!r}.")
         return
     check_pair(name, value, minimum=1)
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
+from ..errors import OptionError
 from .._validation import as_generator, check_choice, check_float, check_int, check_pair
 from ..model import Model
 from ..result import Explanation
@@ -96,7 +97,7 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     pixels = ctx.pixels
     h, w = pixels.shape[:2]
     if grid[0] > h or grid[1] > w:
-        raise ValueError(f"The 'cell_size' parameter must not exceed the working image ({h} x {w}); got "
+        raise OptionError(f"The 'cell_size' parameter must not exceed the working image ({h} x {w}); got "
                          f"{grid[0]} x {grid[1]}.")
     fill_rgb = resolve_fill("fill", fill, pixels, mean_word="mean")
 
@@ -128,7 +129,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     def consume(start: int, n: int, scores: np.ndarray) -> None:
         accumulate_saliency(masks[:n], scores[:, labels], sal)
 
-    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings)
+    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings,
+           source=f"masked copies of {ctx.source}")
     saliency = (sal / (num_masks * p)).astype(np.float32)
     score_map = ctx.finish(saliency, output_upsampling)
     timings["total"] = time.perf_counter() - ctx.started
