@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
+from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
 
 #: (name, module under onnxplain.cli, function, overlay kind). Each function is
@@ -35,6 +35,10 @@ METHODS: list[tuple[str, str, str, str]] = [
     ("rise", "occlusion", "explain_default_rise", "heat"),
 ]
 
+#: what each method's progress counts (for the rate and ETA of progress lines)
+UNITS = {"lime": "samples", "occlusion": "images", "rise": "images", "integrated-gradients": "samples",
+         "smoothgrad": "samples"}
+
 #: methods that need no gradient (the only ones a uint8-input model can run)
 FORWARD_ONLY = {"lime", "occlusion", "rise"}
 
@@ -45,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--label", "-l", nargs="+", default=None, help="class index or name (default: top class)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="subset of methods to run (default: all): " + ", ".join(m[0] for m in METHODS))
+    p.add_argument("--sign", choices=("absolute", "signed"), default="absolute",
+                   help="gradient maps drawn as |attribution| (default) or signed (diverging colours)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report (index.html)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
 
@@ -74,25 +81,45 @@ def run(args: argparse.Namespace) -> int:
     print(f"model  {model.path} ({model.device})")
     print(f"image  {stem} {image.shape[1]}x{image.shape[0]}; top-5: "
           + ", ".join(f"{n} ({i}) {s:.3f}" for i, n, s in top))
-    summary = {"model": model.describe(), "image": stem, "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
+    image_file = DEFAULT_IMAGE if args.image in (None, DEFAULT_IMAGE) else str(pathlib.Path(args.image).resolve())
+    summary = {"model": model.describe(), "image": stem, "image_file": image_file, "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
                "label": label, "methods": {}, "skipped": skipped}
     if skipped:
         print(f"skipped {', '.join(skipped)}: the model takes uint8 input, which has no gradient")
+    results = []
     for name, module, func, kind in METHODS:
         if name not in chosen:
             continue
         fn = getattr(importlib.import_module(f"onnxplain.cli.{module}"), func)
-        bar = ProgressBar(name, enabled=not args.no_progress)
+        bar = ProgressBar(name, enabled=not args.no_progress, unit=UNITS.get(name, "samples"))
         t = time.perf_counter()
         result = fn(model, image, label, bar)
         bar.close()
-        files = write_result(result, image, out, f"{stem}_{name}", kind=kind, model=model,
+        results.append(result)
+        files = write_result(result, image, out, f"{stem}_{name}", model=model, sign=args.sign,
                              boundaries=result.extras.get("feature_map") if name == "lime" else None)
         elapsed = time.perf_counter() - t
         summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **result.summary()}
         print(f"{name:<22} {elapsed:6.2f} s  -> {files[0]}")
         sys.stdout.flush()
+    if results:
+        import matplotlib.pyplot as plt
+
+        from ..render import overview_figure
+
+        sheet = out / f"{stem}_overview.png"
+        fig = overview_figure(image, results, sheet, sign=args.sign,
+                              title=f"{stem}: {top[0][1]} ({top[0][0]}) {top[0][2]:.3f}; explained "
+                                    f"{results[0].label_names[0]} ({results[0].labels[0]})")
+        plt.close(fig)
+        summary["overview"] = str(sheet)
+        print(f"overview sheet         -> {sheet}")
     summary["total_seconds"] = round(time.perf_counter() - t0, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
+    if results and not args.no_report:
+        from ..report import from_explain_summary, write_report
+
+        index = write_report(from_explain_summary(out / "summary.json"), out, sign=args.sign)
+        print(f"report                 -> {index}")
     print(f"done in {summary['total_seconds']:.1f} s; summary: {out / 'summary.json'}")
     return 0

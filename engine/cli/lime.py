@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                             mini_batch_size=args.batch_size, random_state=args.seed, fill=parse_value("--fill", args.fill, FILLS),
                             progress=bar)
     stem = f"{name}_lime"
-    written = write_result(result, image, args.out, stem, kind="heat", model=model, boundaries=result.feature_map)
+    written = write_result(result, image, args.out, stem, model=model, boundaries=result.feature_map)
     out = pathlib.Path(args.out)
     np.save(out / f"{stem}_features.npy", result.feature_map)
     written.append(str(out / f"{stem}_features.npy"))

@@ -87,7 +87,7 @@ def run_rise(args: argparse.Namespace) -> int:
 
 def _write(result, image: np.ndarray, model, out: str, stem: str, what: str) -> None:
     """Write the result files and print a one-line summary per label."""
-    written = write_result(result, image, out, stem, kind="heat", model=model)
+    written = write_result(result, image, out, stem, model=model)
     for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):
         m = result.score_map if result.score_map.ndim == 2 else result.score_map[..., k]
         print(f"{label} ({idx}), score {float(result.scores[k]):.4g}: map range [{m.min():.3g}, {m.max():.3g}]")
