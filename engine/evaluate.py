@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import OptionError
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_choice, check_float, check_int, shared_names
 from .images import resize_map
 from .model import Model
 from .result import Explanation
@@ -77,6 +77,7 @@ class Evaluation:
                 "params": dict(self.params)}
 
 
+@shared_names
 def evaluate(model: Model, image: Any, label: Any = None, score_map: np.ndarray | Explanation | None = None, *,
              metrics: Sequence[str] = ("deletion", "insertion"), box: Any = None, mask: np.ndarray | None = None,
              step: int | None = None, deletion_substrate: str = "zeros", insertion_substrate: str = "blur",

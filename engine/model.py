@@ -29,7 +29,7 @@ import onnx
 from onnx import TensorProto
 
 from . import preprocessing as _pre
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, shared_names
 from .errors import ModelError, OptionError
 from .images import describe_image, load_image, resize_image
 from .labels import read_labels, resolve_label
@@ -493,6 +493,7 @@ class Model:
         return int(np.prod(self.run_native(x).shape[1:]))
 
 
+@shared_names
 def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = None, labels: Any = None,
                execution_environment: str = "auto", layout: str | None = None,
                output_kind: str | None = None) -> Model:

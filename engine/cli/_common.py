@@ -31,7 +31,8 @@ def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
     p.add_argument("--labels", default=None,
                    help="class names: a file (.txt one per line, or .json list) or an inline JSON list '[\"cat\", \"dog\"]'")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override the detected input layout")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="execution environment")
+    p.add_argument("--device", "--execution-environment", dest="device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where to run (Python: device=; MATLAB alias ExecutionEnvironment)")
 
 
 def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:

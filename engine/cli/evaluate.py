@@ -76,7 +76,8 @@ def add_parser(sub) -> None:
     for flag in ("--preprocessing", "--labels"):
         p.add_argument(flag, default=None, help="as for the other commands (applies to both models)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="execution environment")
+    p.add_argument("--device", "--execution-environment", dest="device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where to run (Python: device=; MATLAB alias ExecutionEnvironment)")
     add_output_args(p, "onnxplain-compare")
     p.set_defaults(func=run_compare)
 

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
                         "a final Softmax/Sigmoid, or a tensor name")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic", help="output upsampling (default bicubic)")
     p.add_argument("--variant", choices=tuple(VARIANTS), default="gradcam", help="CAM method (default gradcam)")
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32,
                    help="targets (Grad-CAM) or masked images (Score-CAM) per model call (default 32)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="VALUE|R,G,B",
                    help="integrated-gradients baseline in pixel units (default black)")
     p.add_argument("--seed", type=int, default=None, help="random seed for SmoothGrad (same seed, same result)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per engine run (default 32)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32, help="images per engine run (default 32)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
 

@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--upsampling", choices=UPSAMPLING, default="nearest", help="output upsampling (default nearest)")
     p.add_argument("--fill", default="mean",
                    help=f"value of 'off' features: {', '.join(FILLS)}, a number or R,G,B (default mean)")
-    p.add_argument("--batch-size", type=int, default=128, help="synthetic images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="synthetic images per model call (default 128)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
                    help="keep windows fully inside the image (captum's placement; edge strips may stay 0)")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic",
                    help="resize of the map to the image size (default bicubic; none: model-input size)")
-    p.add_argument("--batch-size", type=int, default=128, help="occluded images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="occluded images per model call (default 128)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run_occlusion)
 
@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
                    help="what masked pixels fade to, image pixel units (default mean: the image's mean colour)")
     p.add_argument("--upsampling", choices=("bilinear", "bicubic", "nearest", "none"), default="bilinear",
                    help="resize of the map to the image size (default bilinear)")
-    p.add_argument("--batch-size", type=int, default=128, help="masked images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="masked images per model call (default 128)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run_rise)

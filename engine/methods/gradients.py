@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import ModelError, OptionError, OptionTypeError
-from .._validation import as_generator, check_choice, check_float, check_int
+from .._validation import as_generator, check_choice, check_float, check_int, shared_names
 from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
@@ -45,6 +45,7 @@ METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients
 _RELU_MODE = {"guided-backprop": "guided", "zeiler-fergus": "deconvnet"}
 
 
+@shared_names
 def gradient_attribution(model: Model, image: Any, label: Any = None, *, method: str = "gradient",
                          baseline: Any = None, num_steps: int = 25, num_samples: int = 25,
                          noise_level: float = 0.15, mini_batch_size: int = 32, random_state: Any = None,

@@ -70,7 +70,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import OptionError, OptionTypeError
-from .._validation import as_generator, check_choice, check_float, check_int
+from .._validation import as_generator, check_choice, check_float, check_int, shared_names
 from ..images import resize_map
 from ..model import InputSpec, Model
 from ..result import Explanation
@@ -90,6 +90,7 @@ TREE_OPTIONS = {"min_samples_split": 10, "min_samples_leaf": 1, "max_depth": Non
 DEFAULT_LIGHT = {"num_samples": 2048, "num_features": 49, "segmentation": "superpixels", "random_state": 0}
 
 
+@shared_names
 def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int = 49, num_samples: int = 2048,
                segmentation: str | np.ndarray = "superpixels", surrogate: str = "tree",
                output_upsampling: str = "nearest", mini_batch_size: int = 128,

@@ -33,7 +33,7 @@ import numpy as np
 from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
 from ..errors import OptionError
-from .._validation import as_generator, check_choice, check_float, check_int, check_pair
+from .._validation import as_generator, check_choice, check_float, check_int, check_pair, shared_names
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
@@ -42,6 +42,7 @@ from ._masking import resolve_fill, stream
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")
 
 
+@shared_names
 def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, cell_size: Any = 7,
          keep_probability: float = 0.5, fill: Any = "mean", output_upsampling: str = "bilinear",
          mini_batch_size: int = 128, random_state: Any = None, execution_environment: str | None = None,
