@@ -4,6 +4,7 @@ Public API (everything else is private)::
 
     model = onnxplain.load_model()                       # bundled EfficientNet-Lite0
     model.classify(image, top_k=5)
+    onnxplain.METHODS["gradcam"](model, image, preset="main")   # any method by name
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from .model import InputSpec, Model, load_model
 from .preprocessing import Preprocessing
 from .render import image_and_mask, overlay_figure, overview_figure
 from .result import Explanation, load_explanation
+from .registry import METHODS, MethodSpec
 from .sanity import SanityResult, sanity_check
 from .evaluate import Evaluation, energy_in_region, evaluate, pointing_game  # onnxplain.evaluate is the function
 
 __all__ = [
+    "METHODS", "MethodSpec",
     "grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "score_cam", "gradient_attribution", "ClassRegion",
     "evaluate", "Evaluation", "pointing_game", "energy_in_region", "sanity_check", "SanityResult",
     "compare_models", "Comparison",

@@ -73,6 +73,13 @@ def as_generator(random_state: Any):
     raise OptionTypeError(f"The 'random_state' parameter must be an int, a numpy Generator or None; got {type(random_state).__name__}.")
 
 
+def describe_seed(random_state: Any) -> Any:
+    """The seed as results record it (JSON-friendly): the int, None, or the type name of a Generator."""
+    if random_state is None or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
+        return None if random_state is None else int(random_state)
+    return type(random_state).__name__
+
+
 #: One vocabulary for Python and the CLI: shared name -> MATLAB-derived parameter name. Every
 #: public function taking ``mini_batch_size`` / ``execution_environment`` (MATLAB's
 #: MiniBatchSize / ExecutionEnvironment) also takes ``batch_size`` / ``device``, the names of

@@ -40,7 +40,8 @@ import numpy as np
 
 from .errors import OptionError
 from ._validation import check_choice, check_float
-from .evaluate import FORWARD_ONLY, QUALITY_METHODS, check_methods, explain_with, is_gradient_failure
+from .evaluate import is_gradient_failure
+from .registry import METHODS, check_methods, forward_only
 from .model import Model
 from .sanity import spearman
 
@@ -126,7 +127,7 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
         Models with the same classes (e.g. a float32 model and its int8 build).
     images : sequence of images (arrays (H, W, 3) or paths), or one image
     methods : sequence of str
-        Names from :data:`onnxplain.evaluate.QUALITY_METHODS`.
+        Names from :data:`onnxplain.METHODS`.
     label : int or str, optional
         The class explained for every image; default model A's top-1 per image.
     top_fraction : float
@@ -159,8 +160,9 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
     drift_threshold = check_float("drift_threshold", drift_threshold)
     if fallback is not None:
         check_methods([fallback])
-        if QUALITY_METHODS[fallback][3]:
-            raise OptionError(f"The 'fallback' parameter must be a forward-only method {FORWARD_ONLY}; got {fallback!r}.")
+        if METHODS[fallback].needs_gradients:
+            raise OptionError(f"The 'fallback' parameter must be a forward-only method {forward_only()}; "
+                             f"got {fallback!r}.")
     if model_a.num_classes != model_b.num_classes:
         raise OptionError(f"the models have different numbers of classes: {model_a.num_classes} "
                          f"({model_a.path}) and {model_b.num_classes} ({model_b.path}).")
@@ -202,9 +204,9 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
                     row["status"] = failed[key]
                     break
                 try:
-                    result_maps.append(np.asarray(explain_with(method, model, image, lab, **params[method]).score_map))
+                    result_maps.append(np.asarray(METHODS[method](model, image, lab, **params[method]).score_map))
                 except Exception as exc:
-                    if not (QUALITY_METHODS[method][3] and is_gradient_failure(exc)):
+                    if not (METHODS[method].needs_gradients and is_gradient_failure(exc)):
                         raise
                     reason = f"fallback: forward-only (model {which}: {str(exc).splitlines()[0][:160]})"
                     log.warning("%s on %s: %s", method, model.path, reason)

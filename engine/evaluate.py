@@ -15,9 +15,7 @@
 The perturbed images are built by a numba kernel straight into the model's native layout
 and dtype (:mod:`kernels.perturb`) and scored in mini-batches.
 
-This module also holds the table of methods the quality tools run by name
-(:data:`QUALITY_METHODS`, :func:`explain_with`), shared by :mod:`onnxplain.sanity` and
-:mod:`onnxplain.compare`.
+The quality tools run methods by name from :data:`onnxplain.METHODS` (preset "quick").
 """
 from __future__ import annotations
 
@@ -308,55 +306,7 @@ def energy_in_region(score_map: np.ndarray, *, box: Any = None, mask: np.ndarray
     return float(pos[region].sum() / total) if total > 0 else float("nan")
 
 
-# ---- the methods the quality tools run by name -------------------------------------------
-#: name -> (module under ``onnxplain.methods``, public function, fixed keyword arguments, needs gradients).
-QUALITY_METHODS: dict[str, tuple[str, str, dict[str, Any], bool]] = {
-    "lime": ("lime", "image_lime", {}, False),
-    "occlusion": ("occlusion", "occlusion_sensitivity", {}, False),
-    "rise": ("rise", "rise", {}, False),
-    "gradcam": ("gradcam", "grad_cam", {}, True),
-    "gradient": ("gradients", "gradient_attribution", {"method": "gradient"}, True),
-    "guided-backprop": ("gradients", "gradient_attribution", {"method": "guided-backprop"}, True),
-    "zeiler-fergus": ("gradients", "gradient_attribution", {"method": "zeiler-fergus"}, True),
-    "integrated-gradients": ("gradients", "gradient_attribution", {"method": "integrated-gradients"}, True),
-    "smoothgrad": ("gradients", "gradient_attribution", {"method": "smoothgrad"}, True),
-    "gradient-x-input": ("gradients", "gradient_attribution", {"method": "gradient-x-input"}, True),
-}
-#: light settings for quick runs (CLI defaults, tests); each method's own command has the heavy ones.
-LIGHT_PARAMS: dict[str, dict[str, Any]] = {
-    "lime": {"num_samples": 256, "num_features": 49, "segmentation": "grid", "random_state": 0},
-    "occlusion": {},
-    "rise": {"num_masks": 500, "random_state": 0},
-    "integrated-gradients": {"num_steps": 16},
-    "smoothgrad": {"num_samples": 10, "random_state": 0},
-}
-FORWARD_ONLY = tuple(name for name, entry in QUALITY_METHODS.items() if not entry[3])
-
-
-def check_methods(methods: Sequence[str] | str) -> list[str]:
-    """Validate method names against :data:`QUALITY_METHODS`; return them as a list."""
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    if not methods:
-        raise OptionError("The 'methods' parameter is empty; give at least one of " + ", ".join(QUALITY_METHODS) + ".")
-    for m in methods:
-        check_choice("methods", m, QUALITY_METHODS)
-    return methods
-
-
-def explain_with(method: str, model: Model, image: Any, label: Any, **params: Any) -> Explanation:
-    """Run one method by name (see :data:`QUALITY_METHODS`) with ``params`` on top of its fixed ones."""
-    import importlib
-
-    check_choice("method", method, QUALITY_METHODS)
-    module, func_name, fixed, _ = QUALITY_METHODS[method]
-    try:
-        func = getattr(importlib.import_module(f"onnxplain.methods.{module}"), func_name)
-    except (ImportError, AttributeError):
-        raise OptionError(f"method {method!r} is not available in this build (onnxplain.methods.{module}.{func_name} "
-                         "is missing).") from None
-    return func(model, image, label, **{**fixed, **params})
-
-
+# ---- failures the quality tools fall back from -------------------------------------------
 def is_gradient_failure(exc: BaseException) -> bool:
     """True for the errors that mean "this model has no usable gradient graph" (fallback to forward-only)."""
     from .errors import ModelError

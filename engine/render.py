@@ -91,18 +91,15 @@ _SIGNED_QUANTITY = {
 
 def style_for(method: str, params: dict[str, Any] | None = None) -> Style:
     """The drawing rule of a method's map (unknown methods: "heat", quantity "importance")."""
-    kind, quantity = _STYLES.get(method, ("heat", "importance"))
+    kind, quantity = _STYLES.get(method, (None, "importance"))
+    if kind is None:  # a method this table does not know: the registry's render field, else heat
+        from .registry import METHODS
+
+        spec = METHODS.get(method)
+        kind = spec.render if spec is not None and spec.render in KINDS else "heat"
     if method == "lime" and (params or {}).get("surrogate", "tree") == "tree":
         # predictorImportance of a regression tree is >= 0 (MSE reduction), not a signed weight
         kind, quantity = "heat", "surrogate importance (tree MSE reduction)"
-    try:  # the registry (issue 13) states the kind when present
-        from .registry import METHODS  # type: ignore[attr-defined]
-
-        spec = METHODS.get(method)
-        if spec is not None and getattr(spec, "render", None) in KINDS and method != "lime":
-            kind = spec.render
-    except Exception:  # noqa: BLE001 - no registry: the table above decides
-        pass
     caption = ZEILER_FERGUS_NOTE if method == "zeiler-fergus" else ""
     return Style(kind, quantity, caption)
 

@@ -36,7 +36,7 @@ from onnx import numpy_helper
 
 from .errors import OptionError
 from ._validation import check_choice, check_int
-from .evaluate import check_methods, explain_with
+from .registry import METHODS, check_methods
 from .model import Model
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
     label : int or str, optional
         The class explained in every step; default the original model's top class.
     methods : sequence of str
-        Names from :data:`onnxplain.evaluate.QUALITY_METHODS` (e.g. "gradient",
+        Names from :data:`onnxplain.METHODS` (e.g. "gradient",
         "guided-backprop", "gradcam", "integrated-gradients", "smoothgrad", "occlusion").
     mode : {"cascading", "independent"}
     layers : sequence of int, optional
@@ -234,7 +234,7 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
     params = {m: dict((method_params or {}).get(m, {})) for m in methods}
     t0 = time.perf_counter()
     label_idx = model.classify(image, top_k=1)[0][0] if label is None else model.label_index(label)
-    original = {m: _map_pair(explain_with(m, model, image, label_idx, **params[m])) for m in methods}
+    original = {m: _map_pair(METHODS[m](model, image, label_idx, **params[m])) for m in methods}
     rows, kept = [], {}
     total = len(steps) * len(methods)
     for s_i, step in enumerate(steps):
@@ -243,7 +243,7 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
         rmodel = model.with_graph(proto, path=f"{model.path} ({mode} randomised, layer {step})")
         top1 = rmodel.classify(image, top_k=1)[0][0]
         for m_i, m in enumerate(methods):
-            abs_map, signed = _map_pair(explain_with(m, rmodel, image, label_idx, **params[m]))
+            abs_map, signed = _map_pair(METHODS[m](rmodel, image, label_idx, **params[m]))
             o_abs, o_signed = original[m]
             rho_abs, rho_signed = spearman(o_abs, abs_map), spearman(o_signed, signed)
             rows.append({"method": m, "step": step, "layer": all_layers[step].node, "op_type": all_layers[step].op_type,

@@ -1,8 +1,8 @@
 """``onnxplain evaluate``, ``onnxplain sanity`` and ``onnxplain compare``: can I trust this map?
 
-Methods run with light settings by default (``onnxplain.evaluate.LIGHT_PARAMS``: e.g. LIME
-256 samples on a grid, RISE 500 masks) so a folder of images stays quick; ``--full`` uses
-each method's own defaults.
+Methods (any name in :data:`onnxplain.METHODS`) run at their "quick" preset by default (e.g.
+LIME 256 samples on a grid, RISE 500 masks) so a folder of images stays quick; ``--full``
+uses each function's own defaults.
 """
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluate import DEFAULT_BLUR_SIGMA, LIGHT_PARAMS, QUALITY_METHODS, SUBSTRATES, check_methods, evaluate, \
-    explain_with, is_gradient_failure
+from ..evaluate import DEFAULT_BLUR_SIGMA, SUBSTRATES, evaluate, is_gradient_failure
+from ..registry import METHODS, check_methods
 from ..images import load_image
 from ._common import DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, model_from_args, parse_label
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-_METHOD_HELP = ", ".join(QUALITY_METHODS)
+_METHOD_HELP = ", ".join(METHODS)
 
 
 def add_parser(sub) -> None:
@@ -103,10 +103,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             row = {"image": name, "method": method, "label": None, "deletion": np.nan, "insertion": np.nan,
                    "pointing_game": np.nan, "energy": np.nan, "status": "ok"}
             try:
-                result = explain_with(method, model, image, lab, progress=bar, **_params(method, args.full))
+                result = METHODS[method](model, image, lab, progress=bar, **_params(method, args.full))
             except Exception as exc:
                 bar.close()
-                if not (QUALITY_METHODS[method][3] and is_gradient_failure(exc)):
+                if not (METHODS[method].needs_gradients and is_gradient_failure(exc)):
                     raise
                 row["status"] = f"fallback: forward-only ({str(exc).splitlines()[0][:120]})"
                 log.warning("%s: %s", method, row["status"])
@@ -221,7 +221,7 @@ def run_compare(args: argparse.Namespace) -> int:
     bar = ProgressBar("compare", enabled=not args.no_progress)
     result = compare_models(model_a, model_b, [im for _, im in images], methods=methods,
                             label=parse_label([args.label] if args.label else None), top_fraction=args.top_fraction,
-                            method_params={m: _params(m, args.full) for m in QUALITY_METHODS},
+                            method_params={m: _params(m, args.full) for m in METHODS},
                             drift_threshold=args.drift_threshold, names=[n for n, _ in images], progress=bar)
     bar.close()
     table = result.markdown()
@@ -279,7 +279,7 @@ def read_boxes(path: str) -> dict[str, Any]:
 
 
 def _params(method: str, full: bool) -> dict[str, Any]:
-    return {} if full else dict(LIGHT_PARAMS.get(method, {}))
+    return {} if full else dict(METHODS[method].presets["quick"])
 
 
 def _pre(value: str | None) -> Any:

@@ -1,13 +1,13 @@
 """``onnxplain explain``: every method on one image, written into one folder.
 
-With no arguments it explains the bundled model's decision on the bundled photograph
-with light settings chosen so the whole job takes about a minute on 2 CPU cores; each
-method's own command has the heavier options.
+With no arguments it explains the bundled model's decision on the bundled photograph with
+every method of :data:`onnxplain.METHODS` in the default run, at each method's "main" preset
+(chosen so the whole job takes about a minute on 2 CPU cores); each method's own command
+has the heavier options.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import pathlib
 import sys
@@ -15,40 +15,21 @@ import time
 
 import numpy as np
 
+from ..registry import METHODS, forward_only
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
 
-#: (name, module under onnxplain.cli, function, overlay kind). Each function is
-#: ``explain_default(model, image, label, progress) -> Explanation``.
-METHODS: list[tuple[str, str, str, str]] = [
-    ("lime", "lime", "explain_default", "heat"),
-    ("gradcam", "gradcam", "explain_default", "heat"),
-    ("gradcam++", "gradcam", "explain_default_plus_plus", "heat"),
-    ("guided-gradcam", "gradcam", "explain_default_guided", "gradient"),
-    ("gradient", "gradients", "explain_gradient", "gradient"),
-    ("guided-backprop", "gradients", "explain_guided_backprop", "gradient"),
-    ("zeiler-fergus", "gradients", "explain_zeiler_fergus", "gradient"),
-    ("integrated-gradients", "gradients", "explain_integrated_gradients", "gradient"),
-    ("smoothgrad", "gradients", "explain_smoothgrad", "gradient"),
-    ("gradient-x-input", "gradients", "explain_gradient_x_input", "gradient"),
-    ("occlusion", "occlusion", "explain_default", "heat"),
-    ("rise", "occlusion", "explain_default_rise", "heat"),
-]
-
 #: what each method's progress counts (for the rate and ETA of progress lines)
 UNITS = {"lime": "samples", "occlusion": "images", "rise": "images", "integrated-gradients": "samples",
-         "smoothgrad": "samples"}
-
-#: methods that need no gradient (the only ones a uint8-input model can run)
-FORWARD_ONLY = {"lime", "occlusion", "rise"}
-
+         "smoothgrad": "samples", "score-cam": "channels", "scorecam": "channels"}
 
 def add_parser(sub) -> None:
     p = sub.add_parser("explain", help="explain one image with every method (default: bundled model and image)")
     add_model_args(p)
     p.add_argument("--label", "-l", nargs="+", default=None, help="class index or name (default: top class)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="subset of methods to run (default: all): " + ", ".join(m[0] for m in METHODS))
+                   help="methods to run, or 'all' (default: every method but the slow "
+                        + ", ".join(n for n, s in METHODS.items() if not s.in_main_job) + "): " + ", ".join(METHODS))
     p.add_argument("--sign", choices=("absolute", "signed"), default="absolute",
                    help="gradient maps drawn as |attribution| (default) or signed (diverging colours)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report (index.html)")
@@ -57,11 +38,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = [m[0] for m in METHODS]
-    chosen = args.methods or names
+    names = list(METHODS)
+    if args.methods == ["all"]:
+        chosen = names
+    else:
+        chosen = args.methods or [n for n, s in METHODS.items() if s.in_main_job]
     unknown = [m for m in chosen if m not in names]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {names}.")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {names} or 'all'.")
     t0 = time.perf_counter()
     model = model_from_args(args)
     image, stem = image_from_args(args)
@@ -69,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     skipped = {}
     if model.input_dtype == np.uint8:  # no gradient through uint8 input: only forward-only methods can run
-        needs_grad = [m for m in chosen if m not in FORWARD_ONLY]
+        needs_grad = [m for m in chosen if METHODS[m].needs_gradients]
         if args.methods and needs_grad:
             raise ValueError(f"{model.path}: the model takes uint8 input, which has no gradient; {needs_grad} cannot "
-                             f"run on it; choose from the forward-only methods {sorted(FORWARD_ONLY)}.")
+                             f"run on it; choose from the forward-only methods {forward_only()}.")
         skipped = {m: "uint8 model input has no gradient" for m in needs_grad}
-        chosen = [m for m in chosen if m in FORWARD_ONLY]
+        chosen = [m for m in chosen if not METHODS[m].needs_gradients]
     top = model.classify(image, top_k=5)
     label = parse_label(args.label)
     label = top[0][0] if label is None else label
@@ -87,13 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped {', '.join(skipped)}: the model takes uint8 input, which has no gradient")
     results = []
-    for name, module, func, kind in METHODS:
+    for name, spec in METHODS.items():
         if name not in chosen:
             continue
-        fn = getattr(importlib.import_module(f"onnxplain.cli.{module}"), func)
         bar = ProgressBar(name, enabled=not args.no_progress, unit=UNITS.get(name, "samples"))
         t = time.perf_counter()
-        result = fn(model, image, label, bar)
+        result = spec(model, image, label, preset="main", progress=bar)
         bar.close()
         results.append(result)
         files = write_result(result, image, out, f"{stem}_{name}", model=model, sign=args.sign,

@@ -12,17 +12,15 @@ import argparse
 import numpy as np
 
 from ..methods._cam import UPSAMPLING
-from ..methods.gradcam import (explain_default, explain_default_guided, explain_default_plus_plus, grad_cam,
-                               grad_cam_plus_plus)
-from ..methods.scorecam import explain_default as explain_default_scorecam
+from ..methods.gradcam import grad_cam, grad_cam_plus_plus
 from ..methods.scorecam import score_cam
 from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
     write_result
 
-__all__ = ["add_parser", "run", "explain_default", "explain_default_plus_plus", "explain_default_guided",
-           "explain_default_scorecam"]
+__all__ = ["add_parser", "run"]
 
-VARIANTS = {"gradcam": grad_cam, "gradcam++": grad_cam_plus_plus, "scorecam": score_cam}
+#: --variant -> function ("scorecam" is the pre-registry spelling of "score-cam", kept for old scripts)
+VARIANTS = {"gradcam": grad_cam, "gradcam++": grad_cam_plus_plus, "score-cam": score_cam, "scorecam": score_cam}
 
 
 def add_parser(sub) -> None:

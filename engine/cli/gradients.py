@@ -11,20 +11,11 @@ import argparse
 
 import numpy as np
 
-from ..methods.gradients import EXPLAIN_DEFAULTS, METHODS, gradient_attribution
+from ..methods.gradients import METHODS, gradient_attribution
 from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
                       parse_value, write_result)
 
-__all__ = ["add_parser", "run", "explain_gradient", "explain_guided_backprop", "explain_zeiler_fergus",
-           "explain_integrated_gradients", "explain_smoothgrad", "explain_gradient_x_input"]
-
-# ``explain_default(model, image, label, progress)`` per method, for ``onnxplain explain``.
-explain_gradient = EXPLAIN_DEFAULTS["gradient"]
-explain_guided_backprop = EXPLAIN_DEFAULTS["guided-backprop"]
-explain_zeiler_fergus = EXPLAIN_DEFAULTS["zeiler-fergus"]
-explain_integrated_gradients = EXPLAIN_DEFAULTS["integrated-gradients"]
-explain_smoothgrad = EXPLAIN_DEFAULTS["smoothgrad"]
-explain_gradient_x_input = EXPLAIN_DEFAULTS["gradient-x-input"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from ..methods.lime import FILLS, SEGMENTATIONS, SURROGATES, UPSAMPLING, explain_default, image_lime
+from ..methods.lime import FILLS, SEGMENTATIONS, SURROGATES, UPSAMPLING, image_lime
 from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
                       parse_value, write_result)
 
-__all__ = ["add_parser", "run", "explain_default"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:

@@ -3,8 +3,6 @@
 Each writes ``<image>_<method>.png`` (overlay; one per label when several),
 ``<image>_<method>.npy`` (the raw map at the image size, or at the model input size with
 ``--upsampling none``) and ``<image>_<method>.json`` (labels, scores, options, timings).
-
-For ``onnxplain explain``: ``explain_default`` (occlusion) and ``explain_default_rise``.
 """
 from __future__ import annotations
 
@@ -14,13 +12,11 @@ from typing import Any
 import numpy as np
 
 from ..methods.occlusion import UPSAMPLING, occlusion_sensitivity
-from ..methods.occlusion import explain_default as explain_default
-from ..methods.rise import explain_default as explain_default_rise
 from ..methods.rise import rise
 from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
                       parse_value, write_result)
 
-__all__ = ["add_parser", "run_occlusion", "run_rise", "explain_default", "explain_default_rise"]
+__all__ = ["add_parser", "run_occlusion", "run_rise"]
 
 
 def add_parser(sub) -> None:

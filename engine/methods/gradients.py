@@ -31,14 +31,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import ModelError, OptionError, OptionTypeError
-from .._validation import as_generator, check_choice, check_float, check_int, shared_names
+from .._validation import as_generator, check_choice, check_float, check_int, describe_seed, shared_names
 from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
 from . import _targets as T
 from ._common import Progress, check_finite_scores, start
 
-__all__ = ["gradient_attribution", "METHODS", "explain_default", "EXPLAIN_DEFAULTS"]
+__all__ = ["gradient_attribution", "METHODS"]
 
 METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients", "smoothgrad",
            "gradient-x-input")
@@ -166,7 +166,8 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     if method == "integrated-gradients":
         params.update(num_steps=num_steps, baseline="black" if baseline is None else "custom")
     if method == "smoothgrad":
-        params.update(num_samples=num_samples, noise_level=noise_level, noise_sigma=plan.sigma)
+        params.update(num_samples=num_samples, noise_level=noise_level, noise_sigma=plan.sigma,
+                      random_state=describe_seed(random_state))
     extras = {"gradients": full if multi else full[..., 0], "working_gradients": working if multi else working[..., 0]}
     timings = {"inference": inference, "total": time.perf_counter() - started}
     return Explanation(method, (score if multi else score[..., 0]).astype(np.float32), list(targets.labels),
@@ -254,27 +255,3 @@ def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> n
         return resize_image(img, pixels.shape[:2])
     raise OptionError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
                      f"or the model's input size {pixels.shape[:2]}.")
-
-
-# Light settings for `onnxplain explain` (all six on the bundled model, 2 cores: ~5 s steady state).
-_LIGHT = {"integrated-gradients": {"num_steps": 16}, "smoothgrad": {"num_samples": 10, "random_state": 0}}
-
-
-def explain_default(model: Model, image: Any, label: Any = None, progress: Progress = None, *,
-                    method: str = "gradient") -> Explanation:
-    """Light default settings for ``onnxplain explain`` (``method`` one of :data:`METHODS`)."""
-    check_choice("method", method, METHODS)
-    return gradient_attribution(model, image, label, method=method, progress=progress, **_LIGHT.get(method, {}))
-
-
-def _default_for(method: str) -> Callable[..., Explanation]:
-    def run(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
-        return explain_default(model, image, label, progress, method=method)
-
-    run.__name__ = "explain_" + method.replace("-", "_")
-    run.__doc__ = f"{method} with light default settings, for ``onnxplain explain``."
-    return run
-
-
-#: method name -> ``explain_default(model, image, label, progress)``-style function
-EXPLAIN_DEFAULTS: dict[str, Callable[..., Explanation]] = {m: _default_for(m) for m in METHODS}

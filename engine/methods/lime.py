@@ -70,7 +70,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import OptionError, OptionTypeError
-from .._validation import as_generator, check_choice, check_float, check_int, shared_names
+from .._validation import as_generator, check_choice, check_float, check_int, describe_seed, shared_names
 from ..images import resize_map
 from ..model import InputSpec, Model
 from ..result import Explanation
@@ -86,8 +86,6 @@ FILLS = ("mean", "superpixel-mean", "blur")
 BLUR_SIGMA = 0.05
 #: MATLAB fitrtree defaults (MinParentSize 10, MinLeafSize 1, no split limit).
 TREE_OPTIONS = {"min_samples_split": 10, "min_samples_leaf": 1, "max_depth": None}
-#: settings of ``onnxplain explain``: bundled model on 2 idle cores about 5 s (4-5 ms per image), ~10-12 s when busy.
-DEFAULT_LIGHT = {"num_samples": 2048, "num_features": 49, "segmentation": "superpixels", "random_state": 0}
 
 
 @shared_names
@@ -223,7 +221,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         "num_features": num_features, "num_samples": num_samples, "segmentation": seg_name,
         "segmentation_options": seg_used, "surrogate": surrogate, "surrogate_options": sur_used,
         "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-        "execution_environment": ctx.environment, "random_state": _describe_seed(random_state),
+        "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
         "fill": fill_used, "sample_weights": bool(sample_weights), "kernel_width": kernel_width,
         "working_size": [h, w],
     }
@@ -237,12 +235,6 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         extras["grid_shape"] = grid_shape
     return Explanation("lime", score_map, list(ctx.labels), list(ctx.label_names),
                        scores[0].astype(np.float32), params, extras, timings)
-
-
-def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
-                    ) -> Explanation:
-    """LIME for ``onnxplain explain`` (``DEFAULT_LIGHT``: MATLAB's 2048 samples, seed 0; ~9 s on 2 idle cores)."""
-    return image_lime(model, image, label, progress=progress, **DEFAULT_LIGHT)
 
 
 # ---- validation --------------------------------------------------------------------------
@@ -288,13 +280,6 @@ def _check_matrix(segmentation: Any, size: tuple[int, int] | None) -> np.ndarray
         expected = "2-D (H, W)" if size is None else f"the image's shape {tuple(size)} (H, W)"
         raise OptionError(f"The 'segmentation' matrix must have {expected}; got {matrix.shape}.")
     return matrix
-
-
-def _describe_seed(random_state: Any) -> Any:
-    """JSON-friendly random_state."""
-    if random_state is None or isinstance(random_state, numbers.Integral):
-        return None if random_state is None else int(random_state)
-    return type(random_state).__name__
 
 
 # ---- segmentation ------------------------------------------------------------------------

@@ -38,7 +38,6 @@ from onnxplain.kernels.occlusion import accumulate_windows, occlude_batch
 
 from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice, check_int, check_pair, shared_names
-from ..images import load_image
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
@@ -175,16 +174,6 @@ def window_starts(side: int, k: int, s: int, clipping: bool) -> np.ndarray:
     n = math.ceil((side - (k - k // 2)) / s) + 1
     starts = np.arange(n, dtype=np.int64) * s - k // 2
     return starts[starts < side]  # with stride > mask the last one can start past the edge: it occludes nothing
-
-
-def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
-                    ) -> Explanation:
-    """Light occlusion settings for ``onnxplain explain``: auto (20 %) windows at a ~7 % stride
-    (16 px on a 224 input: 14 x 14 = 196 occluded images, about 4 s on 2 CPU cores for the
-    bundled EfficientNet-Lite0)."""
-    h, w = model.input_size or load_image(image).shape[:2]
-    stride = (max(1, round(h / 14)), max(1, round(w / 14)))
-    return occlusion_sensitivity(model, image, label, stride=stride, progress=progress)
 
 
 def _size_arg(name: str, value: Any) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
 from ..errors import OptionError
-from .._validation import as_generator, check_choice, check_float, check_int, check_pair, shared_names
+from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed, shared_names
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
@@ -138,23 +138,7 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     params = {"num_masks": num_masks, "cell_size": list(grid), "keep_probability": p,
               "fill": [float(v) for v in fill_rgb], "fill_rule": fill if isinstance(fill, str) else "value",
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": ctx.environment, "random_state": _seed_repr(random_state),
+              "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
               "working_size": [h, w], "cell_pixels": list(cell)}
     return Explanation("rise", score_map, list(labels), list(ctx.label_names), base_scores.astype(np.float32),
                        params, {}, timings)
-
-
-def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
-                    ) -> Explanation:
-    """Lighter RISE settings for ``onnxplain explain``: 2000 masks on a 7 x 7 grid, seed 0
-    (about 9 s on 2 idle CPU cores for the bundled EfficientNet-Lite0). 500 masks proved
-    seed-dominated (mean pairwise Spearman 0.07 across seeds, bench/results/stability.md);
-    the paper's 4000 give smoother maps."""
-    return rise(model, image, label, num_masks=2000, cell_size=7, random_state=0, progress=progress)
-
-
-def _seed_repr(random_state: Any) -> Any:
-    """The seed for params (a Generator is recorded by type only)."""
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return None if random_state is None else int(random_state)
-    return type(random_state).__name__

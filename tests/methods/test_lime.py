@@ -379,11 +379,13 @@ def test_cli_bad_choice_exit_2(capsys):
     assert ex.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
-def test_explain_default_uses_light_settings(monkeypatch):
-    """Oracle: DEFAULT_LIGHT is what ``onnxplain explain`` runs (the call is intercepted)."""
-    from onnxplain.cli import lime as cli_lime
-
-    seen = {}
-    monkeypatch.setattr(lime_method, "image_lime", lambda *a, **kw: seen.update(kw) or "result")
-    assert cli_lime.explain_default("model", "image", 3, None) == "result"
-    assert {k: seen[k] for k in lime_method.DEFAULT_LIGHT} == lime_method.DEFAULT_LIGHT
+@pytest.mark.parametrize("preset", ["main", "quick"])
+def test_registry_presets_reach_lime(preset):
+    """Oracle: the options a preset names are the ones the result records (nothing dropped on the way)."""
+    model = onnxplain.load_model(RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
+                                 labels=["no_rectangle", "rectangle"])
+    image = np.load(RECT_DIR + "/samples.npz")["images"][0]
+    spec = onnxplain.METHODS["lime"]
+    res = spec(model, image, 1, preset=preset, num_samples=32)  # a call's options override the preset's
+    want = {**spec.presets[preset], "num_samples": 32}
+    assert {k: res.params[k] for k in want} == want
