@@ -160,15 +160,16 @@ def from_explain_summary(path: str | os.PathLike) -> RunRecord:
 
 
 def from_parquet(path: str | os.PathLike) -> RunRecord:
-    """The RunRecord of a dataset run's Parquet results (one row per image and method).
+    """The RunRecord of a dataset run's Parquet results (``onnxplain run``, schema version 1 of
+    ``onnxplain.results``: one row per image, method and target).
 
-    Columns read (others are kept as metrics when numeric): ``image`` (path or name),
-    ``method``, ``label``/``label_name`` (explained), ``true_label``/``true_name``,
-    ``predicted``/``predicted_name``, ``score``/``confidence``, ``map`` (a .npy path, or the
-    flattened map with ``map_shape``), ``params`` / ``timings`` (JSON text or structs),
-    ``deletion``/``insertion``/``pointing_game``/``energy`` and curves
-    ``deletion_x``/``deletion_y``/``insertion_x``/``insertion_y``. A ``run.json`` or
-    ``summary.json`` beside the files supplies the model and settings.
+    Read: ``image`` (absolute path, or an in-memory id such as "array:3" with no photo),
+    ``method``, ``target`` (rows with several targets per image and method are shown as
+    "method (target)"), ``label``/``label_name``, ``predicted_index``/``predicted_name``/
+    ``predicted_score`` (best first), ``true_label``/``true_label_name``, ``map`` (bytes of
+    ``map_dtype`` at ``map_shape``, times ``map_scale``), ``params``/``timings`` (JSON),
+    ``seconds``, ``deletion``/``insertion``/``pointing_game``/``energy``, ``error``, ``model``.
+    A file or a folder of part files; ``run.json``/``summary.json`` beside it adds settings.
     """
     try:
         import pyarrow.parquet as pq
@@ -179,12 +180,12 @@ def from_parquet(path: str | os.PathLike) -> RunRecord:
         table = pq.read_table(str(p))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
         raise ReportError(f"{str(p)!r} cannot be read as Parquet: {str(exc).splitlines()[0]}") from None
-    rows = table.to_pylist()
-    if not rows:
-        raise ReportError(f"{str(p)!r} holds no result rows.")
     missing = [c for c in ("image", "method") if c not in table.column_names]
     if missing:
         raise ReportError(f"{str(p)!r} lacks the column(s) {missing} (has {table.column_names}).")
+    rows = table.to_pylist()
+    if not rows:
+        raise ReportError(f"{str(p)!r} holds no result rows.")
     folder = p if p.is_dir() else p.parent
     meta: dict[str, Any] = {}
     for name in ("run.json", "summary.json"):
@@ -194,37 +195,66 @@ def from_parquet(path: str | os.PathLike) -> RunRecord:
             except (OSError, json.JSONDecodeError):
                 meta = {}
             break
-    images: dict[str, ImageRecord] = {}
-    known = {"image", "image_path", "method", "label", "label_name", "true_label", "true_name", "predicted",
-             "predicted_name", "score", "confidence", "map", "map_shape", "params", "timings", "status", "error"}
+    targets: dict[tuple[str, str], set] = {}
     for r in rows:
-        key = str(r.get("image_path") or r["image"])
+        targets.setdefault((str(r["image"]), str(r["method"])), set()).add(r.get("target"))
+    several = any(len(t) > 1 for t in targets.values())
+    images: dict[str, ImageRecord] = {}
+    for r in sorted(rows, key=lambda r: (r.get("image_index") or 0, str(r["image"]))):
+        key = str(r["image"])
         rec = images.get(key)
         if rec is None:
-            ref = key if os.path.isabs(key) or not (folder / key).exists() else str(folder / key)
+            ref = key if os.path.exists(key) else (str(folder / key) if (folder / key).exists() else None)
+            pred_i, pred_n, pred_s = (_first(r.get("predicted_index")), _first(r.get("predicted_name")),
+                                      _first(r.get("predicted_score")))
             rec = images[key] = ImageRecord(
-                pathlib.Path(str(r["image"])).name, ref, _int(r.get("true_label")), str(r.get("true_name") or ""),
-                _int(r.get("predicted")), str(r.get("predicted_name") or ""),
-                _float(r.get("confidence", r.get("score"))), _int(r.get("label")), str(r.get("label_name") or ""))
-        m = r.get("map")
-        if isinstance(m, str) and not os.path.isabs(m):
-            m = str(folder / m)
-        elif isinstance(m, (list, bytes)) and r.get("map_shape"):
-            shape = tuple(int(v) for v in r["map_shape"])
-            m = (np.frombuffer(m, np.float32) if isinstance(m, bytes) else np.asarray(m, np.float32)).reshape(shape)
+                pathlib.Path(key).name, ref, _int(r.get("true_label")),
+                str(r.get("true_label_name") or r.get("true_name") or ""),
+                _int(pred_i if pred_i is not None else r.get("predicted")),
+                str(pred_n if pred_n is not None else (r.get("predicted_name") or "")),
+                _float(pred_s if pred_s is not None else r.get("confidence")),
+                _int(r.get("label")), str(r.get("label_name") or ""))
+        method = str(r["method"]) + (f" ({r.get('target')})" if several and r.get("target") is not None else "")
+        timings = _obj(r.get("timings"))
+        if r.get("seconds") is not None:
+            timings = {**timings, "total": float(r["seconds"])}
+        metrics = {k: float(r[k]) for k in ("deletion", "insertion", "pointing_game", "energy")
+                   if r.get(k) is not None and np.isfinite(r[k])}
         curves = {mode: (r[f"{mode}_x"], r[f"{mode}_y"]) for mode in ("deletion", "insertion")
                   if r.get(f"{mode}_x") is not None and r.get(f"{mode}_y") is not None}
-        metrics = {k: float(v) for k, v in r.items() if k not in known and not k.endswith(("_x", "_y"))
-                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        rec.maps.append(MapRecord(str(r["method"]), m, _int(r.get("label")), str(r.get("label_name") or ""),
-                                  _obj(r.get("params")), _obj(r.get("timings")), metrics, curves,
-                                  str(r.get("status") or r.get("error") or "ok")))
-    methods = list(dict.fromkeys(str(r["method"]) for r in rows))
-    model = meta.get("model", {}) if isinstance(meta.get("model"), dict) else {"path": meta.get("model", "")}
+        rec.maps.append(MapRecord(method, _decode_map(r, folder), _int(r.get("label")), str(r.get("label_name") or ""),
+                                  _obj(r.get("params")), timings, metrics, curves,
+                                  "ok" if not r.get("error") else f"error: {r['error']}"))
+    methods = list(dict.fromkeys(m.method for im in images.values() for m in im.maps))
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else \
+        {"path": meta.get("model") or next((r.get("model") for r in rows if r.get("model")), "")}
+    total = sum(float(r["seconds"]) for r in rows if r.get("seconds") is not None)
     return RunRecord(model, str(meta.get("provider", model.get("device", ""))), methods,
                      {k: v for k, v in meta.items() if k not in ("model", "timings")},
-                     dict(meta.get("timings", {})) if isinstance(meta.get("timings"), dict) else {},
-                     list(images.values()), str(p), f"onnxplain run: {p.name}")
+                     {"total_seconds": total} if total else {}, list(images.values()), str(p),
+                     f"onnxplain run: {p.name}")
+
+
+def _first(v: Any) -> Any:
+    return v[0] if isinstance(v, (list, tuple)) and v else None
+
+
+def _decode_map(r: dict[str, Any], folder: pathlib.Path) -> Any:
+    m = r.get("map")
+    if m is None:
+        return None
+    if isinstance(m, str):  # a .npy path
+        return m if os.path.isabs(m) else str(folder / m)
+    shape = tuple(int(v) for v in (r.get("map_shape") or ()))
+    if not shape:
+        raise ReportError(f"row ({r.get('image')}, {r.get('method')}) has a map but no map_shape.")
+    dtype = np.dtype(str(r.get("map_dtype") or "float32")).newbyteorder("<")
+    values = np.frombuffer(m, dtype) if isinstance(m, (bytes, bytearray)) else np.asarray(m, np.float32)
+    if values.size != int(np.prod(shape)):
+        raise ReportError(f"row ({r.get('image')}, {r.get('method')}): map has {values.size} values for shape "
+                          f"{list(shape)}.")
+    scale = r.get("map_scale")
+    return values.reshape(shape).astype(np.float32) * np.float32(1.0 if scale is None else scale)
 
 
 def from_explanations(model: Any, items: Sequence[tuple[Any, Sequence[Any]]], *, names: Sequence[str] | None = None,
