@@ -92,6 +92,11 @@ def test_page_loads_without_errors_or_network_and_has_one_row_per_image(page, re
     assert "efficientnet_lite0.onnx" in summary and "gradcam" in summary and "gradient" in summary
     means = np.mean([im.maps[0].metrics["deletion"] for im in run.images])
     assert f"{means:.3f}" in page.inner_text("#method-table")
+    # metric distributions (deletion, insertion) and the mean deletion/insertion curves of Grad-CAM
+    titles = page.eval_on_selector_all("#plots .plot .title", "ts => ts.map(t => t.textContent)")
+    assert titles == ["deletion AUC (lower is better)", "insertion AUC (higher is better)",
+                      "mean deletion curve", "mean insertion curve"]
+    assert page.locator("#plots svg polyline").count() == 2 and page.locator("#plots svg rect").count() > 4
     assert page.problems == []
 
 
