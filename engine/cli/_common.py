@@ -139,7 +139,7 @@ class ProgressBar:
             else:
                 sys.stderr.write(f"\r{self.desc:<22} {done} {elapsed:5.1f}s")
             sys.stderr.flush()
-        elif now - self.last_line >= self.interval:
+        elif now - self.last_line >= self.interval and (total is None or total > 1):  # "1/1" tells nothing
             self.last_line = now
             self._line(done, total, elapsed)
 

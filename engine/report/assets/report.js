@@ -163,7 +163,7 @@
       });
       if (series.length) { box.appendChild(linePlot("mean " + mode + " curve", series, "fraction of pixels " + (mode === "deletion" ? "removed" : "inserted"), "class score")); any = true; }
     });
-    if (!any) { box.appendChild(el("p", {cls: "note", text: "No quality metrics were computed for this run (onnxplain evaluate / run --metrics add them)."})); }
+    if (!any) { box.appendChild(el("p", {cls: "note", text: "No quality metrics in these results (a dataset run with metrics, or evaluations passed from Python, add them)."})); }
   }
 
   // ---- image table ----------------------------------------------------------------------------
