@@ -312,6 +312,10 @@ def overlay_figure(image: Any, score_map: "np.ndarray | Explanation", path: str 
         st = style_for(exp.method, exp.params)
         kind = kind or st.kind
         caption = st.caption if caption is None else caption
+        if kind == "gradient" and sign == "signed" and not isinstance(exp.extras.get("gradients"), np.ndarray):
+            sign = "absolute"  # said in the caption, never silently: the signed form needs per-channel gradients
+            caption = ((caption + "\n") if caption else "") + (f"{exp.method}: drawn as |attribution| (this result "
+                                                                "keeps no signed per-channel gradients).")
         maps = _explanation_maps(exp, sign if kind == "gradient" else "absolute")
         if quantity is None:
             quantity = _SIGNED_QUANTITY.get(exp.method, st.quantity) if (kind == "gradient" and sign == "signed") \
@@ -357,25 +361,26 @@ def overview_figure(image: Any, explanations: "Sequence[Explanation]", path: str
     checkerboard) are collected under the sheet.
     """
     img = display_image(image)
-    maps, kinds, quantities, titles, captions = [], [], [], [], []
+    maps, kinds, quantities, titles, captions, signs = [], [], [], [], [], []
     for exp in explanations:
         st = style_for(exp.method, exp.params)
-        m = _explanation_maps(exp, sign if st.kind == "gradient" else "absolute")[..., label_position]
+        signed = st.kind == "gradient" and sign == "signed" and isinstance(exp.extras.get("gradients"), np.ndarray)
+        m = _explanation_maps(exp, "signed" if signed else "absolute")[..., label_position]
         if m.shape != img.shape[:2]:
             from .images import resize_map
 
             m = resize_map(m[..., None], img.shape[:2], "nearest")[..., 0]
         maps.append(m)
         kinds.append(st.kind)
-        quantities.append(_SIGNED_QUANTITY.get(exp.method, st.quantity) if st.kind == "gradient" and sign == "signed"
-                          else st.quantity)
+        quantities.append(_SIGNED_QUANTITY.get(exp.method, st.quantity) if signed else st.quantity)
+        signs.append("signed" if signed else "absolute")
         total = exp.timings.get("total")
         titles.append(exp.method + (f" ({total:.1f} s)" if total is not None else ""))
         if st.caption:
             captions.append(f"{exp.method}: {st.caption}")
     n = len(maps) + 1
     ncols = ncols or min(4, n)
-    fig = _panels_figure(img, maps, kinds, quantities, titles, sign=sign, alpha=alpha,
+    fig = _panels_figure(img, maps, kinds, quantities, titles, sign=signs, alpha=alpha,
                          outlier_percent=OUTLIER_PERCENT, boundaries=None, width=width, dpi=dpi, ncols=ncols,
                          title=title, caption="\n".join(captions), photo=True)
     if path is not None:
@@ -394,7 +399,7 @@ def _explanation_maps(exp: "Explanation", sign: str) -> np.ndarray:
 
 
 def _panels_figure(img: np.ndarray, maps: list[np.ndarray], kinds: list[str], quantities: list[str],
-                   titles: list[str | None], *, sign: str, alpha: float, outlier_percent: float,
+                   titles: list[str | None], *, sign: str | list[str], alpha: float, outlier_percent: float,
                    boundaries: np.ndarray | None, width: float, dpi: int, ncols: int, title: str | None,
                    caption: str | None, photo: bool) -> "Figure":
     import matplotlib.pyplot as plt
@@ -425,9 +430,10 @@ def _panels_figure(img: np.ndarray, maps: list[np.ndarray], kinds: list[str], qu
         next(slots)
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-    for m, kind, quantity, ptitle, slot in zip(maps, kinds, quantities, titles, slots):
+    signs = sign if isinstance(sign, list) else [sign] * len(maps)
+    for m, kind, quantity, ptitle, slot, s in zip(maps, kinds, quantities, titles, slots, signs):
         ax = fig.add_subplot(grid[slot // ncols, slot % ncols])
-        shown, scale = colorize(img, m, kind=kind, sign=sign, alpha=alpha, outlier_percent=outlier_percent,
+        shown, scale = colorize(img, m, kind=kind, sign=s, alpha=alpha, outlier_percent=outlier_percent,
                                 quantity=quantity, boundaries=boundaries)
         ax.imshow(shown)
         ax.axis("off")

@@ -21,9 +21,10 @@ from . import basic, explain, lime
 from . import evaluate as quality
 from . import gradcam, gradients
 from . import gradcheck, occlusion, report
+from . import run as dataset_run
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, report]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, dataset_run, report]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"onnxplain {args.command}: error: {message}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("onnxplain: interrupted\n")
+        out = getattr(args, "out", None)
+        where = (f"; files already in {out!r} are complete, and a run cut short is marked \"complete\": false "
+                 "in its JSON record" if isinstance(out, str) else "")
+        sys.stderr.write(f"onnxplain {args.command}: interrupted (Ctrl-C), stopped{where}.\n")
         return 130
 
 
@@ -118,7 +122,10 @@ def _trailing_images(args: argparse.Namespace) -> None:
 
 
 def _check_out(args: argparse.Namespace) -> None:
-    """Refuse an --out that is not a folder before any work is done (not after minutes of it)."""
+    """Refuse an --out that is not a writable folder before any work is done (not after minutes
+    of it): the folder is created and a probe file written and removed."""
+    from ._output import check_writable
+
     for flag in ("out", "cache_dir"):
         value = getattr(args, flag, None)
         if not isinstance(value, str) or not value:
@@ -130,6 +137,7 @@ def _check_out(args: argparse.Namespace) -> None:
                     raise ValueError(f"--{flag.replace('_', '-')} {value!r} must be a folder, but {str(parent)!r} "
                                      "is an existing file.")
                 break
+        check_writable(path, f"--{flag.replace('_', '-')}")
 
 
 def _one_line(exc: BaseException) -> str:

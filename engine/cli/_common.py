@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ..images import load_image
+from ..images import MAX_PIXELS, load_image
 from ..model import Model, load_model
 from ..render import overlay_figure
 from ..result import Explanation
+from ._output import RunRecord, atomic_npy, atomic_write
 
 DEFAULT_IMAGE = "chelsea"  # skimage.data.chelsea(): the bundled sample photograph (a cat)
 
@@ -33,6 +34,8 @@ def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override the detected input layout")
     p.add_argument("--device", "--execution-environment", dest="device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where to run (Python: device=; MATLAB alias ExecutionEnvironment)")
+    p.add_argument("--max-pixels", type=_pixels, default=MAX_PIXELS, metavar="N",
+                   help=f"largest image file decoded, in pixels (default {MAX_PIXELS:_}; 'none' for no limit)")
 
 
 def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -48,7 +51,8 @@ def model_from_args(args: argparse.Namespace) -> Model:
         except json.JSONDecodeError as exc:
             raise ValueError(f"--preprocessing is not valid JSON: {exc}") from None
     return load_model(args.model, preprocessing=pre, labels=parse_labels_arg(args.labels),
-                      execution_environment=args.device, layout=args.layout)
+                      execution_environment=args.device, layout=args.layout,
+                      max_image_pixels=getattr(args, "max_pixels", MAX_PIXELS))
 
 
 def parse_labels_arg(value: str | None) -> Any:
@@ -72,13 +76,28 @@ def looks_like_image(value: str) -> bool:
     return value.lower().endswith(IMAGE_SUFFIXES) or (value == DEFAULT_IMAGE)
 
 
+def _pixels(text: str) -> int | None:
+    """--max-pixels: an integer (1e8, 100_000_000 and 100000000 all work) or 'none'."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'none'; got {text!r}") from None
+    if not value >= 4 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels >= 4; got {text!r}")
+    return int(value)
+
+
 def image_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """The image array and a short name for output files."""
     if args.image is None or args.image == DEFAULT_IMAGE:
         from skimage.data import chelsea
 
         return load_image(chelsea()), DEFAULT_IMAGE
-    return load_image(args.image), pathlib.Path(args.image).stem
+    # files above the map cap come back reduced (with a warning): maps and overlays are at that size
+    return (load_image(args.image, max_pixels=getattr(args, "max_pixels", MAX_PIXELS)),
+            pathlib.Path(args.image).stem)
 
 
 def parse_value(flag: str, text: str, words: tuple[str, ...] = ()) -> Any:
@@ -174,37 +193,70 @@ class ProgressBar:
 
 def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathLike, stem: str, *,
                  kind: str | None = None, model: Model | None = None, extra: dict | None = None,
-                 boundaries: np.ndarray | None = None, sign: str = "absolute") -> list[str]:
-    """Write ``stem.png`` (one panel per label), ``stem.npy`` (raw map) and ``stem.json``.
+                 boundaries: np.ndarray | None = None, arrays: dict[str, np.ndarray] | None = None,
+                 sign: str = "absolute") -> list[str]:
+    """Write ``stem.png`` (one panel per label), ``stem.npy`` (raw map), ``stem_<name>.npy``
+    for each of ``arrays``, and last ``stem.json`` (the run's record, ``"complete": true``).
 
     The PNG follows the method's colour rule (:func:`onnxplain.render.style_for`) unless
-    ``kind`` is given. A map not at the image's size (``output_upsampling="none"``) is shown
-    upsampled (nearest) in the PNG; the .npy keeps it raw and the JSON records its shape.
+    ``kind`` is given. Every file is written atomically; files of an earlier run of the same
+    stem in the folder are removed first (see :mod:`onnxplain.cli._output`). A map not at the
+    image's size (``output_upsampling="none"``) is shown upsampled (nearest) in the PNG; the
+    .npy keeps it raw and the JSON records its shape.
     """
     import matplotlib.pyplot as plt
 
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(out, f"{stem}.json", method=result.method).start()
     written = []
-    shown = result
-    if result.score_map.shape[:2] != image.shape[:2]:
+    maps = result.score_map if result.score_map.ndim == 3 else result.score_map[..., None]
+    grads = result.extras.get("gradients") if sign == "signed" else None
+    if maps.shape[:2] != image.shape[:2]:
         from ..images import resize_map
 
-        maps = result.score_map if result.score_map.ndim == 3 else result.score_map[..., None]
         maps = resize_map(maps, image.shape[:2], "nearest")
-        shown = Explanation(result.method, maps if result.multi_label else maps[..., 0], result.labels,
-                            result.label_names, result.scores, result.params, {}, result.timings)
+        grads = None  # per-channel gradients come at the image size only; signed needs them
         extra = {**(extra or {}), "map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
+    if isinstance(grads, np.ndarray):  # reduced for display with the maps, as one array
+        flat = grads.reshape(*grads.shape[:2], -1)
+        shown_image, both, boundaries = _for_display(image, np.concatenate([maps, flat], axis=2), boundaries)
+        maps, grads = both[..., :maps.shape[2]], both[..., maps.shape[2]:].reshape(*both.shape[:2], *grads.shape[2:])
+    else:
+        shown_image, maps, boundaries = _for_display(image, maps, boundaries)
+    shown = Explanation(result.method, maps if result.multi_label else maps[..., 0], result.labels,
+                        result.label_names, result.scores, result.params,
+                        {} if grads is None else {"gradients": grads}, result.timings)
     png = out / f"{stem}.png"
-    fig = overlay_figure(image, shown, png, kind=kind, boundaries=boundaries, sign=sign)
-    plt.close(fig)
+
+    def draw(tmp: str) -> None:
+        plt.close(overlay_figure(shown_image, shown, tmp, kind=kind, boundaries=boundaries, sign=sign))
+
+    atomic_write(png, draw)
     written.append(str(png))
-    np.save(out / f"{stem}.npy", result.score_map)
-    written.append(str(out / f"{stem}.npy"))
+    record.add(str(png))
+    for path, array in [(out / f"{stem}.npy", result.score_map),
+                        *((out / f"{stem}_{name}.npy", a) for name, a in (arrays or {}).items())]:
+        written.append(atomic_npy(path, array))
+        record.add(str(path))
     summary = result.summary()
     if model is not None:
         summary["model"] = {"path": model.path, "output_kind": model.output_kind, "device": model.device}
     summary.update(extra or {})
-    (out / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    written.append(str(out / f"{stem}.json"))
+    written.append(record.finish(summary))
     return written
+
+
+#: largest side of the image drawn in an overlay PNG (the figure itself is ~520 x 440 pixels)
+DISPLAY_SIDE = 1024
+
+
+def _for_display(image: np.ndarray, maps: np.ndarray, boundaries: np.ndarray | None):
+    """Image, maps and boundaries reduced by block means (boundaries: every k-th label) to at
+    most DISPLAY_SIDE per side for drawing; the .npy files keep the maps as computed."""
+    k = -(-max(image.shape[:2]) // DISPLAY_SIDE)
+    if k <= 1:
+        return image, maps, boundaries
+    from ..images import block_reduce
+
+    small = block_reduce(image, k)
+    return small, block_reduce(maps, k), None if boundaries is None else np.asarray(boundaries)[::k, ::k]

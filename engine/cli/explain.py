@@ -8,7 +8,6 @@ has the heavier options.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 from ..registry import METHODS, forward_only
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
+from ._output import RunRecord, atomic_write
 
 #: what each method's progress counts (for the rate and ETA of progress lines)
 UNITS = {"lime": "samples", "occlusion": "images", "rise": "images", "integrated-gradients": "samples",
@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     image, stem = image_from_args(args)
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     skipped = {}
     if model.input_dtype == np.uint8:  # no gradient through uint8 input: only forward-only methods can run
         needs_grad = [m for m in chosen if METHODS[m].needs_gradients]
@@ -70,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
                "label": label, "methods": {}, "skipped": skipped}
     if skipped:
         print(f"skipped {', '.join(skipped)}: the model takes uint8 input, which has no gradient")
+    # summary.json is this run's record: the previous run's files go, and until the end it says "complete": false
+    record = RunRecord(out, "summary.json", command="explain", image=stem, label=label).start()
     results = []
     for name, spec in METHODS.items():
         if name not in chosen:
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         files = write_result(result, image, out, f"{stem}_{name}", model=model, sign=args.sign,
                              boundaries=result.extras.get("feature_map") if name == "lime" else None)
+        record.add(*files)
         elapsed = time.perf_counter() - t
         summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **result.summary()}
         print(f"{name:<22} {elapsed:6.2f} s  -> {files[0]}")
@@ -91,18 +93,23 @@ def run(args: argparse.Namespace) -> int:
         from ..render import overview_figure
 
         sheet = out / f"{stem}_overview.png"
-        fig = overview_figure(image, results, sheet, sign=args.sign,
-                              title=f"{stem}: {top[0][1]} ({top[0][0]}) {top[0][2]:.3f}; explained "
-                                    f"{results[0].label_names[0]} ({results[0].labels[0]})")
-        plt.close(fig)
+        title = (f"{stem}: {top[0][1]} ({top[0][0]}) {top[0][2]:.3f}; explained {results[0].label_names[0]} "
+                 f"({results[0].labels[0]})")
+        atomic_write(sheet, lambda tmp: plt.close(overview_figure(image, results, tmp, sign=args.sign, title=title)))
+        record.add(str(sheet))
         summary["overview"] = str(sheet)
         print(f"overview sheet         -> {sheet}")
     summary["total_seconds"] = round(time.perf_counter() - t0, 3)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
     if results and not args.no_report:
-        from ..report import from_explain_summary, write_report
+        from ..report import explain_record, write_report
 
-        index = write_report(from_explain_summary(out / "summary.json"), out, sign=args.sign)
+        run_record = explain_record(summary, out, str(out / "summary.json"))
+        for mrec, result in zip(run_record.images[0].maps, results):  # signed pictures need the gradients
+            mrec.gradients = result.extras.get("gradients")
+        index = write_report(run_record, out, sign=args.sign)
+        record.add(index)
+        summary["report"] = index
         print(f"report                 -> {index}")
+    record.finish(summary)  # last: "complete": true
     print(f"done in {summary['total_seconds']:.1f} s; summary: {out / 'summary.json'}")
     return 0

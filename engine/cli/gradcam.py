@@ -53,9 +53,7 @@ def run(args: argparse.Namespace) -> int:
                         reduction_layer=args.reduction_layer, output_upsampling=args.upsampling,
                         feature_layout=args.feature_layout, mini_batch_size=args.batch_size, progress=bar)
     stem = f"{name}_{args.variant.replace('++', 'pp')}"
-    written = write_result(result, image, args.out, stem, model=model)
-    np.save(f"{args.out}/{stem}_cam.npy", result.cam)
-    written.append(f"{args.out}/{stem}_cam.npy")
+    written = write_result(result, image, args.out, stem, model=model, arrays={"cam": result.cam})
     print(f"{args.variant}: feature layer {result.feature_layer!r} ({result.feature_layout}), reduction layer "
           f"{result.reduction_layer!r}")
     for idx, lname, score in zip(result.labels, result.label_names, np.ravel(result.scores)):

@@ -55,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
                                       baseline=None if args.baseline is None else parse_value("--baseline", args.baseline), mini_batch_size=args.batch_size,
                                       random_state=args.seed, progress=bar, **extra)
     stem = f"{name}_{args.method}"
-    written = write_result(result, image, args.out, stem, model=model)
-    np.save(f"{args.out}/{stem}_gradients.npy", result.gradients)
-    written.append(f"{args.out}/{stem}_gradients.npy")
+    written = write_result(result, image, args.out, stem, model=model,
+                           arrays={"gradients": result.gradients})
     for idx, lname, score in zip(result.labels, result.label_names, np.ravel(result.scores)):
         print(f"{args.method}: {lname} ({idx}) score {float(score):.4g}")
     for path in written:

@@ -53,10 +53,8 @@ def run(args: argparse.Namespace) -> int:
                             mini_batch_size=args.batch_size, random_state=args.seed, fill=parse_value("--fill", args.fill, FILLS),
                             progress=bar)
     stem = f"{name}_lime"
-    written = write_result(result, image, args.out, stem, model=model, boundaries=result.feature_map)
-    out = pathlib.Path(args.out)
-    np.save(out / f"{stem}_features.npy", result.feature_map)
-    written.append(str(out / f"{stem}_features.npy"))
+    written = write_result(result, image, args.out, stem, model=model, boundaries=result.feature_map,
+                           arrays={"features": result.feature_map})
     for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):
         imp = result.feature_importance if result.feature_importance.ndim == 1 else result.feature_importance[:, k]
         top = np.argsort(-imp, kind="stable")[:5]

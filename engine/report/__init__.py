@@ -11,8 +11,8 @@ or from Python explanations::
 from __future__ import annotations
 
 from .html import write_report
-from .records import (ImageRecord, MapRecord, ReportError, RunRecord, from_explain_summary, from_explanations,
-                      from_parquet, read_results)
+from .records import (ImageRecord, MapRecord, ReportError, RunRecord, explain_record, from_explain_summary,
+                      from_explanations, from_parquet, read_results)
 
-__all__ = ["write_report", "read_results", "from_explain_summary", "from_parquet", "from_explanations",
+__all__ = ["write_report", "read_results", "from_explain_summary", "explain_record", "from_parquet", "from_explanations",
            "RunRecord", "ImageRecord", "MapRecord", "ReportError"]

@@ -133,7 +133,12 @@ def from_explain_summary(path: str | os.PathLike) -> RunRecord:
         raise ReportError(f"{str(p)!r} cannot be read as JSON: {exc}") from None
     if not isinstance(data, dict) or "methods" not in data or "top5" not in data:
         raise ReportError(f"{str(p)!r} is not an `onnxplain explain` summary (no 'methods'/'top5').")
-    folder = p.parent
+    return explain_record(data, p.parent, str(p))
+
+
+def explain_record(data: dict[str, Any], folder: str | os.PathLike, source: str = "") -> RunRecord:
+    """The RunRecord of an ``onnxplain explain`` summary (as in summary.json) whose files lie in ``folder``."""
+    folder = pathlib.Path(os.fspath(folder))
     top = data["top5"][0] if data["top5"] else {}
     image_ref = data.get("image_file") or data.get("image")
     if image_ref and image_ref != SAMPLE_IMAGE and not os.path.isabs(image_ref):
@@ -156,7 +161,7 @@ def from_explain_summary(path: str | os.PathLike) -> RunRecord:
                      {"label": label, "skipped": data.get("skipped", {})},
                      {"total_seconds": data.get("total_seconds"),
                       **{m: info.get("seconds") for m, info in data["methods"].items()}},
-                     [image], str(p), f"onnxplain explain: {data.get('image', '')}")
+                     [image], source or str(folder / "summary.json"), f"onnxplain explain: {data.get('image', '')}")
 
 
 def from_parquet(path: str | os.PathLike) -> RunRecord:
