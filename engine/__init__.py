@@ -11,7 +11,8 @@ Public API (everything else is private)::
 from __future__ import annotations
 
 from .compare import Comparison, compare_models
-from .errors import EnvironmentUnavailableError, ImageError, LabelError, ModelError, OnnxplainError
+from .errors import (EnvironmentUnavailableError, ImageError, LabelError, ModelError, OnnxplainError, OptionError,
+                     OptionTypeError)
 from .images import load_image
 from .methods.gradcam import ClassRegion, grad_cam, grad_cam_plus_plus, guided_grad_cam
 from .methods.gradients import gradient_attribution
@@ -21,8 +22,8 @@ from .methods.rise import rise
 from .methods.lime import image_lime
 from .model import InputSpec, Model, load_model
 from .preprocessing import Preprocessing
-from .render import image_and_mask, overlay_figure
-from .result import Explanation
+from .render import image_and_mask, overlay_figure, overview_figure
+from .result import Explanation, load_explanation
 from .registry import METHODS, MethodSpec
 from .sanity import SanityResult, sanity_check
 from .dataset import DatasetRun, explain_dataset, list_images
@@ -34,8 +35,9 @@ __all__ = [
     "grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "score_cam", "gradient_attribution", "ClassRegion",
     "evaluate", "Evaluation", "pointing_game", "energy_in_region", "sanity_check", "SanityResult",
     "compare_models", "Comparison", "explain_dataset", "DatasetRun", "list_images", "read_results", "Results",
-    "load_model", "Model", "InputSpec", "Preprocessing", "load_image", "Explanation",
-    "overlay_figure", "image_and_mask", "occlusion_sensitivity", "rise", "image_lime",
+    "load_model", "Model", "InputSpec", "Preprocessing", "load_image", "Explanation", "load_explanation",
+    "overlay_figure", "overview_figure", "image_and_mask", "occlusion_sensitivity", "rise", "image_lime",
     "OnnxplainError", "ModelError", "ImageError", "LabelError", "EnvironmentUnavailableError",
+    "OptionError", "OptionTypeError",
 ]
 __version__ = "0.1.0"

@@ -37,6 +37,7 @@ from .._validation import (
     check_float,
     check_int,
     describe_seed,
+    shared_names,
 )
 from ..errors import ModelError, OptionError, OptionTypeError
 from ..images import describe_image, load_image, resize_image, resize_map
@@ -54,6 +55,7 @@ METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients
 _RELU_MODE = {"guided-backprop": "guided", "zeiler-fergus": "deconvnet"}
 
 
+@shared_names
 def gradient_attribution(model: Model, image: Any, label: Any = None, *, method: str = "gradient",
                          baseline: Any = None, num_steps: int = 25, num_samples: int = 25,
                          noise_level: float = 0.15, mini_batch_size: int = 32, random_state: Any = None,
