@@ -44,8 +44,11 @@ def write_report(run: RunRecord, out_dir: str | os.PathLike, *, sign: str = "abs
     images = []
     metric_names: list[str] = []
     for i, rec in enumerate(run.images):
-        photo = rec.load_image()
-        entry: dict[str, Any] = {
+        try:
+            photo, problem = rec.load_image(), None
+        except ReportError as exc:  # an unreadable image is a row that says so, not a failed report
+            photo, problem = None, str(exc)
+        entry: dict[str, Any] = {"problem": problem,
             "name": rec.name, "true": rec.true_label, "true_name": rec.true_name, "pred": rec.predicted,
             "pred_name": rec.predicted_name, "conf": _num(rec.confidence), "correct": rec.correct,
             "label": rec.label, "label_name": rec.label_name, "photo": None, "maps": {}}
