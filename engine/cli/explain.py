@@ -106,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
         run_record = explain_record(summary, out, str(out / "summary.json"))
         for mrec, result in zip(run_record.images[0].maps, results):  # signed pictures need the gradients
             mrec.gradients = result.extras.get("gradients")
-        index = write_report(run_record, out, sign=args.sign)
-        record.add(index)
+        report_files: list[str] = []
+        index = write_report(run_record, out, sign=args.sign, pictures="", written=report_files)
+        record.add(*report_files)
         summary["report"] = index
         print(f"report                 -> {index}")
     record.finish(summary)  # last: "complete": true
