@@ -21,7 +21,8 @@ Where things run:
   data) and the model file too (same path on every node, or pass it on shared storage);
   onnxplain must be installed on every node. The results are written by the driver.
 - actors: ``ray_actors`` (default: the cluster's CPUs / 2, at least 1), each with
-  ``num_cpus`` = CPUs / actors and ``num_gpus=1`` when the model runs on CUDA
+  ``num_cpus`` = CPUs / actors (and that many ONNX Runtime threads, where ``load_model``
+  takes ``threads=``) and ``num_gpus=1`` when the model runs on CUDA
   (execution environment "gpu", or "auto" with a CUDA onnxruntime).
 """
 from __future__ import annotations
@@ -53,9 +54,14 @@ def model_spec(model: Model) -> dict[str, Any]:
 def load_spec(spec: dict[str, Any]) -> Model:
     from .model import load_model
 
+    import inspect
+
+    extra = {}
+    if spec.get("threads") and "threads" in inspect.signature(load_model).parameters:
+        extra["threads"] = spec["threads"]       # ORT intra-op threads = the actor's CPUs
     return load_model(spec["path"], preprocessing=_preprocessing(spec["preprocessing"]), labels=spec["labels"],
                       layout=spec["layout"], output_kind=spec["output_kind"],
-                      execution_environment=spec["execution_environment"])
+                      execution_environment=spec["execution_environment"], **extra)
 
 
 def _preprocessing(d: dict[str, Any]):
@@ -150,6 +156,7 @@ def run_on_ray(model: Model, source: Any, config: Any, writer: Any, report: Any,
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_actors = actors or max(1, cpus // 2)
         gpu = model.device == "gpu"
+        spec["threads"] = max(1, cpus // n_actors)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records), 4 * n_actors)))

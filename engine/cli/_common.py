@@ -38,6 +38,12 @@ def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
                    help=f"largest image file decoded, in pixels (default {MAX_PIXELS:_}; 'none' for no limit)")
 
 
+def add_allow_long(p: argparse.ArgumentParser) -> None:
+    """--allow-long: run sample/mask/step counts above the work bound (100,000 model evaluations)."""
+    p.add_argument("--allow-long", action="store_true",
+                   help="run more than 100,000 model evaluations (refused by default with a time estimate)")
+
+
 def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--out", "-o", default=default_out, help=f"output folder (default: {default_out})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

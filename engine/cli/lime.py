@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..methods.lime import FILLS, SEGMENTATIONS, SURROGATES, UPSAMPLING, image_lime
-from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
-                      parse_value, write_result)
+from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
+                      parse_label, parse_value, write_result)
 
 __all__ = ["add_parser", "run"]
 
@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
                    help=f"value of 'off' features: {', '.join(FILLS)}, a number or R,G,B (default mean)")
     p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="synthetic images per model call (default 128)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
+    add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         result = image_lime(model, image, parse_label(args.label), **extra,
                             num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
                             surrogate=args.surrogate, output_upsampling=args.upsampling,
-                            mini_batch_size=args.batch_size, random_state=args.seed, fill=parse_value("--fill", args.fill, FILLS),
+                            mini_batch_size=args.batch_size, allow_long=args.allow_long, random_state=args.seed, fill=parse_value("--fill", args.fill, FILLS),
                             progress=bar)
     stem = f"{name}_lime"
     written = write_result(result, image, args.out, stem, model=model, boundaries=result.feature_map,

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..methods.occlusion import UPSAMPLING, occlusion_sensitivity
 from ..methods.rise import rise
-from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
-                      parse_value, write_result)
+from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
+                      parse_label, parse_value, write_result)
 
 __all__ = ["add_parser", "run_occlusion", "run_rise"]
 
@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic",
                    help="resize of the map to the image size (default bicubic; none: model-input size)")
     p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="occluded images per model call (default 128)")
+    add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run_occlusion)
 
@@ -49,6 +50,7 @@ def add_parser(sub) -> None:
                    help="resize of the map to the image size (default bilinear)")
     p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="masked images per model call (default 128)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
+    add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run_rise)
 
@@ -61,7 +63,7 @@ def run_occlusion(args: argparse.Namespace) -> int:
             model, image, parse_label(args.label), mask_size=_pair("--mask-size", args.mask_size),
             stride=_pair("--stride", args.stride), mask_value=parse_value("--mask-value", args.mask_value, ("auto",)),
             mask_clipping=not args.no_mask_clipping, output_upsampling=args.upsampling,
-            mini_batch_size=args.batch_size, progress=bar)
+            mini_batch_size=args.batch_size, allow_long=args.allow_long, progress=bar)
     p = result.params
     _write(result, image, model, args.out, f"{name}_occlusion",
            f"{p['num_positions'][0]} x {p['num_positions'][1]} windows of {p['mask_size'][0]} x {p['mask_size'][1]}")
@@ -76,7 +78,7 @@ def run_rise(args: argparse.Namespace) -> int:
                       cell_size=_pair("--cell-size", args.cell_size, auto=False),
                       keep_probability=args.keep_probability,
                       fill=parse_value("--fill", args.fill, ("mean", "zero")), output_upsampling=args.upsampling,
-                      mini_batch_size=args.batch_size, random_state=args.seed, progress=bar)
+                      mini_batch_size=args.batch_size, allow_long=args.allow_long, random_state=args.seed, progress=bar)
     _write(result, image, model, args.out, f"{name}_rise", f"{result.params['num_masks']} masks")
     return 0
 

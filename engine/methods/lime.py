@@ -69,12 +69,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import OptionError, OptionTypeError
+from ..errors import OptionError, OptionTypeError, WorkLimitError
 from .._validation import as_generator, check_choice, check_float, check_int, describe_seed, shared_names
 from ..images import resize_map
 from ..model import InputSpec, Model
 from ..result import Explanation
 from ._common import Context, begin
+from ._limits import check_allow_long, check_work
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
                execution_environment: str | None = None, random_state: Any = None,
                fill: str | float | Sequence[float] = "mean", sample_weights: bool = True,
                kernel_width: float = 0.25, segmentation_options: Mapping[str, Any] | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Explanation:
+               progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """Explain a classification with LIME (MATLAB ``imageLIME`` semantics).
 
     Parameters
@@ -135,6 +136,8 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         Extra keyword arguments for the skimage segmentation function.
     progress : callable(done, total), optional
         Called after each mini-batch.
+    allow_long : bool, default False
+        Run more than the work bound of 100,000 samples (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -169,6 +172,8 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     if progress is not None and not callable(progress):
         raise OptionTypeError(f"The 'progress' parameter must be a callable(done, total) or None; got {progress!r}.")
     rng = as_generator(random_state)
+    check_work(model, f"num_samples={num_samples:,}", num_samples, allow_long=check_allow_long(allow_long),
+               memory_bytes=num_samples * (17.0 * num_features + 16.0), environment=execution_environment)
 
     ctx = begin(model, image, label, execution_environment)
     timings: dict[str, float] = {}
@@ -179,6 +184,10 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         feature_map, labels, n_feat = _custom_features(matrix, ctx.pixels.shape[:2])
         seg_name, grid_shape, seg_used = "custom", None, {}
     else:
+        h, w = ctx.pixels.shape[:2]
+        if num_features > h * w:  # never capped silently
+            raise OptionError(f"The 'num_features' parameter ({num_features:,}) exceeds the {h} x {w} = {h * w:,} "
+                              "pixels of the working image (the model's input size); use at most that many.")
         labels, grid_shape, seg_used = _segment(ctx.pixels, segmentation, num_features, seg_options, rng)
         n_feat = int(labels.max()) + 1
         feature_map = _resize_labels(labels, ctx.original_size)
@@ -196,7 +205,11 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     runs = K.element_runs(ptr, index, h * w, spec.layout)
     on = K.native_image(ctx.pixels, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
     off = K.native_image(fill_image, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
-    onoff = rng.integers(0, 2, size=(num_samples, n_feat), dtype=np.uint8)
+    try:
+        onoff = rng.integers(0, 2, size=(num_samples, n_feat), dtype=np.uint8)
+    except MemoryError:
+        raise WorkLimitError(f"num_samples={num_samples:,} with {n_feat} features needs "
+                             f"{num_samples * n_feat * 17 / 2 ** 30:.1f} GiB; use fewer samples.") from None
     onoff[0] = 1
     sampling = time.perf_counter() - t
 
@@ -218,7 +231,8 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     timings["total"] = time.perf_counter() - ctx.started
 
     params = {
-        "num_features": num_features, "num_samples": num_samples, "segmentation": seg_name,
+        "num_features": num_features, "num_features_used": n_feat, "num_samples": num_samples,
+        "segmentation": seg_name,
         "segmentation_options": seg_used, "surrogate": surrogate, "surrogate_options": sur_used,
         "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
         "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
