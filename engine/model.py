@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto
 
 from . import preprocessing as _pre
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, shared_names
 from .errors import ModelError, OnnxplainWarning, OptionError
 from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, reduced_size,
                      reduction_factor, resize_image)
@@ -514,6 +514,7 @@ class Model:
         return int(np.prod(self.run_native(x).shape[1:]))
 
 
+@shared_names
 def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = None, labels: Any = None,
                execution_environment: str = "auto", layout: str | None = None,
                output_kind: str | None = None, max_image_pixels: int | None = MAX_PIXELS) -> Model:

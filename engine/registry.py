@@ -58,8 +58,8 @@ class MethodSpec:
     needs_gradients : bool
         True when the method runs the gradient engine (impossible on uint8-input models).
     render : {"heat", "gradient", "signed"}
-        How a map is drawn: a jet overlay of a non-negative map, an RGB gradient picture, or a
-        diverging map.
+        How a map is drawn (:mod:`onnxplain.render`): a jet overlay of a non-negative map, a
+        percentile-clipped blended overlay of a gradient map, or a diverging map centred on 0.
     presets : mapping of {"main", "quick"} to mapping
         Named option sets (see the module notes); an empty set means the function's defaults.
     summary : str
@@ -135,7 +135,7 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in [
                summary="SmoothGrad: input gradients averaged over noisy copies"),
     MethodSpec("gradient-x-input", gradient_attribution, {"method": "gradient-x-input"}, render="gradient",
                summary="input gradient times the input"),
-    MethodSpec("occlusion", occlusion_sensitivity, needs_gradients=False, render="heat",
+    MethodSpec("occlusion", occlusion_sensitivity, needs_gradients=False, render="signed",
                presets={"main": {"stride": 16}, "quick": {}},
                summary="occlusion sensitivity: score drop when a sliding window is filled"),
     MethodSpec("rise", rise, needs_gradients=False, render="heat",

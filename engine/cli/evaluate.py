@@ -60,8 +60,10 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_sanity)
 
     p = sub.add_parser("compare", help="compare two models' predictions and explanations (e.g. float32 vs int8)")
-    p.add_argument("inputs", nargs="*", metavar="MODEL_OR_IMAGE",
-                   help="A.onnx [B.onnx] then image files or folders; without models: the bundled model")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE",
+                   help="image files or folders (default: the bundled photograph); A.onnx B.onnx here also works")
+    p.add_argument("--model", "-m", action="append", default=None, metavar="MODEL",
+                   help="model A (default: bundled); give --model twice for model B, or use --variant")
     p.add_argument("--variant", choices=("int8", "fp16"), default=None,
                    help="compare model A with its int8 / float16 build (built on demand and cached)")
     p.add_argument("--cache-dir", default=None, help="where variant builds are cached (default $ONNXPLAIN_CACHE or "
@@ -75,7 +77,8 @@ def add_parser(sub) -> None:
     for flag in ("--preprocessing", "--labels"):
         p.add_argument(flag, default=None, help="as for the other commands (applies to both models)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="execution environment")
+    p.add_argument("--device", "--execution-environment", dest="device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where to run (Python: device=; MATLAB alias ExecutionEnvironment)")
     add_output_args(p, "onnxplain-compare")
     p.set_defaults(func=run_compare)
 
@@ -194,16 +197,18 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..variants import variant_model
 
     methods = check_methods(args.methods)
-    models = [a for a in args.inputs if a.lower().endswith(".onnx")]
+    models = list(args.model or []) + [a for a in args.inputs if a.lower().endswith(".onnx")]
     rest = [a for a in args.inputs if not a.lower().endswith(".onnx")]
     if len(models) > 2:
         raise ValueError(f"compare takes at most two models; got {len(models)}: {models}.")
     if len(models) == 2 and args.variant:
         raise ValueError("give either two models or one model and --variant, not both.")
     if len(models) < 2 and not args.variant:
-        raise ValueError("compare needs two models (A.onnx B.onnx) or one model (default: bundled) and "
+        raise ValueError("compare needs two models (--model A.onnx --model B.onnx) or one model (default: bundled) and "
                          "--variant int8|fp16.")
-    common = dict(preprocessing=_pre(args.preprocessing), labels=args.labels, execution_environment=args.device,
+    from ._common import parse_labels_arg
+
+    common = dict(preprocessing=_pre(args.preprocessing), labels=parse_labels_arg(args.labels), execution_environment=args.device,
                   layout=args.layout)
     model_a = load_model(models[0] if models else None, **common)
     if args.variant:

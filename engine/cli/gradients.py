@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="VALUE|R,G,B",
                    help="integrated-gradients baseline in pixel units (default black)")
     p.add_argument("--seed", type=int, default=None, help="random seed for SmoothGrad (same seed, same result)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per engine run (default 32)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32, help="images per engine run (default 32)")
     add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                       baseline=None if args.baseline is None else parse_value("--baseline", args.baseline), mini_batch_size=args.batch_size, allow_long=args.allow_long,
                                       random_state=args.seed, progress=bar, **extra)
     stem = f"{name}_{args.method}"
-    written = write_result(result, image, args.out, stem, kind="gradient", model=model,
+    written = write_result(result, image, args.out, stem, model=model,
                            arrays={"gradients": result.gradients})
     for idx, lname, score in zip(result.labels, result.label_names, np.ravel(result.scores)):
         print(f"{args.method}: {lname} ({idx}) score {float(score):.4g}")

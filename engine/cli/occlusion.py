@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
                    help="keep windows fully inside the image (captum's placement; edge strips may stay 0)")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic",
                    help="resize of the map to the image size (default bicubic; none: model-input size)")
-    p.add_argument("--batch-size", type=int, default=128, help="occluded images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="occluded images per model call (default 128)")
     add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run_occlusion)
@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
                    help="what masked pixels fade to, image pixel units (default mean: the image's mean colour)")
     p.add_argument("--upsampling", choices=("bilinear", "bicubic", "nearest", "none"), default="bilinear",
                    help="resize of the map to the image size (default bilinear)")
-    p.add_argument("--batch-size", type=int, default=128, help="masked images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="masked images per model call (default 128)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
     add_allow_long(p)
     add_output_args(p, "onnxplain-out")
@@ -85,7 +85,7 @@ def run_rise(args: argparse.Namespace) -> int:
 
 def _write(result, image: np.ndarray, model, out: str, stem: str, what: str) -> None:
     """Write the result files and print a one-line summary per label."""
-    written = write_result(result, image, out, stem, kind="heat", model=model)
+    written = write_result(result, image, out, stem, model=model)
     for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):
         m = result.score_map if result.score_map.ndim == 2 else result.score_map[..., k]
         print(f"{label} ({idx}), score {float(result.scores[k]):.4g}: map range [{m.min():.3g}, {m.max():.3g}]")

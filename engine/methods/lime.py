@@ -70,7 +70,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import OptionError, OptionTypeError, WorkLimitError
-from .._validation import as_generator, check_choice, check_float, check_int, describe_seed
+from .._validation import as_generator, check_choice, check_float, check_int, describe_seed, shared_names
 from ..images import resize_map
 from ..model import InputSpec, Model
 from ..result import Explanation
@@ -87,7 +87,9 @@ FILLS = ("mean", "superpixel-mean", "blur")
 BLUR_SIGMA = 0.05
 #: MATLAB fitrtree defaults (MinParentSize 10, MinLeafSize 1, no split limit).
 TREE_OPTIONS = {"min_samples_split": 10, "min_samples_leaf": 1, "max_depth": None}
-#: settings of ``onnxplain explain``: bundled model on 2 idle cores about 5 s (4-5 ms per image), ~10-12 s when busy.
+
+
+@shared_names
 def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int = 49, num_samples: int = 2048,
                segmentation: str | np.ndarray = "superpixels", surrogate: str = "tree",
                output_upsampling: str = "nearest", mini_batch_size: int = 128,

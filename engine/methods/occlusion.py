@@ -37,7 +37,7 @@ import numpy as np
 from onnxplain.kernels.occlusion import accumulate_windows, occlude_batch
 
 from ..errors import OptionError, OptionTypeError
-from .._validation import check_choice, check_int, check_pair
+from .._validation import check_choice, check_int, check_pair, shared_names
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
@@ -49,6 +49,7 @@ AUTO_MASK_FRACTION = 0.2
 AUTO_STRIDE_FRACTION = 0.1
 
 
+@shared_names
 def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_size: Any = "auto",
                           stride: Any = "auto", mask_value: Any = "auto", mask_clipping: bool = True,
                           output_upsampling: str = "bicubic", mini_batch_size: int = 128,

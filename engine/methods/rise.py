@@ -38,7 +38,7 @@ import numpy as np
 from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
 from ..errors import OptionError
-from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed
+from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed, shared_names
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
@@ -73,6 +73,7 @@ class MaskDraws:
         return grids, shifts
 
 
+@shared_names
 def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, cell_size: Any = 7,
          keep_probability: float = 0.5, fill: Any = "mean", output_upsampling: str = "bilinear",
          mini_batch_size: int = 128, random_state: Any = None, execution_environment: str | None = None,
