@@ -13,6 +13,8 @@ from .images import load_image
 from .methods.gradcam import ClassRegion, grad_cam, grad_cam_plus_plus, guided_grad_cam
 from .methods.gradients import gradient_attribution
 from .methods.scorecam import score_cam
+from .methods.camfamily import ablation_cam, eigen_cam, hires_cam, layer_cam, xgrad_cam
+from .methods.reciprocam import recipro_cam
 from .methods.occlusion import occlusion_sensitivity
 from .methods.rise import rise
 from .methods.lime import image_lime
@@ -25,6 +27,7 @@ from .evaluate import Evaluation, energy_in_region, evaluate, pointing_game  # o
 
 __all__ = [
     "grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "score_cam", "gradient_attribution", "ClassRegion",
+    "hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "ablation_cam", "recipro_cam",
     "evaluate", "Evaluation", "pointing_game", "energy_in_region", "sanity_check", "SanityResult",
     "compare_models", "Comparison",
     "load_model", "Model", "InputSpec", "Preprocessing", "load_image", "Explanation",
