@@ -18,6 +18,8 @@ from .methods.reciprocam import recipro_cam
 from .methods.occlusion import occlusion_sensitivity
 from .methods.rise import rise
 from .methods.lime import image_lime
+from .methods.kernel_shap import kernel_shap
+from .export import export_explainer
 from .model import InputSpec, Model, load_model
 from .preprocessing import Preprocessing
 from .render import image_and_mask, overlay_figure
@@ -27,7 +29,7 @@ from .evaluate import Evaluation, energy_in_region, evaluate, pointing_game  # o
 
 __all__ = [
     "grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "score_cam", "gradient_attribution", "ClassRegion",
-    "hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "ablation_cam", "recipro_cam",
+    "kernel_shap", "export_explainer", "hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "ablation_cam", "recipro_cam",
     "evaluate", "Evaluation", "pointing_game", "energy_in_region", "sanity_check", "SanityResult",
     "compare_models", "Comparison",
     "load_model", "Model", "InputSpec", "Preprocessing", "load_image", "Explanation",

@@ -17,8 +17,8 @@ Methods (all in one run of the file, no Python, any ONNX Runtime: server, mobile
   named) feature layer, ``ReLU(sum_c mean_ij(dy/dA_c) A_c)``, upsampled bilinearly
   (``Resize`` linear, half-pixel: equal to ``grad_cam(..., output_upsampling="bilinear")``);
 - ``"reciprocam"``: the network's tail inlined after the feature layer and run on the
-  ``h * w`` Gaussian-masked copies of the feature map (:func:`onnxplain.recipro_cam`,
-  probabilities), upsampled bilinearly; no gradients;
+  ``h * w`` Gaussian-masked copies of the feature map (:func:`onnxplain.recipro_cam`'s
+  defaults: logits), upsampled bilinearly; no gradients;
 - ``"gradient"``: the input gradient, ``sum_c |dy/dx_c|`` per pixel
   (:func:`onnxplain.gradient_attribution` ``method="gradient"``).
 
@@ -250,9 +250,12 @@ def _reciprocam(model: Model, feature_layer: str | None, kernel: str) -> onnx.Mo
     tensors = _facts(model)[0]
     shapes = {n: t.shape for n, t in tensors.items() if t.shape is not None}
     base = prepare_model(fused, keep=[layer.name]) if model.input_dtype != np.uint8 else fused
+    from .methods.reciprocam import score_tensor
+
     output = model.output_name
+    target = score_tensor(model, "logits")
     feature_type = TensorProto.FLOAT16 if model.input_dtype == np.float16 else TensorProto.FLOAT
-    tail = tail_model(base, layer.name, output, layer.shape, feature_type, shapes)
+    tail = tail_model(base, layer.name, target, layer.shape, feature_type, shapes)
     m = onnx.ModelProto()
     m.CopyFrom(base)
     g = m.graph
@@ -285,11 +288,9 @@ def _reciprocam(model: Model, feature_layer: str | None, kernel: str) -> onnx.Mo
         for i, x in enumerate(n.output):
             n.output[i] = rename.get(x, x)
         g.node.append(n)
-    tail_out = rename[output]
+    tail_out = rename[target]
     scores = _float_scores(b, model, output)
     copy_scores = _float_scores(b, model, tail_out)
-    if model.output_kind != "probabilities":
-        copy_scores = b.node("Softmax", [copy_scores], axis=1)
     per_image = b.node("Reshape", [copy_scores, b.const(np.array([-1, h * w, k], np.int64))])   # (N, hw, K)
     _add_class_input(g)
     onehot = b.onehot(b.chosen_class(scores, k), k)                                         # (N, K)

@@ -422,10 +422,15 @@ def draw_onoff(num_samples: int, num_features: int, sampling: str, rng: np.rando
     """uint8 (num_samples, F) on/off matrix; row 0 is all on (the unperturbed image).
 
     "bernoulli": every feature on with p = 0.5 independently (MATLAB ``imageLIME``).
-    "paired": the number of features on is stratified (equal counts of every size
-    1..F-1 by largest remainders, instead of a binomial draw) and every random subset is
-    followed by its complement (antithetic pairs); an odd leftover row is a random subset.
+    "paired": the same distribution (every on/off vector equally likely) drawn with less
+    noise: the numbers of features on are stratified (the Binomial(F, 1/2) proportions by
+    largest remainders instead of a random draw), each subset is uniformly random given its
+    size, and each is followed by its complement (antithetic pairs; the complement of a
+    uniform vector is uniform, so the distribution, and so the surrogate the samples
+    estimate, is MATLAB's). An odd leftover row is a uniform random vector.
     """
+    from math import comb
+
     from ._coalitions import random_coalitions, stratified_sizes
 
     if sampling == "bernoulli" or num_features < 2:
@@ -433,9 +438,18 @@ def draw_onoff(num_samples: int, num_features: int, sampling: str, rng: np.rando
         onoff[0] = 1
         return onoff
     pairs = (num_samples - 1) // 2
-    sizes = np.repeat(np.arange(1, num_features), stratified_sizes(np.ones(num_features - 1), pairs))
-    rng.shuffle(sizes)
-    rows = [np.ones((1, num_features), np.uint8), random_coalitions(sizes, num_features, rng, paired=True)]
+    k = np.arange(num_features + 1)
+    # sizes s and F - s have the same probability: stratify over s <= F / 2 and pair
+    half = k[: num_features // 2 + 1]
+    prob = np.array([comb(num_features, int(s)) for s in half], np.float64)
+    if num_features % 2 == 0:
+        prob[-1] /= 2.0                                 # s = F/2 is its own mirror
+    counts = stratified_sizes(prob, pairs)
+    sizes = np.repeat(half, counts)
+    flip = rng.random(len(sizes)) < 0.5                 # which of the pair comes first: s or F - s
+    sizes = np.where(flip, num_features - sizes, sizes)
+    order = rng.permutation(len(sizes))
+    rows = [np.ones((1, num_features), np.uint8), random_coalitions(sizes[order], num_features, rng, paired=True)]
     if (num_samples - 1) % 2:
         rows.append(rng.integers(0, 2, size=(1, num_features), dtype=np.uint8))
     return np.concatenate(rows)

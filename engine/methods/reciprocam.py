@@ -9,9 +9,10 @@ neighbourhood of location ``(i, j)``, weighted by the paper's 3x3 Gaussian kerne
 ReciproCAM does). The map of class ``c`` at ``(i, j)`` is the class-``c`` score of copy
 ``(i, j)``, so the one batch gives the maps of **every** class (extra ``class_maps``).
 
-Scores are probabilities (``score="probabilities"``: a logits model's output goes
-through softmax, as the paper's code and OpenVINO XAI read the softmax output) or the
-model's raw scores (``score="raw"``). Maps are raw (no min-max normalisation: the paper
+Scores (``score``): "logits" (default) reads the tensor before a final Softmax (the
+model's output when it has none), as OpenVINO XAI's ReciproCAM does (it matches that
+implementation to float rounding, see tests); "probabilities" applies softmax to the
+logits; "raw" is the model's output as it is. Maps are raw (no min-max normalisation: the paper
 and OpenVINO XAI normalise each class map to [0, 1] / [0, 255] for display, which
 rendering does here). No gradients: any model ONNX Runtime runs, including graphs the
 gradient engine cannot reverse and uint8/float16 builds, provided the feature layer
@@ -37,7 +38,7 @@ from .scorecam import tapped_run
 __all__ = ["recipro_cam", "spatial_masks", "KERNELS", "SCORES"]
 
 KERNELS = ("gaussian", "point")
-SCORES = ("probabilities", "raw")
+SCORES = ("logits", "probabilities", "raw")
 GAUSSIAN = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
 
 
@@ -57,7 +58,7 @@ def spatial_masks(h: int, w: int, kernel: str = "gaussian") -> np.ndarray:
 
 
 def recipro_cam(model: Model, image: Any, label: Any = None, *, feature_layer: str | None = None,
-                feature_layout: str | None = None, kernel: str = "gaussian", score: str = "probabilities",
+                feature_layout: str | None = None, kernel: str = "gaussian", score: str = "logits",
                 output_upsampling: str = "bicubic", execution_environment: str | None = None,
                 mini_batch_size: int = 256, progress: Progress = None) -> Explanation:
     """ReciproCAM maps of an image: every class from one batch of the network's tail, no gradients.
@@ -79,9 +80,10 @@ def recipro_cam(model: Model, image: Any, label: Any = None, *, feature_layer: s
     kernel : {"gaussian", "point"}
         The spatial mask: the paper's 3x3 Gaussian neighbourhood, or the location alone
         (OpenVINO XAI's CNN ReciproCAM).
-    score : {"probabilities", "raw"}
-        What the masked copies are scored by: class probabilities (softmax of a logits
-        output), or the model's own scores.
+    score : {"logits", "probabilities", "raw"}
+        What the masked copies are scored by: the logits (the tensor before a final
+        Softmax, else the output), class probabilities (softmax of the logits), or the
+        model's output as it is.
     output_upsampling : {"bicubic", "bilinear", "nearest", "none"}
         Upsampling of the (h, w) maps to the image size.
     execution_environment : {"auto", "cpu", "gpu"}, optional
@@ -113,10 +115,11 @@ def recipro_cam(model: Model, image: Any, label: Any = None, *, feature_layer: s
     if layer.layout == "tokens":
         raise ValueError(f"recipro_cam: feature layer {layer.name!r} is a token tensor; this ReciproCAM masks "
                          "rank-4 feature maps (ViT-ReciproCAM is not implemented). Name a rank-4 feature map.")
-    tail = tail_for(model, layer, env)
+    target = score_tensor(model, score)
+    tail = tail_for(model, layer, env, output=target)
     t0 = time.perf_counter()
     timings: dict[str, float] = {"setup": t0 - started}
-    acts, out = tapped_run(model, env, [layer.name, model.output_name], model.to_native(pixels[None]))
+    acts, out = tapped_run(model, env, [layer.name, target], model.to_native(pixels[None]))[:2]
     h, w = layer.grid
     masks = spatial_masks(h, w, kernel)                           # (hw, h, w)
     m = masks[:, None] if layer.layout == "NCHW" else masks[..., None]
@@ -126,11 +129,10 @@ def recipro_cam(model: Model, image: Any, label: Any = None, *, feature_layer: s
         raw.append(tail.run(batch[first:first + mini_batch_size], mini_batch_size))
         if progress is not None:
             progress(min(first + mini_batch_size, len(batch)), len(batch))
-    scores_all = model.output_to_scores(np.concatenate(raw).astype(np.float32))
-    base = model.output_to_scores(np.asarray(out, np.float32))
-    if score == "probabilities":
-        scores_all = model.probabilities(scores_all.astype(np.float64)).astype(np.float32)
-        base = model.probabilities(base.astype(np.float64)).astype(np.float32)
+    scores_all = _as_scores(model, np.concatenate(raw), target)
+    base = _as_scores(model, out, target)
+    if score == "probabilities" and (target != model.output_name or model.output_kind == "logits"):
+        scores_all, base = _softmax(scores_all), _softmax(base)
     timings["inference"] = time.perf_counter() - t0
     class_maps = np.ascontiguousarray(scores_all.reshape(h, w, -1))
     multi = isinstance(label, (list, tuple, np.ndarray))
@@ -147,3 +149,23 @@ def recipro_cam(model: Model, image: Any, label: Any = None, *, feature_layer: s
     return Explanation("reciprocam", maps if multi else maps[..., 0], labels,
                        [model.class_names[i] for i in labels], base[0, labels].astype(np.float32), params, extras,
                        timings)
+
+
+def score_tensor(model: Model, score: str) -> str:
+    """The tensor the masked copies are scored by (module notes)."""
+    if score in ("logits", "probabilities") and model.output_kind == "probabilities" and model.logits_name:
+        return model.logits_name
+    return model.output_name
+
+
+def _as_scores(model: Model, values: np.ndarray, tensor: str) -> np.ndarray:
+    values = np.asarray(values, np.float32)
+    if tensor == model.output_name:
+        return model.output_to_scores(values)
+    return values.reshape(len(values), -1)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x.astype(np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
