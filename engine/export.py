@@ -85,6 +85,13 @@ def export_explainer(model: Model, method: str = "gradcam", path: str | os.PathL
     if model.output_kind == "sigmoid":
         raise ValueError(f"{model.path}: export_explainer needs an (N, K) class-score output; this model has a "
                          "single sigmoid output.")
+    from .methods._targets import per_sample_shape
+
+    shape = per_sample_shape(model, model.output_name, True)
+    if len(shape) != 1:
+        raise ValueError(f"{model.path}: export_explainer needs an (N, K) class-score output; output "
+                         f"{model.output_name!r} is [N, {', '.join(str(d) for d in shape)}] (a dense output: "
+                         "explain it with grad_cam(reduction=ClassRegion(...)) in Python).")
     if method == "reciprocam":
         out = _reciprocam(model, feature_layer, kernel)
     else:

@@ -15,9 +15,10 @@ from . import basic, explain, lime
 from . import evaluate as quality
 from . import gradcam, gradients
 from . import gradcheck, occlusion
+from . import more
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, more]
 
 
 class _Parser(argparse.ArgumentParser):
