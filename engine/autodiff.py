@@ -7,12 +7,18 @@ from typing import Any, Sequence
 import numpy as np
 from onnx import ModelProto
 
+from .errors import ModelError, OptionError
 from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model
 from .graph._util import real_inputs
 from .graph.errors import GraphError
 from .graph.reverse import RELU_MODES, SEED, TARGET
 
 log = logging.getLogger(__name__)
+
+
+class GradientGraphError(ModelError, GraphError):
+    """The gradient engine cannot use a model's graph (an op without a backward rule, failed
+    preparation): a :class:`GraphError` that is also an onnxplain :class:`ModelError`."""
 
 
 class GradientEngine:
@@ -37,7 +43,10 @@ class GradientEngine:
     def __init__(self, model: ModelProto, providers: Sequence[Any] | None = None,
                  session_options: Any = None, *, input_shape=None, prepare: bool = True,
                  keep: Sequence[str] = ()):
-        self.model = prepare_model(model, input_shape, keep=keep) if prepare else model
+        try:
+            self.model = prepare_model(model, input_shape, keep=keep) if prepare else model
+        except GraphError as exc:
+            raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
         self.session_options = session_options
         inputs = real_inputs(self.model.graph)
@@ -119,16 +128,19 @@ class GradientEngine:
             ``"target"`` (int64, (N,)) when ``seed`` is None.
         """
         if relu_mode not in RELU_MODES:
-            raise ValueError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
+            raise OptionError(f"The 'relu_mode' parameter must be one of {set(RELU_MODES)}; "
                              f"got {relu_mode!r}")
         wrt = tuple(wrt) if wrt is not None else (self.input_name,)
         reduction = reduction or self.output_name
         mode = "top" if seed is None else "input"
         key = ("grad", wrt, tuple(activations), reduction, relu_mode, tuple(rectifiers), mode)
         if key not in self._sessions:
-            gm = build_gradient_model(self.model, reduction=reduction, wrt=wrt,
-                                      activations=activations, relu_mode=relu_mode,
-                                      rectifiers=rectifiers, seed=mode)
+            try:
+                gm = build_gradient_model(self.model, reduction=reduction, wrt=wrt,
+                                          activations=activations, relu_mode=relu_mode,
+                                          rectifiers=rectifiers, seed=mode)
+            except GraphError as exc:
+                raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
             self._sessions[key] = self._session(gm)
         sess = self._sessions[key]
         inputs = np.asarray(inputs, dtype=np.float32)
@@ -136,7 +148,7 @@ class GradientEngine:
         if seed is not None:
             seed = np.asarray(seed, dtype=np.float32)
             if seed.shape[0] != inputs.shape[0]:
-                raise ValueError(f"The 'seed' parameter must have one row per input sample "
+                raise OptionError(f"The 'seed' parameter must have one row per input sample "
                                  f"({inputs.shape[0]}); got shape {seed.shape}")
             feeds[SEED] = seed
         names = [self.output_name, reduction, *activations, *(gradient_name(w) for w in wrt)]

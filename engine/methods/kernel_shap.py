@@ -28,8 +28,9 @@ from ..model import Model
 from ..result import Explanation
 from . import _coalitions as C
 from ._common import begin
+from .._validation import describe_seed
 from .lime import (SEGMENTATIONS, UPSAMPLING, _check_fill, _check_matrix, _check_options, _custom_features,
-                   _describe_seed, _fill_image, _resize_labels, _score_map, _score_samples, _segment)
+                   _fill_image, _resize_labels, _score_map, _score_samples, _segment)
 
 __all__ = ["kernel_shap"]
 
@@ -127,7 +128,7 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
     params = {"num_features": num_features, "num_samples": num_samples, "segmentation": seg_name,
               "segmentation_options": seg_used, "fill": fill_used, "paired": bool(paired),
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": ctx.environment, "random_state": _describe_seed(random_state),
+              "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
               "working_size": [h, w], "coalitions_scored": int(len(z)) + 2}
     extras: dict[str, Any] = {"feature_map": feature_map, "feature_importance": phi if ctx.multi else phi[:, 0],
                               "base_value": empty.astype(np.float32) if ctx.multi else np.float32(empty[0]),
