@@ -22,9 +22,10 @@ from . import evaluate as quality
 from . import gradcam, gradients
 from . import gradcheck, occlusion, report
 from . import run as dataset_run
+from . import more
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, dataset_run, report]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, dataset_run, report, more]
 
 
 class _Parser(argparse.ArgumentParser):
