@@ -45,10 +45,12 @@ NO_TF = ("no TensorFlow environment: python3 -m venv ~/.cache/onnxplain/tfenv &&
 
 
 def paths() -> tuple[str, str]:
-    """(onnx file, oracle npz) in the zoo cache, keyed by this file's source."""
+    """(onnx file, oracle npz) in the zoo cache, keyed by the TensorFlow-side source and sizes."""
+    import inspect
+
     from tests.data.make_real_zoo import cache_dir
 
-    key = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:12]
+    key = hashlib.sha256(f"{SIZE}:{ALPHA}:{inspect.getsource(_tf_main)}".encode()).hexdigest()[:12]
     base = os.path.join(cache_dir(), f"keras_mobilenetv2.tf2onnx.{key}")
     return base + ".onnx", base + ".oracle.npz"
 

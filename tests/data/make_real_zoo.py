@@ -9,8 +9,9 @@ One command (from the repository root) builds what is missing and checks every r
 Exports are cached in ``~/.cache/onnxplain/zoo`` (env ``ONNXPLAIN_ZOO_CACHE`` overrides)
 as ``<row>.<exporter>.<key>.onnx`` with ``<...>.json`` beside it (onnxplain's model
 manifest: ``preprocessing`` = imagenet at the row's input size); ``key`` hashes the row,
-the exporter, the torch / torchvision / timm versions and the source of ``real_zoo.py``
-and of this file's export code, so a changed builder or a new torch re-exports. The
+the exporter, the torch / torchvision / timm versions and the source of the weight
+builders (``real_zoo.BUILD_CODE``) and of this file's export code, so a changed builder
+or a new torch re-exports. The
 cache's ``manifest.json`` records every export (file, time, opset, ONNX Runtime vs torch
 max abs diff, or the exporter's error).
 
@@ -34,6 +35,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,7 +73,8 @@ def versions() -> dict:
 
 def _source_digest() -> str:
     h = hashlib.sha256()
-    h.update(inspect.getsource(real_zoo).encode())
+    for name in real_zoo.BUILD_CODE:
+        h.update(inspect.getsource(getattr(real_zoo, name)).encode())
     h.update(inspect.getsource(_export).encode())
     return h.hexdigest()[:16]
 
@@ -344,6 +347,7 @@ def write_tables(results: list[dict]) -> None:
         for exporter in (EXPORTERS if row.source != "keras" else ("tf2onnx",)):
             r = by.get((row.name, exporter))
             if r is None:
+                lines.append(f"| {row.family} | {row.name} ({row.note}) | {exporter} | | | | | not checked in this run |")
                 continue
             layer = r.get("feature_layer_info") or {}
             layer_txt = f"`{_short_scope(layer)}` {layer.get('shape', '')}" if "name" in layer else \
@@ -364,6 +368,14 @@ def write_tables(results: list[dict]) -> None:
         f.write(f"# Real zoo status ({time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())})\n\n")
         f.write("Checks per row: `tests/data/make_real_zoo.py:check`. Files: `<row>.<exporter>.<key>.onnx` here.\n\n")
         f.write(table)
+        kinds: dict[str, list[str]] = {}
+        for r in results:
+            if not r.get("passed"):
+                kind = re.sub(r"'[^']*'", "'…'", _verdict(r))[:140]
+                kinds.setdefault(kind, []).append(f"{r['row']}/{r['exporter']}")
+        f.write("\n## Failure kinds\n\n")
+        for kind, rows in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+            f.write(f"- **{len(rows)}x** {kind}: {', '.join(rows)}\n")
         f.write("\n## Errors\n\n")
         for r in results:
             if not r.get("passed"):

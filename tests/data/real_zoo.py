@@ -13,8 +13,10 @@ branch of every block carries signal, and BatchNorm running statistics are set f
 :func:`build` returns the torch twin (eval mode, float32) deterministically from the
 row's seed: ``build(row)`` twice gives bit-identical weights in one torch/timm version.
 ``make_real_zoo.py`` (same folder) exports every row with both exporters into the zoo
-cache and checks it; this module only builds networks (its source is part of the cache
-key, so editing it re-exports).
+cache and checks it; this module only builds networks. The cache key is ``Row.key()``
+(source, arch, size, kwargs, seed) plus the source of the functions that build weights
+(:data:`BUILD_CODE`), so editing a note or a docstring does not re-export, and editing
+the builders does.
 """
 from __future__ import annotations
 
@@ -84,7 +86,8 @@ ROWS: list[Row] = [
     Row("mobilenetv4_small", "MobileNetV4", "timm", "mobilenetv4_conv_small_035", 64, note="width 0.35, 64 px",
         expected_layer="final_conv|conv_head|norm_head|blocks"),
     Row("efficientnet_b0", "EfficientNet", "torchvision", "efficientnet_b0", 64,
-        kwargs=dict(width_mult=0.5, depth_mult=0.34),  # through torchvision's _efficientnet_conf note="width 0.5, depth 0.34, 64 px (SiLU, SE)",
+        kwargs=dict(width_mult=0.5, depth_mult=0.34),  # through torchvision's _efficientnet_conf
+        note="width 0.5, depth 0.34, 64 px (SiLU, SE)",
         expected_layer="features"),
     Row("efficientnetv2", "EfficientNetV2", "timm", "tf_efficientnetv2_b0", 64,
         kwargs=dict(channel_multiplier=0.5, depth_multiplier=0.34),
@@ -278,6 +281,11 @@ def weights_digest(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(np.ascontiguousarray(v.detach().cpu().numpy()).tobytes())
     return h.hexdigest()
+
+
+#: functions whose source is part of the export cache key (make_real_zoo.cache_key)
+BUILD_CODE = ("_tv", "_timm", "_class", "_resolve", "constructor", "calibration_images", "imagenet_normalize",
+              "randomize", "calibrate_batchnorm", "build")
 
 
 def row_dict(row: Row) -> dict[str, Any]:
