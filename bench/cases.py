@@ -1,7 +1,11 @@
-"""The one table of benchmark cases: what each method runs, its raw-inference floor and its peer.
+"""The benchmark cases: for each method of ``onnxplain.METHODS``, the sizes it runs at, its
+raw-inference floor and its peer.
 
+Every method in the registry has exactly one case (tests/bench/test_plan.py checks it), and a
+case runs its method through the registry (``METHODS[name](model, pixels, label, **params)``),
+so the fixed options (e.g. ``method="smoothgrad"``) are the ones every other tool uses.
 Every measurement in ``bench/`` reads this table (the main run, the smoke run, the scaling
-study), so one method is measured one way. A case calls an ``engine`` function on the
+study), so one method is measured one way. A case calls its method on the
 *working image* (``model.prepare(image)``: already at the model's input size) so that
 neither side pays for resizing, and CAM/occlusion/RISE maps stay at the working size
 (``output_upsampling="none"``) as captum's do.
@@ -27,8 +31,7 @@ Segments = list[tuple[int, int]]
 class Case:
     """One method as the bench runs it."""
 
-    name: str
-    func: str                                     #: engine function (public API) to call
+    name: str                                     #: a name in onnxplain.METHODS
     params: dict[str, Any]                        #: the full run's keyword arguments
     smoke: dict[str, Any]                         #: tiny sizes: smoke runs and numba compile timing
     raw: Callable[[Any, dict[str, Any]], Segments]  #: (result, params) -> raw-inference segments
@@ -81,45 +84,47 @@ _NONE = {"output_upsampling": "none"}
 _GRAD_TARGET = {"cpu": {"raw": 2.5}}
 
 CASES: list[Case] = [
-    Case("lime", "image_lime",
+    Case("lime",
          {"num_samples": 1024, "mini_batch_size": 128, "random_state": 0},
          {"num_samples": 16, "mini_batch_size": 8, "random_state": 0},
          _lime_raw, peer="lime-package",
          targets={"cpu": {"raw": 1.05}, "gpu": {"raw": 1.2, "peer": 0.2}},
          note="superpixels (49), tree surrogate, mean fill"),
-    Case("occlusion", "occlusion_sensitivity",
+    Case("occlusion",
          {"mask_size": 32, "stride": 16, "mask_clipping": False, "mini_batch_size": 128, **_NONE},
          {"mask_size": 112, "stride": 112, "mask_clipping": False, "mini_batch_size": 4, **_NONE},
          _occlusion_raw, peer="captum-occlusion", agreement=_score_map,
          targets={"cpu": {"raw": 1.05, "peer": 0.3}},
          note="32x32 windows, stride 16, inside the image: 13x13 positions (captum's placement)"),
-    Case("rise", "rise",
+    Case("rise",
          {"num_masks": 500, "mini_batch_size": 128, "random_state": 0, **_NONE},
          {"num_masks": 8, "mini_batch_size": 8, "random_state": 0, **_NONE},
          _rise_raw, targets={"cpu": {"raw": 1.05}}, note="7x7 cells, p = 0.5; no peer (captum has no RISE)"),
-    Case("gradient", "gradient_attribution", {"method": "gradient"}, {"method": "gradient"},
+    Case("gradient", {}, {},
          _one_image, peer="captum-saliency", agreement=_working_gradients, targets=_GRAD_TARGET,
          note="input gradient, batch 1"),
-    Case("guided-backprop", "gradient_attribution", {"method": "guided-backprop"}, {"method": "guided-backprop"},
+    Case("guided-backprop", {}, {},
          _one_image, peer="captum-guided-backprop", agreement=_working_gradients),
-    Case("zeiler-fergus", "gradient_attribution", {"method": "zeiler-fergus"}, {"method": "zeiler-fergus"},
+    Case("zeiler-fergus", {}, {},
          _one_image, peer="captum-deconvolution", agreement=_working_gradients),
-    Case("integrated-gradients", "gradient_attribution",
-         {"method": "integrated-gradients", "num_steps": 25, "mini_batch_size": 32},
-         {"method": "integrated-gradients", "num_steps": 3, "mini_batch_size": 32},
+    Case("integrated-gradients",
+         {"num_steps": 25, "mini_batch_size": 32},
+         {"num_steps": 3, "mini_batch_size": 32},
          _same_batch("num_steps"), peer="captum-integrated-gradients", agreement=_working_gradients,
          targets={"cpu": {"peer": 0.5}}, note="black baseline, all path points in one batch"),
-    Case("smoothgrad", "gradient_attribution",
-         {"method": "smoothgrad", "num_samples": 25, "mini_batch_size": 32, "random_state": 0},
-         {"method": "smoothgrad", "num_samples": 3, "mini_batch_size": 32, "random_state": 0},
+    Case("smoothgrad",
+         {"num_samples": 25, "mini_batch_size": 32, "random_state": 0},
+         {"num_samples": 3, "mini_batch_size": 32, "random_state": 0},
          _same_batch("num_samples"), peer="captum-smoothgrad", note="noise 0.15 of the value range"),
-    Case("gradcam", "grad_cam", dict(_NONE), dict(_NONE), _one_image, peer="captum-layer-gradcam",
+    Case("gradcam", dict(_NONE), dict(_NONE), _one_image, peer="captum-layer-gradcam",
          agreement=_score_map, note="head activation (Clip, 1280x7x7), class probability"),
-    Case("gradcam++", "grad_cam_plus_plus", dict(_NONE), dict(_NONE), _one_image,
+    Case("gradcam++", dict(_NONE), dict(_NONE), _one_image,
          note="no captum peer"),
-    Case("guided-gradcam", "guided_grad_cam", {}, {}, _one_image, peer="captum-guided-gradcam",
+    Case("guided-gradcam", {}, {}, _one_image, peer="captum-guided-gradcam",
          note="Grad-CAM + guided backprop (two gradient passes)"),
-    Case("scorecam", "score_cam", {"mini_batch_size": 64, **_NONE}, {"mini_batch_size": 64, **_NONE},
+    Case("gradient-x-input", {}, {}, _one_image, default=False,
+         note="input gradient times the input: the gradient case plus one product; not in the default list"),
+    Case("score-cam", {"mini_batch_size": 64, **_NONE}, {"mini_batch_size": 64, **_NONE},
          _scorecam_raw, default=False,
          note="one forward per channel (1280); not in the default list: ~15-45 s per call on 2 cores"),
 ]
@@ -141,8 +146,8 @@ def select(names: list[str] | None) -> list[Case]:
 
 
 def run_case(engine: Any, case: Case, model: Any, pixels: np.ndarray, label: int, params: dict[str, Any]) -> Any:
-    """One call of the case's public engine function."""
-    return getattr(engine, case.func)(model, pixels, label, **params)
+    """One call of the case's method through the registry (``engine`` is the onnxplain module)."""
+    return engine.METHODS[case.name](model, pixels, label, **params)
 
 
 def run_raw(model: Any, native: np.ndarray, segments: Segments) -> None:

@@ -86,7 +86,7 @@ def _agreement(maps: pathlib.Path, case: str) -> float | None:
 
 def _row(case: cases.Case, timing: dict, memory: dict | None, peer: dict | None, device: str,
          judge: bool = True) -> dict[str, Any]:
-    row: dict[str, Any] = {"case": case.name, "function": f"onnxplain.{case.func}", "note": case.note,
+    row: dict[str, Any] = {"case": case.name, "function": f"onnxplain.METHODS[{case.name!r}]", "note": case.note,
                            "targets": case.targets.get(device, {}) if judge else {}}
     if "error" in timing:
         row["error"] = timing["error"]

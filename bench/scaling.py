@@ -31,7 +31,7 @@ def plan(smoke: bool, max_samples: int) -> list[tuple[str, str, int, dict[str, A
         points.append(("occlusion vs stride", "occlusion", s, {**occ, **extra, "stride": s}))
     for b in ((1, 2) if smoke else GRADIENT_BATCHES):
         points.append(("gradient vs batch (smoothgrad samples = batch)", "smoothgrad", b,
-                       {"method": "smoothgrad", "num_samples": b, "mini_batch_size": b, "random_state": 0}))
+                       {"num_samples": b, "mini_batch_size": b, "random_state": 0}))
     return points
 
 

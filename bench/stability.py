@@ -24,13 +24,12 @@ import numpy as np
 import onnxplain
 from onnxplain.sanity import spearman
 
-#: method -> (sample-count parameter, fixed parameters, light counts, full counts)
+#: method (a name in onnxplain.METHODS) -> (sample-count parameter, light counts, full counts)
 PLAN = {
-    "lime": ("num_samples", {}, [64, 256], [128, 512, 2048]),
-    "rise": ("num_masks", {}, [100, 500], [250, 1000, 4000]),
-    "smoothgrad": ("num_samples", {"method": "smoothgrad"}, [5, 25], [5, 25, 100]),
+    "lime": ("num_samples", [64, 256], [128, 512, 2048]),
+    "rise": ("num_masks", [100, 500], [250, 1000, 4000]),
+    "smoothgrad": ("num_samples", [5, 25], [5, 25, 100]),
 }
-FUNCS = {"lime": "image_lime", "rise": "rise", "smoothgrad": "gradient_attribution"}
 
 
 def _versions() -> dict[str, str]:
@@ -50,19 +49,13 @@ def run(methods: list[str], seeds: int, light: bool, image_name: str) -> list[di
     label = model.classify(image, top_k=1)[0][0]
     rows = []
     for method in methods:
-        param, fixed, light_counts, full_counts = PLAN[method]
-        func = getattr(onnxplain, FUNCS[method], None)
-        if func is None:
-            from onnxplain.evaluate import explain_with  # not exported yet: go through the quality table
-
-            def func(m, im, lab, _method=method, **kw):
-                kw.pop("method", None)
-                return explain_with(_method, m, im, lab, **kw)
-        func(model, image, label, **{**fixed, param: min(light_counts), "random_state": 999})  # warm-up
+        param, light_counts, full_counts = PLAN[method]
+        func = onnxplain.METHODS[method]
+        func(model, image, label, **{param: min(light_counts), "random_state": 999})  # warm-up
         for n in (light_counts if light else full_counts):
             maps, t0 = [], time.perf_counter()
             for seed in range(seeds):
-                maps.append(np.asarray(func(model, image, label, **{**fixed, param: n, "random_state": seed}).score_map))
+                maps.append(np.asarray(func(model, image, label, **{param: n, "random_state": seed}).score_map))
             seconds = (time.perf_counter() - t0) / seeds
             rhos = [spearman(a, b) for a, b in itertools.combinations(maps, 2)]
             rows.append({"method": method, param: n, "samples": n, "seeds": seeds,

@@ -15,9 +15,7 @@
 The perturbed images are built by a numba kernel straight into the model's native layout
 and dtype (:mod:`kernels.perturb`) and scored in mini-batches.
 
-This module also holds the table of methods the quality tools run by name
-(:data:`QUALITY_METHODS`, :func:`explain_with`), shared by :mod:`onnxplain.sanity` and
-:mod:`onnxplain.compare`.
+The quality tools run methods by name from :data:`onnxplain.METHODS` (preset "quick").
 """
 from __future__ import annotations
 
@@ -28,7 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._validation import check_choice, check_float, check_int
+from .errors import OptionError
+from ._validation import check_choice, check_float, check_int, shared_names
 from .images import resize_map
 from .model import Model
 from .result import Explanation
@@ -76,7 +75,8 @@ class Evaluation:
                 "params": dict(self.params)}
 
 
-def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Explanation, *,
+@shared_names
+def evaluate(model: Model, image: Any, label: Any = None, score_map: np.ndarray | Explanation | None = None, *,
              metrics: Sequence[str] = ("deletion", "insertion"), box: Any = None, mask: np.ndarray | None = None,
              step: int | None = None, deletion_substrate: str = "zeros", insertion_substrate: str = "blur",
              blur_sigma: float = DEFAULT_BLUR_SIGMA, tolerance: float = 15.0, mini_batch_size: int = 64,
@@ -87,10 +87,11 @@ def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Expla
     ----------
     model : Model
     image : path or ndarray (H, W, 3)
-    label : int, str or None
+    label : int, str, None or Explanation
         The class the map explains; None takes the label of an Explanation given as
-        ``score_map``, else the model's top class.
-    score_map : ndarray (H, W) or Explanation
+        ``score_map``, else the model's top class. An Explanation here is taken as the map
+        (``evaluate(model, image, explanation)``).
+    score_map : ndarray (H, W) or Explanation (required unless ``label`` is an Explanation)
         The map to judge, at the image's size (any other size is resized bilinearly).
         Higher = more important; signed maps are ranked by their signed value.
     metrics : sequence of {"deletion", "insertion", "pointing_game", "energy"}
@@ -126,12 +127,26 @@ def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Expla
         Unknown metric or substrate; a region metric without ``box``/``mask``; a map or
         mask that is not 2-D; an empty region.
     """
+    from .errors import OptionError
     from .methods._common import begin
 
+    if isinstance(label, Explanation):
+        if score_map is not None:
+            raise OptionError("evaluate() got an Explanation as 'label' and a 'score_map' as well; give one map.")
+        label, score_map = None, label
+    if score_map is None:
+        raise OptionError("evaluate() needs a map: evaluate(model, image, explanation) or "
+                          "evaluate(model, image, label, score_map).")
     if isinstance(score_map, Explanation):
-        if label is None:
+        if score_map.multi_label:
+            k = 0 if label is None else score_map.labels.index(model.label_index(label)) \
+                if model.label_index(label) in score_map.labels else None
+            if k is None:
+                raise OptionError(f"label {label!r} is not among the explanation's labels {score_map.labels}.")
+            label, score_map = score_map.labels[k], score_map.score_map[..., k]
+        elif label is None:
             label = score_map.labels[0]
-        score_map = score_map.score_map
+        score_map = getattr(score_map, "score_map", score_map)
     metrics = _check_metrics(metrics)
     smap = _as_map(score_map)
     deletion_substrate = check_choice("deletion_substrate", deletion_substrate, SUBSTRATES)
@@ -140,7 +155,7 @@ def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Expla
     tolerance = check_float("tolerance", tolerance, minimum=0.0)
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
     if isinstance(label, (list, tuple, np.ndarray)):
-        raise ValueError("evaluate() explains one class at a time; the 'label' parameter must be one class, "
+        raise OptionError("evaluate() explains one class at a time; the 'label' parameter must be one class, "
                          f"got a list of {len(label)}.")
     ctx = begin(model, image, label, execution_environment)
     h, w = ctx.pixels.shape[:2]
@@ -195,7 +210,7 @@ def perturbation_curve(model: Model, pixels: np.ndarray, label: int, score_map: 
     check_choice("mode", mode, ("deletion", "insertion"))
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if score_map.shape != pixels.shape[:2]:
-        raise ValueError(f"score_map has shape {score_map.shape}; expected the working image's {pixels.shape[:2]}.")
+        raise OptionError(f"score_map has shape {score_map.shape}; expected the working image's {pixels.shape[:2]}.")
     n_pix = pixels.shape[0] * pixels.shape[1]
     counts = np.minimum(np.arange(math.ceil(n_pix / step) + 1, dtype=np.int64) * step, n_pix)
     sub = make_substrate(pixels, substrate, blur_sigma)
@@ -235,19 +250,19 @@ def region_mask(shape: tuple[int, int], *, box: Any = None, mask: np.ndarray | N
     Box coordinates are clipped to the image; end-exclusive, as slicing.
     """
     if box is None and mask is None:
-        raise ValueError("the pointing game and energy need a ground-truth region: give 'box' or 'mask'.")
+        raise OptionError("the pointing game and energy need a ground-truth region: give 'box' or 'mask'.")
     region = np.zeros(tuple(shape), dtype=bool)
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != tuple(shape):
-            raise ValueError(f"The 'mask' parameter has shape {m.shape}; expected the map's (H, W) = {tuple(shape)}.")
+            raise OptionError(f"The 'mask' parameter has shape {m.shape}; expected the map's (H, W) = {tuple(shape)}.")
         region |= m.astype(bool)
     if box is not None:
         for b in _boxes(box):
             x0, y0, x1, y1 = b
             region[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     if not region.any():
-        raise ValueError(f"the ground-truth region is empty (box={box!r}, mask with {0 if mask is None else int(np.count_nonzero(mask))} "
+        raise OptionError(f"the ground-truth region is empty (box={box!r}, mask with {0 if mask is None else int(np.count_nonzero(mask))} "
                          f"pixels) in an image of {tuple(shape)}.")
     return region
 
@@ -291,55 +306,7 @@ def energy_in_region(score_map: np.ndarray, *, box: Any = None, mask: np.ndarray
     return float(pos[region].sum() / total) if total > 0 else float("nan")
 
 
-# ---- the methods the quality tools run by name -------------------------------------------
-#: name -> (module under ``onnxplain.methods``, public function, fixed keyword arguments, needs gradients).
-QUALITY_METHODS: dict[str, tuple[str, str, dict[str, Any], bool]] = {
-    "lime": ("lime", "image_lime", {}, False),
-    "occlusion": ("occlusion", "occlusion_sensitivity", {}, False),
-    "rise": ("rise", "rise", {}, False),
-    "gradcam": ("gradcam", "grad_cam", {}, True),
-    "gradient": ("gradients", "gradient_attribution", {"method": "gradient"}, True),
-    "guided-backprop": ("gradients", "gradient_attribution", {"method": "guided-backprop"}, True),
-    "zeiler-fergus": ("gradients", "gradient_attribution", {"method": "zeiler-fergus"}, True),
-    "integrated-gradients": ("gradients", "gradient_attribution", {"method": "integrated-gradients"}, True),
-    "smoothgrad": ("gradients", "gradient_attribution", {"method": "smoothgrad"}, True),
-    "gradient-x-input": ("gradients", "gradient_attribution", {"method": "gradient-x-input"}, True),
-}
-#: light settings for quick runs (CLI defaults, tests); each method's own command has the heavy ones.
-LIGHT_PARAMS: dict[str, dict[str, Any]] = {
-    "lime": {"num_samples": 256, "num_features": 49, "segmentation": "grid", "random_state": 0},
-    "occlusion": {},
-    "rise": {"num_masks": 500, "random_state": 0},
-    "integrated-gradients": {"num_steps": 16},
-    "smoothgrad": {"num_samples": 10, "random_state": 0},
-}
-FORWARD_ONLY = tuple(name for name, entry in QUALITY_METHODS.items() if not entry[3])
-
-
-def check_methods(methods: Sequence[str] | str) -> list[str]:
-    """Validate method names against :data:`QUALITY_METHODS`; return them as a list."""
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    if not methods:
-        raise ValueError("The 'methods' parameter is empty; give at least one of " + ", ".join(QUALITY_METHODS) + ".")
-    for m in methods:
-        check_choice("methods", m, QUALITY_METHODS)
-    return methods
-
-
-def explain_with(method: str, model: Model, image: Any, label: Any, **params: Any) -> Explanation:
-    """Run one method by name (see :data:`QUALITY_METHODS`) with ``params`` on top of its fixed ones."""
-    import importlib
-
-    check_choice("method", method, QUALITY_METHODS)
-    module, func_name, fixed, _ = QUALITY_METHODS[method]
-    try:
-        func = getattr(importlib.import_module(f"onnxplain.methods.{module}"), func_name)
-    except (ImportError, AttributeError):
-        raise ValueError(f"method {method!r} is not available in this build (onnxplain.methods.{module}.{func_name} "
-                         "is missing).") from None
-    return func(model, image, label, **{**fixed, **params})
-
-
+# ---- failures the quality tools fall back from -------------------------------------------
 def is_gradient_failure(exc: BaseException) -> bool:
     """True for the errors that mean "this model has no usable gradient graph" (fallback to forward-only)."""
     from .errors import ModelError
@@ -352,21 +319,23 @@ def is_gradient_failure(exc: BaseException) -> bool:
 def _check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not metrics:
-        raise ValueError("The 'metrics' parameter is empty; give at least one of " + ", ".join(METRICS) + ".")
+        raise OptionError("The 'metrics' parameter is empty; give at least one of " + ", ".join(METRICS) + ".")
     for m in metrics:
         check_choice("metrics", m, METRICS)
     return metrics
 
 
 def _as_map(score_map: Any) -> np.ndarray:
+    if isinstance(score_map, Explanation):
+        score_map = score_map.score_map
     m = np.asarray(score_map)
     if m.ndim == 3 and m.shape[2] == 1:
         m = m[..., 0]
     if m.ndim != 2:
-        raise ValueError(f"The 'score_map' parameter must be a 2-D (H, W) map; got shape {m.shape} "
+        raise OptionError(f"The 'score_map' parameter must be a 2-D (H, W) map; got shape {m.shape} "
                          "(for several labels, pass one map at a time).")
     if not np.all(np.isfinite(m)):
-        raise ValueError("The 'score_map' parameter contains NaN or inf.")
+        raise OptionError("The 'score_map' parameter contains NaN or inf.")
     return m.astype(np.float32, copy=False)
 
 
@@ -374,19 +343,19 @@ def _boxes(box: Any) -> list[tuple[int, int, int, int]]:
     try:
         arr = np.asarray(box, dtype=np.float64)
     except (TypeError, ValueError):  # strings, ragged lists
-        raise ValueError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them, in "
+        raise OptionError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them, in "
                          f"numbers; got {box!r}.") from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"The 'box' parameter must hold finite numbers; got {box!r}.")
+        raise OptionError(f"The 'box' parameter must hold finite numbers; got {box!r}.")
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them; got {box!r}.")
+        raise OptionError(f"The 'box' parameter must be (x_min, y_min, x_max, y_max) or a list of them; got {box!r}.")
     out = []
     for b in arr:
         x0, y0, x1, y1 = (int(round(v)) for v in b)
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"The 'box' parameter {tuple(b.tolist())} is empty: need x_min < x_max and y_min < y_max "
+            raise OptionError(f"The 'box' parameter {tuple(b.tolist())} is empty: need x_min < x_max and y_min < y_max "
                              "(x_min, y_min, x_max, y_max).")
         out.append((x0, y0, x1, y1))
     return out

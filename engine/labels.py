@@ -5,13 +5,43 @@ import difflib
 import json
 import numbers
 import os
+import pathlib
 from typing import Any, Sequence
 
 from .errors import LabelError
 
 
-def read_labels(source: Any, *, where: str = "labels") -> list[str]:
-    """Class names from a list, a .txt file (one per line) or a .json file (a list)."""
+def confined_path(name: Any, folder: str | os.PathLike, *, where: str) -> str:
+    """The file ``name`` (a path that came from a model file or its manifest) inside ``folder``.
+
+    Relative paths are resolved from ``folder`` (the model's folder), never from the current
+    folder; the resolved path (symbolic links followed) must stay inside ``folder``, so a
+    model cannot make onnxplain read ``/etc/passwd``, ``/proc/self/environ`` or ``../secret``.
+
+    Raises
+    ------
+    LabelError
+        If ``name`` is not a string or leaves ``folder``.
+    """
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise LabelError(f"{where}: a labels path must be a non-empty file name; got {name!r}.")
+    base = pathlib.Path(folder).resolve()
+    candidate = (base / name).resolve()
+    if not candidate.is_relative_to(base):
+        raise LabelError(f"{where} names the file {name!r}, which resolves to {str(candidate)!r} outside the "
+                         f"model's folder {str(base)!r}; paths from a model file or manifest must stay inside the "
+                         "model's folder (pass labels= yourself to use another file).")
+    return str(candidate)
+
+
+def read_labels(source: Any, *, where: str = "labels", folder: str | os.PathLike | None = None) -> list[str]:
+    """Class names from a list, a .txt file (one per line) or a .json file (a list).
+
+    ``folder`` is given for sources that came from a model file or manifest: a path is then
+    resolved inside that folder (see :func:`confined_path`).
+    """
+    if folder is not None and isinstance(source, (str, os.PathLike)):
+        source = confined_path(os.fspath(source), folder, where=where)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):

@@ -21,6 +21,7 @@ import logging
 import os
 import pathlib
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -29,9 +30,10 @@ import onnx
 from onnx import TensorProto
 
 from . import preprocessing as _pre
-from ._validation import check_choice, check_int
-from .errors import ModelError
-from .images import load_image, resize_image
+from ._validation import check_choice, check_int, shared_names
+from .errors import ModelError, OnnxplainWarning, OptionError
+from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, reduced_size,
+                     reduction_factor, resize_image)
 from .labels import read_labels, resolve_label
 from .runtime import ENVIRONMENTS, make_session, session_device
 
@@ -69,8 +71,15 @@ class Model:
 
     def __init__(self, proto: onnx.ModelProto, *, path: str, preprocessing: Any, labels: Any,
                  execution_environment: str, layout: str | None, output_kind: str | None,
-                 manifest: dict | None) -> None:
+                 manifest: dict | None, folder: str | None = None,
+                 max_image_pixels: int | None = MAX_PIXELS) -> None:
         self.path = path
+        #: largest image file decoded (None: no limit); see onnxplain.images
+        self.max_image_pixels = (None if max_image_pixels is None else
+                                 check_int("max_image_pixels", max_image_pixels, minimum=4))
+        # the folder paths inside the model file or its manifest are resolved in (and confined to);
+        # None for derived graphs, whose labels come as a list
+        self._folder = folder if folder is not None else os.path.dirname(os.path.abspath(path))
         self._proto = proto
         self.manifest = manifest
         self.metadata = {p.key: p.value for p in proto.metadata_props}
@@ -164,7 +173,8 @@ class Model:
         """
         return Model(proto, path=path or f"{self.path} (derived)", preprocessing=self.preprocessing,
                      labels=list(self.class_names), execution_environment=self.execution_environment,
-                     layout=self.layout, output_kind=self.output_kind, manifest=None)
+                     layout=self.layout, output_kind=self.output_kind, manifest=None,
+                     max_image_pixels=self.max_image_pixels)
 
     def probe_shapes(self, names: Sequence[str]) -> dict[str, tuple[tuple[int, ...], str]]:
         """Per-sample shape and dtype of inner tensors from one run on a zero image.
@@ -202,10 +212,24 @@ class Model:
 
     # ---- images ------------------------------------------------------------------------
     def prepare(self, image: Any) -> tuple[np.ndarray, tuple[int, int]]:
-        """Canonical image resized to the model input: (float32 (h, w, 3), original (H, W))."""
-        img = load_image(image)
+        """Canonical image resized to the model input: (float32 (h, w, 3), map size (H, W)).
+
+        The map size is the image's own size, or for an image above the map cap
+        (:data:`onnxplain.images.MAX_MAP_PIXELS`) its size reduced by an integer factor (with
+        an :class:`OnnxplainWarning`). Large images are reduced while decoding (see
+        :mod:`onnxplain.images`), so memory stays bounded whatever the image size.
+        """
+        given = image_size(image)
+        k = reduction_factor(given)
+        original = reduced_size(given, k)
+        img = load_image(image, max_pixels=self.max_image_pixels, working_size=self.input_size or original)
+        if k > 1:
+            warnings.warn(f"{describe_image(image)} is {given[1]} x {given[0]} pixels, above the map cap of "
+                          f"{MAX_MAP_PIXELS / 1e6:.1f} MP; maps are returned at {original[1]} x {original[0]} "
+                          f"(the image reduced by {k}).", OnnxplainWarning, stacklevel=3)
+        _pre.warn_if_out_of_range(img, self.preprocessing, describe_image(image))
         size = self.input_size or img.shape[:2]
-        return resize_image(img, size), (int(img.shape[0]), int(img.shape[1]))
+        return resize_image(img, size), original
 
     def to_native(self, pixels: np.ndarray) -> np.ndarray:
         """Vectorised reference conversion of a float32 (N, h, w, 3) pixel batch to native input."""
@@ -238,16 +262,31 @@ class Model:
                              "images; expected one row of class scores per image (batch first).")
         return out
 
-    def scores_native(self, x: np.ndarray, *, environment: str | None = None) -> np.ndarray:
+    def scores_native(self, x: np.ndarray, *, environment: str | None = None, source: str | None = None
+                      ) -> np.ndarray:
         """Class scores (N, num_classes) float32 for a native input batch.
 
         Scores are the model's output as it is: probabilities for a model ending in Softmax,
         logits otherwise; a single sigmoid output p becomes the two columns (1 - p, p).
+        ``source`` names the image(s) in error messages (NaN/inf scores, dense outputs).
         """
-        return self.output_to_scores(self.run_native(x, environment=environment))
+        return self.output_to_scores(self.run_native(x, environment=environment), source=source)
 
-    def output_to_scores(self, out: np.ndarray) -> np.ndarray:
-        """Convert a raw output batch into (N, num_classes) scores."""
+    def output_to_scores(self, out: np.ndarray, *, source: str | None = None) -> np.ndarray:
+        """Convert a raw output batch into (N, num_classes) scores.
+
+        Refuses a dense output (more than one axis of size > 1 per image: a segmentation map
+        is not C x H x W classes) and NaN/inf scores, naming the output and ``source`` (the
+        image the batch came from).
+        """
+        per_image = tuple(int(d) for d in np.shape(out)[1:])
+        if sum(d > 1 for d in per_image) > 1:
+            raise ModelError(f"{self.path}: output {self.output_name!r} has shape {_fmt(['N', *per_image])} per "
+                             "batch: a dense map, not one score per class; classification (classify, LIME, "
+                             "occlusion, RISE, Score-CAM, evaluate) needs an output of shape (N, classes). For a "
+                             "dense (segmentation) output use grad_cam / gradient_attribution with "
+                             "reduction=ClassRegion(label, mask), reduction=weights or a callable.")
+        check_finite_output(out, self.path, self.output_name, source)
         out = np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
         expected = 1 if self.output_kind == "sigmoid" else len(getattr(self, "class_names", ())) or out.shape[1]
         if out.shape[1] != expected:
@@ -269,12 +308,13 @@ class Model:
         results, done = [], 0
         for chunk in _chunks(images, mini_batch_size):
             pixels = np.stack([self.prepare(im)[0] for im in chunk])
-            results.append(self.scores_native(self.to_native(pixels), environment=environment))
+            source = f"images {done}..{done + len(chunk) - 1} of the input ({describe_image(chunk[0])} first)"
+            results.append(self.scores_native(self.to_native(pixels), environment=environment, source=source))
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
         if not results:
-            raise ValueError("predict() got no images.")
+            raise OptionError("predict() got no images.")
         return np.concatenate(results, axis=0)
 
     def classify(self, image: Any, top_k: int = 5) -> list[tuple[int, str, float]]:
@@ -284,7 +324,7 @@ class Model:
         """
         top_k = check_int("top_k", top_k, minimum=1)
         pixels, _ = self.prepare(image)
-        scores = self.scores_native(self.to_native(pixels[None]))[0]
+        scores = self.scores_native(self.to_native(pixels[None]), source=describe_image(image))[0]
         probs = self.probabilities(scores[None])[0]
         order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
         return [(int(i), self.class_names[i], float(probs[i])) for i in order]
@@ -305,7 +345,7 @@ class Model:
         """Indices for one label or a list of labels."""
         if isinstance(label, (list, tuple, np.ndarray)):
             if len(label) == 0:
-                raise ValueError("The 'label' parameter is an empty list; give at least one class.")
+                raise OptionError("The 'label' parameter is an empty list; give at least one class.")
             return [self.label_index(lab.item() if isinstance(lab, np.generic) else lab) for lab in label]
         return [self.label_index(label.item() if isinstance(label, np.generic) else label)]
 
@@ -329,9 +369,19 @@ class Model:
                 raise ModelError(f"{self.path}: the model takes uint8 input, which has no gradient; use a "
                                  "forward-only method (LIME, occlusion, RISE, Score-CAM).")
             from .autodiff import GradientEngine
+            from .graph.errors import GraphError
             from .runtime import providers_for
 
-            self._engines[key] = GradientEngine(self.fused_model(), providers=providers_for(env), keep=list(key[1]))
+            try:
+                self._engines[key] = GradientEngine(self.fused_model(), providers=providers_for(env),
+                                                    keep=list(key[1]))
+            except GraphError as exc:
+                # preparation compares its graph with the original on random images: a model whose
+                # own output is NaN/inf fails that check, and the fault is the model's, not preparation's
+                self._check_finite_on_probes()
+                from .autodiff import GradientGraphError
+
+                raise GradientGraphError(f"{self.path}: the gradient engine cannot use this graph: {exc}") from None
         return self._engines[key]
 
     def seed_for(self, index: int) -> np.ndarray:
@@ -341,6 +391,16 @@ class Model:
         seed = np.zeros(self.num_classes, dtype=np.float32)
         seed[index] = 1.0
         return seed
+
+    def _check_finite_on_probes(self) -> None:
+        """Raise ModelError if the model's output is NaN/inf on a mid-grey or a random image."""
+        if self.input_size is None:
+            return
+        h, w = self.input_size
+        rng = np.random.default_rng(0)
+        for what, pixels in (("a mid-grey image", np.full((1, h, w, 3), 127.5, np.float32)),
+                             ("a random image", rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32))):
+            check_finite_output(self.run_native(self.to_native(pixels)), self.path, self.output_name, what)
 
     # ---- loading helpers ---------------------------------------------------------------
     def _find_output(self, path: str) -> tuple[int, str]:
@@ -423,13 +483,17 @@ class Model:
             names = read_labels(labels)
             where = "the labels argument"
         elif self.manifest is not None and "labels" in self.manifest:
-            names, where = read_labels(self.manifest["labels"], where="manifest labels"), "the manifest"
+            # trust boundary: a path from the manifest stays inside the model's folder
+            names = read_labels(self.manifest["labels"], where="manifest labels", folder=self._folder)
+            where = "the manifest"
         elif "onnxplain.labels" in self.metadata:
             try:
                 raw = json.loads(self.metadata["onnxplain.labels"])
             except json.JSONDecodeError as exc:
                 raise ModelError(f"ONNX metadata 'onnxplain.labels' is not valid JSON: {exc}") from None
-            names, where = read_labels(raw, where="ONNX metadata 'onnxplain.labels'"), "the ONNX metadata"
+            # inline list/mapping, or a file name inside the model's folder (never anywhere else)
+            names = read_labels(raw, where="ONNX metadata 'onnxplain.labels'", folder=self._folder)
+            where = "the ONNX metadata"
         else:
             width = 2 if self.output_kind == "sigmoid" else n_out
             return [str(i) for i in range(width)]
@@ -450,9 +514,10 @@ class Model:
         return int(np.prod(self.run_native(x).shape[1:]))
 
 
+@shared_names
 def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = None, labels: Any = None,
                execution_environment: str = "auto", layout: str | None = None,
-               output_kind: str | None = None) -> Model:
+               output_kind: str | None = None, max_image_pixels: int | None = MAX_PIXELS) -> Model:
     """Load an ONNX image classifier.
 
     Parameters
@@ -471,6 +536,9 @@ def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = No
         Overrides the layout detected from the input shape.
     output_kind : {"probabilities", "logits", "sigmoid", "score"}, optional
         Overrides the detected output kind.
+    max_image_pixels : int or None, default 100_000_000
+        Largest image file the model's methods decode (an ImageError names larger ones);
+        None removes the limit. See :mod:`onnxplain.images` for the memory this bounds.
 
     Returns
     -------
@@ -507,7 +575,7 @@ def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = No
                                  f"got {layout!r}.")
     return Model(proto, path=str(path), preprocessing=preprocessing, labels=labels,
                  execution_environment=execution_environment, layout=layout, output_kind=output_kind,
-                 manifest=manifest)
+                 manifest=manifest, max_image_pixels=max_image_pixels)
 
 
 def _check_manifest(manifest: Any, where: str) -> None:
@@ -519,6 +587,23 @@ def _check_manifest(manifest: Any, where: str) -> None:
         if key in manifest and not isinstance(manifest[key], dict):
             raise ModelError(f"manifest {where!r}: {key!r} must be a JSON object (e.g. "
                              f"{{\"layout\": \"NCHW\"}} / {{\"kind\": \"logits\"}}); got {type(manifest[key]).__name__}.")
+
+
+def check_finite_output(out: np.ndarray, path: str, output_name: str, source: str | None) -> None:
+    """ModelError naming the output and the image(s) if ``out`` (batch first) holds NaN or inf."""
+    out = np.asarray(out)
+    if out.dtype.kind != "f" or out.size == 0:
+        return
+    finite = np.isfinite(out)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.reshape(len(out), -1).all(axis=1))
+    kind = "NaN" if np.isnan(out).any() else "inf"
+    where = source or "the input batch"
+    rows = f"for {len(bad_rows)} of {len(out)} images in the batch " if len(out) > 1 else ""
+    raise ModelError(f"{path}: output {output_name!r} is {kind} {rows}on {where}; the model gives no usable "
+                     "scores there (a broken export, a float16 overflow, or input far outside what the "
+                     "preprocessing expects).")
 
 
 def _detect_layout(dims: Sequence[int | None], override: str | None, path: str, name: str) -> str:

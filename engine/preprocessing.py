@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .errors import OptionError, OptionTypeError
 from ._validation import check_choice
 
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -58,15 +59,15 @@ class Preprocessing:
         for key in ("mean", "std"):
             value = getattr(self, key)
             if len(value) != 3:
-                raise ValueError(f"preprocessing {key!r} must have 3 values (one per channel); got {list(value)}.")
+                raise OptionError(f"preprocessing {key!r} must have 3 values (one per channel); got {list(value)}.")
         values = [self.scale, *self.mean, *self.std]
         if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
-            raise ValueError(f"preprocessing scale/mean/std must be finite numbers; got scale {self.scale}, "
+            raise OptionError(f"preprocessing scale/mean/std must be finite numbers; got scale {self.scale}, "
                              f"mean {list(self.mean)}, std {list(self.std)}.")
         if any(s == 0 for s in self.std):
-            raise ValueError(f"preprocessing 'std' must be non-zero; got {list(self.std)}.")
+            raise OptionError(f"preprocessing 'std' must be non-zero; got {list(self.std)}.")
         if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 1):
-            raise ValueError(f"preprocessing 'input_size' must be (H, W) with positive sizes; got {self.input_size}.")
+            raise OptionError(f"preprocessing 'input_size' must be (H, W) with positive sizes; got {self.input_size}.")
 
     @property
     def channel_source(self) -> np.ndarray:
@@ -101,19 +102,19 @@ def from_mapping(spec: Mapping[str, Any], *, where: str) -> Preprocessing:
         try:
             return preset(spec)
         except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+            raise OptionError(f"{where}: {exc}") from None
     if not isinstance(spec, Mapping):
-        raise ValueError(f"{where}: preprocessing must be 'imagenet', 'none' or an object with keys "
+        raise OptionError(f"{where}: preprocessing must be 'imagenet', 'none' or an object with keys "
                          f"{sorted(_KEYS)}; got {type(spec).__name__}.")
     unknown = set(spec) - _KEYS
     if unknown:
-        raise ValueError(f"{where}: unknown preprocessing keys {sorted(map(str, unknown))}; expected some of "
+        raise OptionError(f"{where}: unknown preprocessing keys {sorted(map(str, unknown))}; expected some of "
                          f"{sorted(_KEYS)}.")
     if spec.get("resize", "bilinear") != "bilinear":
-        raise ValueError(f"{where}: preprocessing 'resize' {spec['resize']!r} is not supported; onnxplain resizes "
+        raise OptionError(f"{where}: preprocessing 'resize' {spec['resize']!r} is not supported; onnxplain resizes "
                          "images bilinearly ('bilinear'); resize or crop the image yourself for other schemes.")
     if "layout" in spec and spec["layout"] not in ("NCHW", "NHWC"):
-        raise ValueError(f"{where}: preprocessing 'layout' must be 'NCHW' or 'NHWC'; got {spec['layout']!r}.")
+        raise OptionError(f"{where}: preprocessing 'layout' must be 'NCHW' or 'NHWC'; got {spec['layout']!r}.")
     size = _input_size(spec.get("input_size"), where)
     if "preset" in spec:
         base = preset(spec["preset"], size)
@@ -123,7 +124,7 @@ def from_mapping(spec: Mapping[str, Any], *, where: str) -> Preprocessing:
         spec = {**base.to_dict(), **extra}
     scale = spec.get("scale", 1.0)
     if isinstance(scale, (str, bool)) or not isinstance(scale, numbers.Real):
-        raise ValueError(f"{where}: preprocessing 'scale' must be a number; got {scale!r}.")
+        raise OptionError(f"{where}: preprocessing 'scale' must be a number; got {scale!r}.")
     try:
         return Preprocessing(
             input_size=size,
@@ -134,7 +135,7 @@ def from_mapping(spec: Mapping[str, Any], *, where: str) -> Preprocessing:
             name=where,
         )
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: invalid preprocessing: {exc}") from None
+        raise OptionError(f"{where}: invalid preprocessing: {exc}") from None
 
 
 def declared_layout(preprocessing: Any, *, manifest: Mapping[str, Any] | None,
@@ -164,18 +165,18 @@ def _input_size(size: Any, where: str) -> tuple[int, int] | None:
     ok = (isinstance(size, (list, tuple)) and len(size) == 2
           and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size))
     if not ok:
-        raise ValueError(f"{where}: preprocessing 'input_size' must be [H, W] (two integers); got {size!r}.")
+        raise OptionError(f"{where}: preprocessing 'input_size' must be [H, W] (two integers); got {size!r}.")
     return int(size[0]), int(size[1])
 
 
 def _three(v: Any) -> list[float]:
     if isinstance(v, str) or isinstance(v, bool):
-        raise TypeError(f"expected a number or a list of 3 numbers; got {v!r}")
+        raise OptionTypeError(f"expected a number or a list of 3 numbers; got {v!r}")
     if isinstance(v, numbers.Real):
         return [v, v, v]
     v = list(v)
     if any(isinstance(x, (str, bool)) for x in v):
-        raise TypeError(f"expected numbers; got {v!r}")
+        raise OptionTypeError(f"expected numbers; got {v!r}")
     return v * 3 if len(v) == 1 else v
 
 
@@ -193,7 +194,7 @@ def resolve(preprocessing: Any, *, manifest: Mapping[str, Any] | None, metadata:
     elif isinstance(preprocessing, Mapping):
         result = from_mapping(preprocessing, where="preprocessing argument")
     elif preprocessing is not None:
-        raise TypeError("The 'preprocessing' parameter must be 'imagenet', 'none', a mapping or a "
+        raise OptionTypeError("The 'preprocessing' parameter must be 'imagenet', 'none', a mapping or a "
                         f"Preprocessing; got {type(preprocessing).__name__}.")
     elif manifest is not None and "preprocessing" in manifest:
         result = from_mapping(manifest["preprocessing"], where="manifest preprocessing")
@@ -201,16 +202,56 @@ def resolve(preprocessing: Any, *, manifest: Mapping[str, Any] | None, metadata:
         try:
             spec = json.loads(metadata["onnxplain.preprocessing"])
         except json.JSONDecodeError as exc:
-            raise ValueError(f"ONNX metadata 'onnxplain.preprocessing' is not valid JSON: {exc}") from None
+            raise OptionError(f"ONNX metadata 'onnxplain.preprocessing' is not valid JSON: {exc}") from None
         result = from_mapping(spec, where="ONNX metadata 'onnxplain.preprocessing'")
     else:
-        raise ValueError(
+        raise OptionError(
             "The model declares no preprocessing (no manifest beside it, no 'onnxplain.preprocessing' "
             "ONNX metadata); pass preprocessing='imagenet', 'none' or a mapping with "
             "scale/mean/std/channel_order (CLI: --preprocessing).")
     if result.input_size is None and model_size is not None:
         result = Preprocessing(model_size, result.scale, result.mean, result.std, result.channel_order, result.name)
     if result.input_size is not None and model_size is not None and tuple(result.input_size) != tuple(model_size):
-        raise ValueError(f"preprocessing input_size {tuple(result.input_size)} does not match the model's "
+        raise OptionError(f"preprocessing input_size {tuple(result.input_size)} does not match the model's "
                          f"static input size {tuple(model_size)}.")
     return result
+
+
+def expected_pixel_range(pre: Preprocessing) -> float | None:
+    """The pixel range the declared preprocessing is written for: 255 (0..255 pixels map to
+    moderate model values), 1 (0..1 pixels do and 0..255 ones land far outside), or None
+    when it cannot tell (the identity: the model may take any range)."""
+    a, b = (v.astype(np.float64) for v in pre.affine)
+
+    def moderate(v: float) -> bool:
+        return bool(np.all(np.abs(a * v + b) <= 10.0))
+
+    if moderate(0.0) and moderate(255.0):
+        return 255.0
+    identity = np.allclose(a, 1.0) and np.allclose(b, 0.0)
+    if not identity and moderate(0.0) and moderate(1.0) and bool(np.all(np.abs(a * 255.0 + b) > 50.0)):
+        return 1.0
+    return None
+
+
+def warn_if_out_of_range(pixels: np.ndarray, pre: Preprocessing, what: str) -> None:
+    """An OnnxplainWarning when an image's values are far from what ``pre`` expects: a 0..1
+    float image given to a model that declares 0..255 pixels, or 0..255 values given to one
+    that declares 0..1 (the model would see a flat or saturated image and answer nonsense)."""
+    expected = expected_pixel_range(pre)
+    if expected is None:
+        return
+    lo, hi = float(pixels.min()), float(pixels.max())
+    if expected == 255.0 and 0.0 < hi <= 1.0:
+        hint = "multiply a 0..1 image by 255, or declare preprocessing for 0..1 pixels"
+    elif expected == 1.0 and hi > 2.0:
+        hint = "divide a 0..255 image by 255, or declare preprocessing for 0..255 pixels (e.g. scale 1/255)"
+    else:
+        return
+    import warnings
+
+    from .errors import OnnxplainWarning
+
+    warnings.warn(f"{what} has values in [{lo:.3g}, {hi:.3g}] but the model's preprocessing ({pre.name}: scale "
+                  f"{pre.scale:g}, mean {list(pre.mean)}, std {list(pre.std)}) expects pixels in 0..{expected:g}; "
+                  f"{hint}.", OnnxplainWarning, stacklevel=4)

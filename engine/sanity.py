@@ -34,8 +34,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .errors import OptionError
 from ._validation import check_choice, check_int
-from .evaluate import check_methods, explain_with
+from .registry import METHODS, check_methods
 from .model import Model
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
     label : int or str, optional
         The class explained in every step; default the original model's top class.
     methods : sequence of str
-        Names from :data:`onnxplain.evaluate.QUALITY_METHODS` (e.g. "gradient",
+        Names from :data:`onnxplain.METHODS` (e.g. "gradient",
         "guided-backprop", "gradcam", "integrated-gradients", "smoothgrad", "occlusion").
     mode : {"cascading", "independent"}
     layers : sequence of int, optional
@@ -227,13 +228,13 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
     every = check_int("every", every, minimum=1)
     all_layers = weight_layers(model.onnx_model)
     if not all_layers:
-        raise ValueError(f"{model.path}: the graph has no Conv/Gemm/MatMul node with a float weight initializer "
+        raise OptionError(f"{model.path}: the graph has no Conv/Gemm/MatMul node with a float weight initializer "
                          "to randomise.")
     steps = _steps(layers, every, len(all_layers))
     params = {m: dict((method_params or {}).get(m, {})) for m in methods}
     t0 = time.perf_counter()
     label_idx = model.classify(image, top_k=1)[0][0] if label is None else model.label_index(label)
-    original = {m: _map_pair(explain_with(m, model, image, label_idx, **params[m])) for m in methods}
+    original = {m: _map_pair(METHODS[m](model, image, label_idx, **params[m])) for m in methods}
     rows, kept = [], {}
     total = len(steps) * len(methods)
     for s_i, step in enumerate(steps):
@@ -242,7 +243,7 @@ def sanity_check(model: Model, image: Any, label: Any = None, *,
         rmodel = model.with_graph(proto, path=f"{model.path} ({mode} randomised, layer {step})")
         top1 = rmodel.classify(image, top_k=1)[0][0]
         for m_i, m in enumerate(methods):
-            abs_map, signed = _map_pair(explain_with(m, rmodel, image, label_idx, **params[m]))
+            abs_map, signed = _map_pair(METHODS[m](rmodel, image, label_idx, **params[m]))
             o_abs, o_signed = original[m]
             rho_abs, rho_signed = spearman(o_abs, abs_map), spearman(o_signed, signed)
             rows.append({"method": m, "step": step, "layer": all_layers[step].node, "op_type": all_layers[step].op_type,
@@ -264,7 +265,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
     a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"maps of different sizes: {a.size} and {b.size} values.")
+        raise OptionError(f"maps of different sizes: {a.size} and {b.size} values.")
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     ra, rb = rankdata(a), rankdata(b)
@@ -303,7 +304,7 @@ def _steps(layers: Sequence[int] | None, every: int, n: int) -> list[int]:
         return steps
     steps = [check_int("layers[]", i, minimum=0, maximum=n - 1) for i in layers]
     if not steps:
-        raise ValueError("The 'layers' parameter is empty.")
+        raise OptionError("The 'layers' parameter is empty.")
     return sorted(set(steps))
 
 

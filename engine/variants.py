@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ._validation import check_choice, check_int
-from .errors import ModelError
+from .errors import ModelError, OptionError
 from .model import Model
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def quantize_int8(model: Model, path: str | os.PathLike, *, calibration_images: 
         raise ModelError(f"{model.path}: int8 quantization needs a float32 model; the input is {model.input_dtype}.")
     images = list(calibration_images) if calibration_images is not None else sample_images()
     if not images:
-        raise ValueError("The 'calibration_images' parameter is empty.")
+        raise OptionError("The 'calibration_images' parameter is empty.")
     feeds = [model.to_native(model.prepare(im)[0][None]) for im in images]
 
     class _Reader(CalibrationDataReader):

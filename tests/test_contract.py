@@ -18,23 +18,42 @@ import onnxplain
 
 ZOO = pathlib.Path(__file__).parent / "data" / "zoo"
 
-METHODS = [
-    ("lime", onnxplain.image_lime, dict(num_samples=64, num_features=16, segmentation="grid", random_state=3)),
+#: Smaller sample counts than the "quick" preset for this 64 x 64 toy net (run ~8 times per method).
+SMALL = {
+    "lime": dict(num_samples=64, num_features=16, segmentation="grid", random_state=3),
+    "occlusion": dict(mask_size=8, stride=4),
+    "rise": dict(num_masks=64, cell_size=4, random_state=3),
+    "integrated-gradients": dict(num_steps=5),
+    "smoothgrad": dict(num_samples=4, random_state=3),
+    "kernelshap": dict(num_samples=64, num_features=16, segmentation="grid", random_state=3),
+}
+#: Every registry method at its quick preset (with SMALL on top), plus option variants that
+#: take another code path.
+METHODS = [(name, onnxplain.METHODS[name], {"preset": "quick", **SMALL.get(name, {})}) for name in onnxplain.METHODS]
+METHODS += [
     ("lime-linear", onnxplain.image_lime, dict(num_samples=256, num_features=16, surrogate="linear", random_state=3)),
-    ("occlusion", onnxplain.occlusion_sensitivity, dict(mask_size=8, stride=4)),
-    ("rise", onnxplain.rise, dict(num_masks=64, cell_size=4, random_state=3)),
-    ("gradcam", onnxplain.grad_cam, {}),
-    ("gradcam++", onnxplain.grad_cam_plus_plus, {}),
-    ("scorecam", onnxplain.score_cam, {}),
-    ("guided-gradcam", onnxplain.guided_grad_cam, {}),
-    ("gradient", onnxplain.gradient_attribution, dict(method="gradient")),
-    ("guided-backprop", onnxplain.gradient_attribution, dict(method="guided-backprop")),
-    ("zeiler-fergus", onnxplain.gradient_attribution, dict(method="zeiler-fergus")),
-    ("integrated-gradients", onnxplain.gradient_attribution, dict(method="integrated-gradients", num_steps=5)),
-    ("smoothgrad", onnxplain.gradient_attribution, dict(method="smoothgrad", num_samples=4, random_state=3)),
-    ("gradient-x-input", onnxplain.gradient_attribution, dict(method="gradient-x-input")),
 ]
 IDS = [m[0] for m in METHODS]
+
+
+def test_registry_is_complete():
+    """Every public method function is reachable through onnxplain.METHODS (oracle: __all__)."""
+    funcs = {s.func for s in onnxplain.METHODS.values()}
+    public = {getattr(onnxplain, n) for n in ("image_lime", "grad_cam", "grad_cam_plus_plus", "score_cam",
+                                               "guided_grad_cam", "gradient_attribution", "occlusion_sensitivity",
+                                               "rise", "recipro_cam", "layer_cam", "hires_cam", "xgrad_cam",
+                                               "eigen_cam", "ablation_cam", "kernel_shap")}
+    assert public == funcs
+    from onnxplain.methods.gradients import METHODS as GRADIENT_METHODS
+
+    assert {s.fixed["method"] for s in onnxplain.METHODS.values() if s.func is onnxplain.gradient_attribution} \
+        == set(GRADIENT_METHODS)
+    for spec in onnxplain.METHODS.values():
+        assert set(spec.presets) == {"main", "quick"} and spec.summary
+    with pytest.raises(ValueError, match="fixes method='smoothgrad'"):
+        onnxplain.METHODS["smoothgrad"].options(method="gradient")
+    with pytest.raises(ValueError, match="'preset' parameter"):
+        onnxplain.METHODS["smoothgrad"].options("light")
 
 
 RECT = pathlib.Path(__file__).parent / "data" / "rectangle"

@@ -12,17 +12,15 @@ import argparse
 import numpy as np
 
 from ..methods._cam import UPSAMPLING
-from ..methods.gradcam import (explain_default, explain_default_guided, explain_default_plus_plus, grad_cam,
-                               grad_cam_plus_plus)
-from ..methods.scorecam import explain_default as explain_default_scorecam
+from ..methods.gradcam import grad_cam, grad_cam_plus_plus
 from ..methods.scorecam import score_cam
 from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
     write_result
 
-__all__ = ["add_parser", "run", "explain_default", "explain_default_plus_plus", "explain_default_guided",
-           "explain_default_scorecam"]
+__all__ = ["add_parser", "run"]
 
-VARIANTS = {"gradcam": grad_cam, "gradcam++": grad_cam_plus_plus, "scorecam": score_cam}
+#: --variant -> function ("scorecam" is the pre-registry spelling of "score-cam", kept for old scripts)
+VARIANTS = {"gradcam": grad_cam, "gradcam++": grad_cam_plus_plus, "score-cam": score_cam, "scorecam": score_cam}
 
 
 def add_parser(sub) -> None:
@@ -40,7 +38,7 @@ def add_parser(sub) -> None:
                         "a final Softmax/Sigmoid, or a tensor name")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic", help="output upsampling (default bicubic)")
     p.add_argument("--variant", choices=tuple(VARIANTS), default="gradcam", help="CAM method (default gradcam)")
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32,
                    help="targets (Grad-CAM) or masked images (Score-CAM) per model call (default 32)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
@@ -55,9 +53,7 @@ def run(args: argparse.Namespace) -> int:
                         reduction_layer=args.reduction_layer, output_upsampling=args.upsampling,
                         feature_layout=args.feature_layout, mini_batch_size=args.batch_size, progress=bar)
     stem = f"{name}_{args.variant.replace('++', 'pp')}"
-    written = write_result(result, image, args.out, stem, kind="heat", model=model)
-    np.save(f"{args.out}/{stem}_cam.npy", result.cam)
-    written.append(f"{args.out}/{stem}_cam.npy")
+    written = write_result(result, image, args.out, stem, model=model, arrays={"cam": result.cam})
     print(f"{args.variant}: feature layer {result.feature_layer!r} ({result.feature_layout}), reduction layer "
           f"{result.reduction_layer!r}")
     for idx, lname, score in zip(result.labels, result.label_names, np.ravel(result.scores)):

@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice
-from ..images import resize_map
+from ..images import describe_image, resize_map
 from ..model import Model
 from ..runtime import ENVIRONMENTS
 
@@ -26,12 +27,13 @@ class Context:
     label_names: list[str]
     multi: bool                   # label was given as a list: maps get a trailing K axis
     environment: str
+    source: str = "the image"    # the image in error messages (file name or array shape)
     started: float = field(default_factory=time.perf_counter)
 
     def base_scores(self) -> np.ndarray:
         """Scores (K,) of the explained labels on the unperturbed working image."""
         native = self.model.to_native(self.pixels[None])
-        return self.model.scores_native(native, environment=self.environment)[0, self.labels]
+        return self.model.scores_native(native, environment=self.environment, source=self.source)[0, self.labels]
 
     def finish(self, maps_k: np.ndarray, method: str) -> np.ndarray:
         """(h, w, K) working-size maps -> (H, W[, K]) at the original image size."""
@@ -42,7 +44,7 @@ class Context:
 def start(model: Model, image: Any, execution_environment: str | None) -> tuple[np.ndarray, tuple[int, int], str]:
     """Validate model and environment, prepare the image: (pixels (h, w, 3), original size, environment)."""
     if not isinstance(model, Model):
-        raise TypeError(f"The 'model' parameter must be an engine Model (see onnxplain.load_model); got "
+        raise OptionTypeError(f"The 'model' parameter must be an engine Model (see onnxplain.load_model); got "
                         f"{type(model).__name__}.")
     env = model.execution_environment if execution_environment is None else execution_environment
     check_choice("execution_environment", env, ENVIRONMENTS)
@@ -58,10 +60,17 @@ def begin(model: Model, image: Any, label: Any, execution_environment: str | Non
     multi = isinstance(label, (list, tuple, np.ndarray))
     if label is None:
         if not default_label_top:
-            raise ValueError("The 'label' parameter is required for this method.")
-        scores = model.scores_native(model.to_native(pixels[None]), environment=env)[0]
+            raise OptionError("The 'label' parameter is required for this method.")
+        scores = model.scores_native(model.to_native(pixels[None]), environment=env, source=describe_image(image))[0]
         labels = [int(np.argmax(scores))]
     else:
         labels = model.label_indices(label)
     names = [model.class_names[i] for i in labels]
-    return Context(model, pixels, original, labels, names, multi, env)
+    return Context(model, pixels, original, labels, names, multi, env, describe_image(image))
+
+
+def check_finite_scores(model: Model, tensor: str, values: np.ndarray, image: Any) -> None:
+    """ModelError naming ``tensor`` and the image when explained scores (K,) are NaN/inf."""
+    from ..model import check_finite_output
+
+    check_finite_output(np.asarray(values, np.float64).reshape(1, -1), model.path, tensor, describe_image(image))

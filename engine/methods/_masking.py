@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import OptionError, OptionTypeError
 from ..model import Model
 
 
@@ -24,7 +25,7 @@ def resolve_fill(name: str, value: Any, pixels: np.ndarray | None, *, mean_word:
             return np.zeros(3, dtype=np.float32)
         words = (mean_word, "zero") if mean_word == "mean" else (mean_word,)
         listed = ", ".join(repr(w) for w in words)
-        raise ValueError(f"The {name!r} parameter must be one of {{{listed}}}, a number or 3 numbers (R, G, B) "
+        raise OptionError(f"The {name!r} parameter must be one of {{{listed}}}, a number or 3 numbers (R, G, B) "
                          f"in pixel units; got {value!r}.")
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         values = [float(value)] * 3
@@ -32,19 +33,19 @@ def resolve_fill(name: str, value: Any, pixels: np.ndarray | None, *, mean_word:
         try:
             values = [float(v) for v in value]
         except (TypeError, ValueError):
-            raise TypeError(f"The {name!r} parameter must be {mean_word!r}, a number or 3 numbers (R, G, B); "
+            raise OptionTypeError(f"The {name!r} parameter must be {mean_word!r}, a number or 3 numbers (R, G, B); "
                             f"got {value!r}.") from None
         if len(values) != 3:
-            raise ValueError(f"The {name!r} parameter must have 3 values (R, G, B); got {len(values)}.")
+            raise OptionError(f"The {name!r} parameter must have 3 values (R, G, B); got {len(values)}.")
     arr = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"The {name!r} parameter must be finite; got {values}.")
+        raise OptionError(f"The {name!r} parameter must be finite; got {values}.")
     return arr.astype(np.float32)
 
 
 def stream(model: Model, environment: str, total: int, batch: int, write: Callable[[int, int], np.ndarray],
            consume: Callable[[int, int, np.ndarray], None], progress: Callable[[int, int], None] | None,
-           timings: dict[str, float]) -> None:
+           timings: dict[str, float], source: str | None = None) -> None:
     """Run ``total`` synthetic samples through the model ``batch`` at a time.
 
     ``write(start, n)`` fills and returns the native batch of samples start..start+n-1;
@@ -56,7 +57,7 @@ def stream(model: Model, environment: str, total: int, batch: int, write: Callab
         t0 = time.perf_counter()
         x = write(start, n)
         t1 = time.perf_counter()
-        scores = model.scores_native(x, environment=environment)
+        scores = model.scores_native(x, environment=environment, source=source)
         t2 = time.perf_counter()
         consume(start, n, scores)
         t3 = time.perf_counter()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import LabelError
+from ..errors import LabelError, OptionError, OptionTypeError
 from ..model import Model
 
 log = logging.getLogger(__name__)
@@ -82,17 +82,17 @@ def resolve_reduction_layer(model: Model, reduction_layer: str | None) -> tuple[
     """(tensor name, is the model output) for ``reduction_layer`` (None, "logits" or a tensor name)."""
     from .layers import tensor_names
 
+    if reduction_layer is not None and not isinstance(reduction_layer, str):
+        raise OptionTypeError(f"The 'reduction_layer' parameter must be None, 'logits' or a tensor name; got "
+                              f"{type(reduction_layer).__name__}.")
     if reduction_layer is None or reduction_layer == model.output_name:
         return model.output_name, True
-    if not isinstance(reduction_layer, str):
-        raise TypeError(f"The 'reduction_layer' parameter must be None, 'logits' or a tensor name; got "
-                        f"{type(reduction_layer).__name__}.")
     if reduction_layer == "logits":
         name = model.logits_name or _sigmoid_input(model)
         if name is None:
             if model.output_kind == "logits":
                 return model.output_name, True
-            raise ValueError(f"reduction_layer='logits': {model.path} does not end in Softmax or Sigmoid, so it "
+            raise OptionError(f"reduction_layer='logits': {model.path} does not end in Softmax or Sigmoid, so it "
                              f"has no logits tensor before its output (output kind {model.output_kind!r}); name a "
                              "tensor instead.")
         return name, False
@@ -101,7 +101,7 @@ def resolve_reduction_layer(model: Model, reduction_layer: str | None) -> tuple[
         import difflib
 
         close = difflib.get_close_matches(reduction_layer, names, n=3, cutoff=0.6)
-        raise ValueError(f"The 'reduction_layer' parameter names no tensor of the model: {reduction_layer!r}."
+        raise OptionError(f"The 'reduction_layer' parameter names no tensor of the model: {reduction_layer!r}."
                          + (f" Close names: {close}." if close else ""))
     return reduction_layer, False
 
@@ -135,7 +135,7 @@ def resolve_targets(model: Model, pixels: np.ndarray, label: Any, reduction: Any
     differentiated, and its seed row is zeros.
     """
     if reduction is not None and label is not None:
-        raise ValueError("Give either 'label' or 'reduction', not both (a class reduction is the same as a label).")
+        raise OptionError("Give either 'label' or 'reduction', not both (a class reduction is the same as a label).")
     if reduction is None and label is not None:
         label = _check_label(label)
     spec = label if reduction is None else reduction
@@ -143,7 +143,7 @@ def resolve_targets(model: Model, pixels: np.ndarray, label: Any, reduction: Any
     if isinstance(spec, np.ndarray) and spec.dtype.kind in "fiub" and spec.ndim >= 1 and reduction is not None:
         items = _weight_rows(spec, shape)
     if not items:
-        raise ValueError("The 'label'/'reduction' parameter is an empty list; give at least one target.")
+        raise OptionError("The 'label'/'reduction' parameter is an empty list; give at least one target.")
     seeds, labels, names, kinds, fns = [], [], [], set(), []
     for item in items:
         seed, lab, name, kind, fn = _one_target(model, pixels, item, tensor, is_output, shape, evaluate, env,
@@ -190,7 +190,7 @@ def _weight_rows(spec: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
         return [spec]
     if spec.ndim >= 2 and spec[0].size == size:
         return list(spec)
-    raise ValueError(f"The 'reduction' weights have shape {spec.shape}; expected the reduction tensor's per-sample "
+    raise OptionError(f"The 'reduction' weights have shape {spec.shape}; expected the reduction tensor's per-sample "
                      f"shape {tuple(shape)} (or {size} values), or (K, {size}) for K targets.")
 
 
@@ -198,7 +198,7 @@ def _one_target(model, pixels, item, tensor, is_output, shape, evaluate, env, di
     size = int(np.prod(shape))
     if item is None:
         if len(shape) > 1:
-            raise ValueError(f"reduction tensor {tensor!r} has per-sample shape {tuple(shape)} (a dense output); "
+            raise OptionError(f"reduction tensor {tensor!r} has per-sample shape {tuple(shape)} (a dense output); "
                              "give a class label, ClassRegion(label, mask), weights or a callable.")
         if is_output:
             scores = model.scores_native(model.to_native(pixels[None]), environment=env)[0]
@@ -227,14 +227,14 @@ def _one_target(model, pixels, item, tensor, is_output, shape, evaluate, env, di
         return seed.astype(np.float32), -1, getattr(item, "__name__", "callable"), "callable", item
     arr = np.asarray(item)
     if arr.dtype.kind not in "fiub":
-        raise TypeError(f"The 'reduction' parameter must be a class (int/str), ClassRegion, (label, mask), a weight "
+        raise OptionTypeError(f"The 'reduction' parameter must be a class (int/str), ClassRegion, (label, mask), a weight "
                         f"array or a callable; got {type(item).__name__}.")
     if arr.size != size:
-        raise ValueError(f"The 'reduction' weights have {arr.size} values; the reduction tensor {tensor!r} has "
+        raise OptionError(f"The 'reduction' weights have {arr.size} values; the reduction tensor {tensor!r} has "
                          f"per-sample shape {tuple(shape)} ({size} values).")
     w = arr.astype(np.float32).reshape(shape)
     if not np.all(np.isfinite(w)):
-        raise ValueError("The 'reduction' weights contain NaN or inf.")
+        raise OptionError("The 'reduction' weights contain NaN or inf.")
     return w, -1, "weights", "weights", None
 
 
@@ -251,14 +251,14 @@ def _class_seed(model: Model, label: Any, tensor: str, is_output: bool, shape):
         return seed.reshape(shape), idx, name
     if size == 1 and model.output_kind == "sigmoid":  # the logit before the sigmoid
         return np.full(shape, 1.0 if idx == 1 else -1.0, np.float32), idx, name
-    raise ValueError(f"label {label!r} cannot select an entry of reduction tensor {tensor!r} (per-sample shape "
+    raise OptionError(f"label {label!r} cannot select an entry of reduction tensor {tensor!r} (per-sample shape "
                      f"{tuple(shape)}, the model has {model.num_classes} classes); give reduction weights or a "
                      "callable.")
 
 
 def _region_seed(model: Model, region: ClassRegion, shape, working_size):
     if len(shape) != 3:
-        raise ValueError(f"ClassRegion needs a dense output [N, C, H, W]; the reduction tensor has per-sample shape "
+        raise OptionError(f"ClassRegion needs a dense output [N, C, H, W]; the reduction tensor has per-sample shape "
                          f"{tuple(shape)}.")
     channels, h, w = shape
     label = region.label
@@ -276,14 +276,14 @@ def _region_seed(model: Model, region: ClassRegion, shape, working_size):
             raise LabelError(f"class index {idx} is out of range; the dense output has {channels} channels "
                              f"(0..{channels - 1}).")
     else:
-        raise TypeError(f"ClassRegion label must be an int or str; got {type(label).__name__}.")
+        raise OptionTypeError(f"ClassRegion label must be an int or str; got {type(label).__name__}.")
     seed = np.zeros(shape, np.float32)
     if region.mask is None:
         seed[idx] = 1.0
     else:
         mask = np.asarray(region.mask)
         if mask.ndim != 2 or mask.dtype.kind not in "biuf":
-            raise ValueError(f"ClassRegion mask must be a 2-D boolean array; got shape {mask.shape}, dtype "
+            raise OptionError(f"ClassRegion mask must be a 2-D boolean array; got shape {mask.shape}, dtype "
                              f"{mask.dtype}.")
         if mask.shape != (h, w):
             from ..images import resize_map
@@ -291,7 +291,7 @@ def _region_seed(model: Model, region: ClassRegion, shape, working_size):
             mask = resize_map(mask.astype(np.float32), (h, w), "nearest")
         seed[idx] = (mask != 0).astype(np.float32)
         if not seed[idx].any():
-            raise ValueError("ClassRegion mask selects no pixel.")
+            raise OptionError("ClassRegion mask selects no pixel.")
     names = model.class_names if len(model.class_names) == channels else None
     return seed, idx, (names[idx] if names else str(idx))
 
@@ -301,7 +301,7 @@ def numeric_gradient(fn: Callable[[np.ndarray], Any], r: np.ndarray) -> np.ndarr
     r = np.array(r, dtype=np.float64)
     base = _scalar(fn, r.copy())
     if not np.isfinite(base):
-        raise ValueError(f"the reduction callable returned {base} at the image's output.")
+        raise OptionError(f"the reduction callable returned {base} at the image's output.")
     flat = r.reshape(-1)
     grad = np.empty(flat.size, dtype=np.float64)
     steps = 1e-5 * np.maximum(1.0, np.abs(flat))
@@ -320,7 +320,7 @@ def numeric_gradient(fn: Callable[[np.ndarray], Any], r: np.ndarray) -> np.ndarr
 def _scalar(fn, x) -> float:
     value = np.asarray(fn(x))
     if value.size != 1:
-        raise ValueError(f"the reduction callable must return a scalar; got an array of shape {value.shape}.")
+        raise OptionError(f"the reduction callable must return a scalar; got an array of shape {value.shape}.")
     return float(value.reshape(()))
 
 
@@ -351,7 +351,7 @@ def per_sample_shape(model: Model, tensor: str, is_output: bool) -> tuple[int, .
     if is_output:
         x = model.to_native(np.zeros((1, *model.input_size, 3), np.float32))
         return tuple(model.run_native(x).shape[1:])
-    raise ValueError(f"the shape of reduction tensor {tensor!r} is not static; name a tensor with a known shape.")
+    raise OptionError(f"the shape of reduction tensor {tensor!r} is not static; name a tensor with a known shape.")
 
 
 

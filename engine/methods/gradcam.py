@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import shared_names
+
 from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
 from ._cam import GradientCAM, Progress
 from ._targets import ClassRegion
 
-__all__ = ["grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "ClassRegion", "explain_default",
-           "explain_default_plus_plus", "explain_default_guided", "EXPLAIN_DEFAULTS"]
+__all__ = ["grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "ClassRegion"]
 
 
 class GradCAM(GradientCAM):
@@ -54,6 +55,7 @@ _GRADCAM = GradCAM()
 _GRADCAMPP = GradCAMPlusPlus()
 
 
+@shared_names
 def grad_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = None, feature_layer: str | None = None,
              reduction_layer: str | None = None, output_upsampling: str = "bicubic",
              feature_layout: str | None = None, execution_environment: str | None = None,
@@ -117,6 +119,7 @@ def grad_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = No
                             mini_batch_size=mini_batch_size, progress=progress)
 
 
+@shared_names
 def grad_cam_plus_plus(model: Model, image: Any, label: Any = None, *, reduction: Any = None,
                        feature_layer: str | None = None, reduction_layer: str | None = None,
                        output_upsampling: str = "bicubic", feature_layout: str | None = None,
@@ -132,6 +135,7 @@ def grad_cam_plus_plus(model: Model, image: Any, label: Any = None, *, reduction
                               mini_batch_size=mini_batch_size, progress=progress)
 
 
+@shared_names
 def guided_grad_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = None,
                     feature_layer: str | None = None,
                     reduction_layer: str | None = None, feature_layout: str | None = None,
@@ -189,23 +193,3 @@ def _is_classifier(model: Model) -> bool:
 
     shape = tensor_shape(model, model.output_name)
     return shape is None or len(shape) <= 1
-
-
-def explain_default(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
-    """Grad-CAM with default settings, for ``onnxplain explain``."""
-    return grad_cam(model, image, label, progress=progress)
-
-
-def explain_default_plus_plus(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
-    """Grad-CAM++ with default settings, for ``onnxplain explain``."""
-    return grad_cam_plus_plus(model, image, label, progress=progress)
-
-
-def explain_default_guided(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
-    """Guided Grad-CAM with default settings, for ``onnxplain explain``."""
-    return guided_grad_cam(model, image, label, progress=progress)
-
-
-#: method name -> ``explain_default``-style function
-EXPLAIN_DEFAULTS = {"gradcam": explain_default, "gradcam++": explain_default_plus_plus,
-                    "guided-gradcam": explain_default_guided}

@@ -26,29 +26,42 @@ already has the model's size both are the same array.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from .._validation import as_generator, check_choice, check_float, check_int
-from ..images import load_image, resize_image, resize_map
+from .._validation import (
+    as_generator,
+    check_choice,
+    check_float,
+    check_int,
+    describe_seed,
+    shared_names,
+)
+from ..errors import ModelError, OptionError, OptionTypeError
+from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
+from ..runtime import ENVIRONMENTS
 from . import _targets as T
-from ._common import Progress, start
+from ._common import Progress, check_finite_scores, start
+from ._limits import check_allow_long, check_work
 
-__all__ = ["gradient_attribution", "METHODS", "explain_default", "EXPLAIN_DEFAULTS"]
+__all__ = ["BATCHABLE", "METHODS", "gradient_attribution", "gradient_attribution_batch"]
 
 METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients", "smoothgrad",
            "gradient-x-input")
 _RELU_MODE = {"guided-backprop": "guided", "zeiler-fergus": "deconvnet"}
 
 
+@shared_names
 def gradient_attribution(model: Model, image: Any, label: Any = None, *, method: str = "gradient",
                          baseline: Any = None, num_steps: int = 25, num_samples: int = 25,
                          noise_level: float = 0.15, mini_batch_size: int = 32, random_state: Any = None,
                          reduction: Any = None, reduction_layer: str | None = None,
-                         execution_environment: str | None = None, progress: Progress = None) -> Explanation:
+                         execution_environment: str | None = None, progress: Progress = None,
+                         allow_long: bool = False) -> Explanation:
     """Pixel attribution of a class score by gradients (see the module docstring for the methods).
 
     Parameters
@@ -78,6 +91,9 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         tensor before a final Softmax with ``reduction_layer="logits"``).
     execution_environment : {"auto", "cpu", "gpu"}, optional
     progress : callable(done, total), optional
+    allow_long : bool
+        Run more than the work bound of 100,000 engine runs per call (``num_steps`` or
+        ``num_samples`` times the number of labels; see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -99,8 +115,13 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     num_samples = check_int("num_samples", num_samples, minimum=1)
     noise_level = check_float("noise_level", noise_level, minimum=0.0)
     if baseline is not None and method != "integrated-gradients":
-        raise ValueError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
+        raise OptionError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
                          f"method={method!r}.")
+    per_label = num_steps if method == "integrated-gradients" else num_samples if method == "smoothgrad" else 1
+    labels_n = len(label) if isinstance(label, (list, tuple, np.ndarray)) else 1
+    option = "num_steps" if method == "integrated-gradients" else "num_samples"
+    check_work(model, f"{option}={per_label:,} x {labels_n} label(s)", per_label * labels_n,
+               allow_long=check_allow_long(allow_long), environment=execution_environment)
     pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
@@ -154,16 +175,125 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         r0 = np.asarray(T.reduction_value(model, pixels, tensor, is_output, env), np.float32)
         r_at_image = {k: r0 for k in range(k_count)}
     scores = targets.scores(np.stack([r_at_image[k] for k in range(k_count)]))
+    check_finite_scores(model, targets.tensor, scores, image)
+    if not np.all(np.isfinite(acc)):
+        raise ModelError(f"{model.path}: the gradient of {targets.tensor!r} is NaN or inf on "
+                         f"{describe_image(image)} although the scores are finite (an op whose derivative "
+                         "is infinite at this input, e.g. sqrt or log at 0).")
     params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
               "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
     if method == "integrated-gradients":
         params.update(num_steps=num_steps, baseline="black" if baseline is None else "custom")
     if method == "smoothgrad":
-        params.update(num_samples=num_samples, noise_level=noise_level, noise_sigma=plan.sigma)
+        params.update(num_samples=num_samples, noise_level=noise_level, noise_sigma=plan.sigma,
+                      random_state=describe_seed(random_state))
     extras = {"gradients": full if multi else full[..., 0], "working_gradients": working if multi else working[..., 0]}
     timings = {"inference": inference, "total": time.perf_counter() - started}
     return Explanation(method, (score if multi else score[..., 0]).astype(np.float32), list(targets.labels),
                        list(targets.names), scores, params, extras, timings)
+
+
+#: the methods with one sample per image (the image itself), which batch across images
+BATCHABLE = ("gradient", "guided-backprop", "zeiler-fergus", "gradient-x-input")
+
+
+def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequence[Any] | None = None, *,
+                               method: str = "gradient", mini_batch_size: int = 32,
+                               reduction_layer: str | None = None, execution_environment: str | None = None
+                               ) -> tuple[list[Explanation], np.ndarray]:
+    """:func:`gradient_attribution` of B working images at once: many images per engine run.
+
+    For the methods in :data:`BATCHABLE` (one sample per image; integrated gradients and
+    SmoothGrad already fill mini-batches with one image's samples).
+
+    Parameters
+    ----------
+    pixels : float32 (B, h, w, 3)
+        Images already at the model's input size; maps come back at that size.
+    labels : None, or one entry per image: a class (int/str) or a list of classes
+        None: each image's top class, chosen inside the gradient graph.
+    mini_batch_size : int
+        Rows (image x class) per engine run.
+
+    Returns
+    -------
+    (list of B Explanations, raw model output rows (B, ...) of each image's first row)
+        Each Explanation equals :func:`gradient_attribution` on that image.
+    """
+    started = time.perf_counter()
+    check_choice("method", method, BATCHABLE)
+    mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"gradient_attribution_batch takes working images (B, h, w, 3); got shape {pixels.shape}.")
+    env = model.execution_environment if execution_environment is None else execution_environment
+    check_choice("execution_environment", env, ENVIRONMENTS)
+    tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
+    shape = T.per_sample_shape(model, tensor, is_output)
+    engine = T.engine_for(model, env, [] if is_output else [tensor])
+    relu_mode = _RELU_MODE.get(method, "standard")
+    count = len(pixels)
+    if labels is None and not T.top_in_graph(model, None, None, is_output, shape):
+        raise ValueError("gradient_attribution_batch: the top class can be chosen in the graph only for a "
+                         "classifier output; give labels (or explain image by image).")
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"gradient_attribution_batch: {len(labels)} label entries for {count} images.")
+    t0 = time.perf_counter()
+    wrt = [engine.input_name]
+    if labels is None:
+        outs = [engine.run(pixels[s:s + mini_batch_size], None, wrt=wrt, relu_mode=relu_mode)
+                for s in range(0, count, mini_batch_size)]
+        chosen = [int(t) for o in outs for t in o["target"]]
+        targets = [T.resolve_targets(model, pixels[b], chosen[b], None, tensor, is_output, shape, _no_evaluate, env)
+                   for b in range(count)]
+        rows = [(b, 0) for b in range(count)]
+    else:
+        targets = [T.resolve_targets(model, pixels[b], labels[b], None, tensor, is_output, shape, _no_evaluate, env)
+                   for b in range(count)]
+        rows = [(b, k) for b in range(count) for k in range(targets[b].count)]
+        outs = []
+        for s in range(0, len(rows), mini_batch_size):
+            chunk = rows[s:s + mini_batch_size]
+            seeds = np.stack([targets[b].seeds[k] for b, k in chunk])
+            outs.append(engine.run(pixels[[b for b, _ in chunk]], seeds, wrt=wrt, relu_mode=relu_mode,
+                                   reduction=None if is_output else tensor))
+    grads = np.concatenate([np.asarray(o[f"grad:{engine.input_name}"], np.float64) for o in outs])
+    r_all = np.concatenate([np.asarray(o["reduction"]) for o in outs])
+    output = np.concatenate([np.asarray(o["output"]) for o in outs])
+    inference = time.perf_counter() - t0
+    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+              "relu_mode": relu_mode, "reduction_layer": tensor}
+    results, first_rows = [], []
+    for b in range(count):
+        idx = [i for i, (bb, _) in enumerate(rows) if bb == b]
+        first_rows.append(idx[0])
+        px = pixels[b]
+        # as gradient_attribution: 0 + 1.0 * g, then the method's finish (x input for gradient-x-input)
+        acc = np.zeros((len(idx), *px.shape), np.float64) + grads[idx]
+        scores = targets[b].scores(r_all[idx])
+        check_finite_scores(model, targets[b].tensor, scores, px)   # as gradient_attribution
+        if not np.all(np.isfinite(acc)):
+            raise ModelError(f"{model.path}: the gradient of {targets[b].tensor!r} is NaN or inf on "
+                             f"{describe_image(px)} although the scores are finite (an op whose derivative "
+                             "is infinite at this input, e.g. sqrt or log at 0).")
+        attribution = (acc * px.astype(np.float64) if method == "gradient-x-input" else acc).astype(np.float32)
+        working = np.ascontiguousarray(attribution.transpose(1, 2, 3, 0))            # (h, w, 3, K)
+        score = np.abs(working).sum(axis=2)
+        multi = labels is not None and isinstance(labels[b], (list, tuple, np.ndarray))
+        extras = {"gradients": working if multi else working[..., 0],
+                  "working_gradients": working if multi else working[..., 0]}
+        timings = {"inference": inference, "batch_images": count}
+        results.append(Explanation(method, (score if multi else score[..., 0]).astype(np.float32),
+                                   list(targets[b].labels), list(targets[b].names), scores,
+                                   {**params, "reduction": targets[b].kind}, extras, timings))
+    total = time.perf_counter() - started
+    for e in results:
+        e.timings["total"] = total
+    return results, output[first_rows]
+
+
+def _no_evaluate():
+    raise AssertionError("class targets need no forward pass")
 
 
 class _Plan:
@@ -176,8 +306,8 @@ class _Plan:
         self.exact = exact  # index of the sample that is the unperturbed image, if any
 
     @classmethod
-    def build(cls, method, pixels, base, num_steps, num_samples, noise_level, rng) -> "_Plan":
-        keep = lambda acc, px: acc  # noqa: E731
+    def build(cls, method, pixels, base, num_steps, num_samples, noise_level, rng) -> _Plan:
+        keep = lambda acc, px: acc
         if method == "integrated-gradients":
             alphas = np.linspace(0.0, 1.0, num_steps)
             weights = np.full(num_steps, 1.0 / (num_steps - 1))
@@ -236,7 +366,7 @@ def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> n
         return np.full_like(pixels, value)
     arr = np.asarray(baseline)
     if arr.dtype.kind not in "uif":
-        raise TypeError(f"The 'baseline' parameter must be None, a number, a colour (3,) or an image; got dtype "
+        raise OptionTypeError(f"The 'baseline' parameter must be None, a number, a colour (3,) or an image; got dtype "
                         f"{arr.dtype}.")
     if arr.shape == (3,):
         return np.broadcast_to(arr.astype(np.float32), pixels.shape).copy()
@@ -245,29 +375,5 @@ def _baseline(baseline: Any, pixels: np.ndarray, original: tuple[int, int]) -> n
         return img
     if img.shape[:2] == tuple(original):
         return resize_image(img, pixels.shape[:2])
-    raise ValueError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
+    raise OptionError(f"The 'baseline' image has size {img.shape[:2]}; expected the image's size {tuple(original)} "
                      f"or the model's input size {pixels.shape[:2]}.")
-
-
-# Light settings for `onnxplain explain` (all six on the bundled model, 2 cores: ~5 s steady state).
-_LIGHT = {"integrated-gradients": {"num_steps": 16}, "smoothgrad": {"num_samples": 10, "random_state": 0}}
-
-
-def explain_default(model: Model, image: Any, label: Any = None, progress: Progress = None, *,
-                    method: str = "gradient") -> Explanation:
-    """Light default settings for ``onnxplain explain`` (``method`` one of :data:`METHODS`)."""
-    check_choice("method", method, METHODS)
-    return gradient_attribution(model, image, label, method=method, progress=progress, **_LIGHT.get(method, {}))
-
-
-def _default_for(method: str) -> Callable[..., Explanation]:
-    def run(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
-        return explain_default(model, image, label, progress, method=method)
-
-    run.__name__ = "explain_" + method.replace("-", "_")
-    run.__doc__ = f"{method} with light default settings, for ``onnxplain explain``."
-    return run
-
-
-#: method name -> ``explain_default(model, image, label, progress)``-style function
-EXPLAIN_DEFAULTS: dict[str, Callable[..., Explanation]] = {m: _default_for(m) for m in METHODS}

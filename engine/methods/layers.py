@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice
 from ..model import Model
 
@@ -188,18 +189,18 @@ def feature_layer_for(model: Model, feature_layer: str | None = None, *, feature
             _AUTO_CACHE[model] = chosen
         return chosen
     if not isinstance(feature_layer, str):
-        raise TypeError(f"The 'feature_layer' parameter must be a tensor name (str) or None; got "
+        raise OptionTypeError(f"The 'feature_layer' parameter must be a tensor name (str) or None; got "
                         f"{type(feature_layer).__name__}.")
     if feature_layer not in tensors:
         close = _close_names(feature_layer, order)
         hint = f" Close names: {close}." if close else " List them with `onnxplain inspect --all`."
-        raise ValueError(f"The 'feature_layer' parameter names no tensor of the model: {feature_layer!r}.{hint}")
+        raise OptionError(f"The 'feature_layer' parameter names no tensor of the model: {feature_layer!r}.{hint}")
     t = tensors[feature_layer]
     if not t.is_float:
-        raise ValueError(f"feature layer {feature_layer!r} is not a float tensor; choose an activation map.")
+        raise OptionError(f"feature layer {feature_layer!r} is not a float tensor; choose an activation map.")
     if t.shape is None or len(t.shape) not in (2, 3):
         shape = "unknown" if t.shape is None else f"[N, {', '.join(str(d) for d in t.shape)}]"
-        raise ValueError(f"feature layer {feature_layer!r} has shape {shape}; expected a rank-4 map [N, C, H, W] "
+        raise OptionError(f"feature layer {feature_layer!r} has shape {shape}; expected a rank-4 map [N, C, H, W] "
                          "(or [N, H, W, C]) or a rank-3 token tensor [N, T, D].")
     if len(t.shape) == 3:
         return _as_map(model, t, feature_layout)
@@ -229,23 +230,23 @@ def _choose(model, tensors, order, articulation, feature_layout, environment, al
         log.info("Grad-CAM feature layer: %s (%s, %s)", last_map.name, last_map.op_type, last_map.layout)
         return last_map
     if not tokens and model.input_size is None:
-        raise ValueError(f"{model.path}: cannot choose a Grad-CAM feature layer automatically: the model's input "
+        raise OptionError(f"{model.path}: cannot choose a Grad-CAM feature layer automatically: the model's input "
                          "size is dynamic, so its feature-map sizes are unknown; declare preprocessing input_size "
                          "or pass feature_layer=<tensor name>.")
     if not tokens:
-        raise ValueError(f"{model.path}: cannot choose a Grad-CAM feature layer automatically (no rank-4 map "
+        raise OptionError(f"{model.path}: cannot choose a Grad-CAM feature layer automatically (no rank-4 map "
                          "with spatial size > 1 lies on every input-to-output path, and no token tensor with a "
                          "patch grid was found); pass feature_layer=<tensor name> (list tensors with "
                          "`onnxplain inspect --all`).")
     if not allow_probe:
-        raise ValueError(f"{model.path}: choosing a token model's feature layer needs a gradient probe; pass "
+        raise OptionError(f"{model.path}: choosing a token model's feature layer needs a gradient probe; pass "
                          "feature_layer=<tensor name> for forward-only methods.")
     live = _tokens_with_patch_gradient(model, [(t.name, grids[t.name]) for t in tokens], environment)
     if not live:
         if last_map is not None:
             log.info("Grad-CAM feature layer: %s (no token tensor's patch tokens receive gradient)", last_map.name)
             return last_map
-        raise ValueError(f"{model.path}: no token tensor's patch tokens receive gradient; pass "
+        raise OptionError(f"{model.path}: no token tensor's patch tokens receive gradient; pass "
                          "feature_layer=<tensor name>.")
     t = tensors[live[-1]]
     grid, extra = grids[t.name]
@@ -333,9 +334,9 @@ def _as_tokens(model, t: _Tensor, order, tensors) -> FeatureLayer:
     tokens = int(t.shape[0])
     found = _token_grids(model, order, tensors).get(t.name)
     if found is None:
-        raise ValueError(f"feature layer {t.name!r} is a token tensor [N, {tokens}, {t.shape[1]}] but no patch "
-                         f"grid can be found (no earlier map with H * W = T - e, 0 <= e <= {_MAX_EXTRA_TOKENS}, "
-                         "and no square T - e); choose a rank-4 feature map.")
+        raise OptionError(f"feature layer {t.name!r} is a token tensor [N, {tokens}, {t.shape[1]}] but no patch "
+                          f"grid can be found (no earlier map with H * W = T - e, 0 <= e <= {_MAX_EXTRA_TOKENS}, "
+                          "and no square T - e); choose a rank-4 feature map.")
     grid, extra = found
     return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, extra)
 

@@ -69,33 +69,38 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .._validation import as_generator, check_choice, check_float, check_int
+from ..errors import OptionError, OptionTypeError, WorkLimitError
+from .._validation import as_generator, check_choice, check_float, check_int, describe_seed, shared_names
 from ..images import resize_map
 from ..model import InputSpec, Model
 from ..result import Explanation
 from ._common import Context, begin
+from ._limits import check_allow_long, check_work
 
 log = logging.getLogger(__name__)
 
 SEGMENTATIONS = ("superpixels", "grid", "quickshift", "felzenszwalb")
-SURROGATES = ("tree", "linear")
+SURROGATES = ("tree", "linear", "ridge")
+SAMPLINGS = ("paired", "bernoulli")
 UPSAMPLING = ("nearest", "bicubic", "none")
 FILLS = ("mean", "superpixel-mean", "blur")
 #: "blur" fill: gaussian sigma as a fraction of the working image's larger side.
 BLUR_SIGMA = 0.05
 #: MATLAB fitrtree defaults (MinParentSize 10, MinLeafSize 1, no split limit).
+#: "ridge" surrogate: the ``lime`` package's ``Ridge(alpha=1)``.
+RIDGE_ALPHA = 1.0
 TREE_OPTIONS = {"min_samples_split": 10, "min_samples_leaf": 1, "max_depth": None}
-#: settings of ``onnxplain explain``: bundled model on 2 idle cores about 5 s (4-5 ms per image), ~10-12 s when busy.
-DEFAULT_LIGHT = {"num_samples": 2048, "num_features": 49, "segmentation": "superpixels", "random_state": 0}
 
 
+@shared_names
 def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int = 49, num_samples: int = 2048,
                segmentation: str | np.ndarray = "superpixels", surrogate: str = "tree",
                output_upsampling: str = "nearest", mini_batch_size: int = 128,
                execution_environment: str | None = None, random_state: Any = None,
                fill: str | float | Sequence[float] = "mean", sample_weights: bool = True,
                kernel_width: float = 0.25, segmentation_options: Mapping[str, Any] | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Explanation:
+               sampling: str = "paired",
+               progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """Explain a classification with LIME (MATLAB ``imageLIME`` semantics).
 
     Parameters
@@ -135,6 +140,8 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         Extra keyword arguments for the skimage segmentation function.
     progress : callable(done, total), optional
         Called after each mini-batch.
+    allow_long : bool, default False
+        Run more than the work bound of 100,000 samples (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -160,15 +167,18 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     else:
         check_choice("segmentation", segmentation, SEGMENTATIONS)
     check_choice("surrogate", surrogate, SURROGATES)
+    check_choice("sampling", sampling, SAMPLINGS)
     check_choice("output_upsampling", output_upsampling, UPSAMPLING)
     kernel_width = check_float("kernel_width", kernel_width, minimum=0.0, strict_minimum=True)
     if not isinstance(sample_weights, (bool, np.bool_)):
-        raise TypeError(f"The 'sample_weights' parameter must be True or False; got {sample_weights!r}.")
+        raise OptionTypeError(f"The 'sample_weights' parameter must be True or False; got {sample_weights!r}.")
     fill_spec = _check_fill(fill)
     seg_options = _check_options(segmentation_options, custom)
     if progress is not None and not callable(progress):
-        raise TypeError(f"The 'progress' parameter must be a callable(done, total) or None; got {progress!r}.")
+        raise OptionTypeError(f"The 'progress' parameter must be a callable(done, total) or None; got {progress!r}.")
     rng = as_generator(random_state)
+    check_work(model, f"num_samples={num_samples:,}", num_samples, allow_long=check_allow_long(allow_long),
+               memory_bytes=num_samples * (17.0 * num_features + 16.0), environment=execution_environment)
 
     ctx = begin(model, image, label, execution_environment)
     timings: dict[str, float] = {}
@@ -179,6 +189,10 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         feature_map, labels, n_feat = _custom_features(matrix, ctx.pixels.shape[:2])
         seg_name, grid_shape, seg_used = "custom", None, {}
     else:
+        h, w = ctx.pixels.shape[:2]
+        if num_features > h * w:  # never capped silently
+            raise OptionError(f"The 'num_features' parameter ({num_features:,}) exceeds the {h} x {w} = {h * w:,} "
+                              "pixels of the working image (the model's input size); use at most that many.")
         labels, grid_shape, seg_used = _segment(ctx.pixels, segmentation, num_features, seg_options, rng)
         n_feat = int(labels.max()) + 1
         feature_map = _resize_labels(labels, ctx.original_size)
@@ -196,8 +210,11 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     runs = K.element_runs(ptr, index, h * w, spec.layout)
     on = K.native_image(ctx.pixels, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
     off = K.native_image(fill_image, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
-    onoff = rng.integers(0, 2, size=(num_samples, n_feat), dtype=np.uint8)
-    onoff[0] = 1
+    try:
+        onoff = draw_onoff(num_samples, n_feat, sampling, rng)
+    except MemoryError:
+        raise WorkLimitError(f"num_samples={num_samples:,} with {n_feat} features needs "
+                             f"{num_samples * n_feat * 17 / 2 ** 30:.1f} GiB; use fewer samples.") from None
     sampling = time.perf_counter() - t
 
     scores, sampling, inference = _score_samples(ctx, spec, on, off, onoff, runs, mini_batch_size,
@@ -218,11 +235,13 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     timings["total"] = time.perf_counter() - ctx.started
 
     params = {
-        "num_features": num_features, "num_samples": num_samples, "segmentation": seg_name,
+        "num_features": num_features, "num_features_used": n_feat, "num_samples": num_samples,
+        "segmentation": seg_name,
         "segmentation_options": seg_used, "surrogate": surrogate, "surrogate_options": sur_used,
         "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-        "execution_environment": ctx.environment, "random_state": _describe_seed(random_state),
+        "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
         "fill": fill_used, "sample_weights": bool(sample_weights), "kernel_width": kernel_width,
+        "sampling": sampling,
         "working_size": [h, w],
     }
     extras: dict[str, Any] = {
@@ -237,12 +256,6 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
                        scores[0].astype(np.float32), params, extras, timings)
 
 
-def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
-                    ) -> Explanation:
-    """LIME for ``onnxplain explain`` (``DEFAULT_LIGHT``: MATLAB's 2048 samples, seed 0; ~9 s on 2 idle cores)."""
-    return image_lime(model, image, label, progress=progress, **DEFAULT_LIGHT)
-
-
 # ---- validation --------------------------------------------------------------------------
 def _check_fill(fill: Any) -> str | tuple[float, float, float]:
     """"mean" / "superpixel-mean" / "blur", or a constant as 3 floats."""
@@ -254,9 +267,9 @@ def _check_fill(fill: Any) -> str | tuple[float, float, float]:
     try:
         items = [check_float(f"fill[{i}]", v) for i, v in enumerate(fill)]
     except TypeError:
-        raise TypeError(f"The 'fill' parameter must be one of {FILLS}, a number or 3 numbers; got {fill!r}.") from None
+        raise OptionTypeError(f"The 'fill' parameter must be one of {FILLS}, a number or 3 numbers; got {fill!r}.") from None
     if len(items) != 3:
-        raise ValueError(f"The 'fill' parameter as a constant must have 1 or 3 values; got {len(items)}.")
+        raise OptionError(f"The 'fill' parameter as a constant must have 1 or 3 values; got {len(items)}.")
     return tuple(items)  # type: ignore[return-value]
 
 
@@ -265,10 +278,10 @@ def _check_options(options: Mapping[str, Any] | None, custom: bool) -> dict[str,
     if options is None:
         return {}
     if not isinstance(options, Mapping):
-        raise TypeError("The 'segmentation_options' parameter must be a mapping or None; got "
+        raise OptionTypeError("The 'segmentation_options' parameter must be a mapping or None; got "
                         f"{type(options).__name__}.")
     if custom and options:
-        raise ValueError("The 'segmentation_options' parameter applies to the built-in segmentations, not to a "
+        raise OptionError("The 'segmentation_options' parameter applies to the built-in segmentations, not to a "
                          "segmentation matrix.")
     return dict(options)
 
@@ -276,23 +289,16 @@ def _check_options(options: Mapping[str, Any] | None, custom: bool) -> dict[str,
 def _check_matrix(segmentation: Any, size: tuple[int, int] | None) -> np.ndarray:
     """A 2-D integer matrix of the original image size (shape not checked when ``size`` is None)."""
     if not isinstance(segmentation, (np.ndarray, list, tuple)):
-        raise TypeError(f"The 'segmentation' parameter must be one of {SEGMENTATIONS} or an integer matrix "
+        raise OptionTypeError(f"The 'segmentation' parameter must be one of {SEGMENTATIONS} or an integer matrix "
                         f"(H, W); got {type(segmentation).__name__}.")
     matrix = np.asarray(segmentation)
     if matrix.dtype.kind not in "iu":
-        raise TypeError(f"The 'segmentation' matrix must have an integer dtype; got {matrix.dtype} "
+        raise OptionTypeError(f"The 'segmentation' matrix must have an integer dtype; got {matrix.dtype} "
                         "(convert with .astype(int) if the values are whole numbers).")
     if matrix.ndim != 2 or (size is not None and matrix.shape != tuple(size)):
         expected = "2-D (H, W)" if size is None else f"the image's shape {tuple(size)} (H, W)"
-        raise ValueError(f"The 'segmentation' matrix must have {expected}; got {matrix.shape}.")
+        raise OptionError(f"The 'segmentation' matrix must have {expected}; got {matrix.shape}.")
     return matrix
-
-
-def _describe_seed(random_state: Any) -> Any:
-    """JSON-friendly random_state."""
-    if random_state is None or isinstance(random_state, numbers.Integral):
-        return None if random_state is None else int(random_state)
-    return type(random_state).__name__
 
 
 # ---- segmentation ------------------------------------------------------------------------
@@ -302,7 +308,7 @@ def _segment(pixels: np.ndarray, method: str, num_features: int, options: dict[s
     h, w = pixels.shape[:2]
     if method == "grid":
         if options:
-            raise ValueError(f"segmentation 'grid' takes no segmentation_options; got {sorted(options)}.")
+            raise OptionError(f"segmentation 'grid' takes no segmentation_options; got {sorted(options)}.")
         gh, gw = _grid_shape(h, w, num_features)
         rows = np.arange(h) * gh // h
         cols = np.arange(w) * gw // w
@@ -324,7 +330,7 @@ def _segment(pixels: np.ndarray, method: str, num_features: int, options: dict[s
     try:
         raw = fn(img01.astype(np.float64), **used)
     except TypeError as exc:
-        raise TypeError(f"segmentation {method!r}: bad segmentation_options {sorted(options)}: {exc}") from None
+        raise OptionTypeError(f"segmentation {method!r}: bad segmentation_options {sorted(options)}: {exc}") from None
     _, labels = np.unique(raw, return_inverse=True)
     return labels.reshape(h, w).astype(np.int64), None, used
 
@@ -403,7 +409,7 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
             half[:b] = x
             x = half[:b]
         t2 = time.perf_counter()
-        out = ctx.model.scores_native(x, environment=ctx.environment)
+        out = ctx.model.scores_native(x, environment=ctx.environment, source=f"LIME samples of {ctx.source}")
         scores[start:start + b] = out[:, ctx.labels]
         t3 = time.perf_counter()
         sampling += t2 - t
@@ -411,6 +417,43 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
         if progress is not None:
             progress(start + b, n)
     return scores, sampling, inference
+
+
+def draw_onoff(num_samples: int, num_features: int, sampling: str, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (num_samples, F) on/off matrix; row 0 is all on (the unperturbed image).
+
+    "bernoulli": every feature on with p = 0.5 independently (MATLAB ``imageLIME``).
+    "paired": the same distribution (every on/off vector equally likely) drawn with less
+    noise: the numbers of features on are stratified (the Binomial(F, 1/2) proportions by
+    largest remainders instead of a random draw), each subset is uniformly random given its
+    size, and each is followed by its complement (antithetic pairs; the complement of a
+    uniform vector is uniform, so the distribution, and so the surrogate the samples
+    estimate, is MATLAB's). An odd leftover row is a uniform random vector.
+    """
+    from math import comb
+
+    from ._coalitions import random_coalitions, stratified_sizes
+
+    if sampling == "bernoulli" or num_features < 2:
+        onoff = rng.integers(0, 2, size=(num_samples, num_features), dtype=np.uint8)
+        onoff[0] = 1
+        return onoff
+    pairs = (num_samples - 1) // 2
+    k = np.arange(num_features + 1)
+    # sizes s and F - s have the same probability: stratify over s <= F / 2 and pair
+    half = k[: num_features // 2 + 1]
+    prob = np.array([comb(num_features, int(s)) for s in half], np.float64)
+    if num_features % 2 == 0:
+        prob[-1] /= 2.0                                 # s = F/2 is its own mirror
+    counts = stratified_sizes(prob, pairs)
+    sizes = np.repeat(half, counts)
+    flip = rng.random(len(sizes)) < 0.5                 # which of the pair comes first: s or F - s
+    sizes = np.where(flip, num_features - sizes, sizes)
+    order = rng.permutation(len(sizes))
+    rows = [np.ones((1, num_features), np.uint8), random_coalitions(sizes[order], num_features, rng, paired=True)]
+    if (num_samples - 1) % 2:
+        rows.append(rng.integers(0, 2, size=(1, num_features), dtype=np.uint8))
+    return np.concatenate(rows)
 
 
 # ---- surrogate ---------------------------------------------------------------------------
@@ -440,6 +483,14 @@ def _fit_surrogates(onoff: np.ndarray, scores: np.ndarray, weights: np.ndarray, 
             branches = int(np.count_nonzero(tree.tree_.children_left != -1))
             importance[:, j] = raw / max(branches, 1)
             r2[j] = tree.score(x, scores[:, j], sample_weight=weights)
+    elif surrogate == "ridge":
+        from sklearn.linear_model import Ridge
+
+        used = {"alpha": RIDGE_ALPHA, "fit_intercept": True}
+        for j in range(k):
+            ridge = Ridge(**used).fit(x, scores[:, j], sample_weight=weights)
+            importance[:, j] = ridge.coef_
+            r2[j] = ridge.score(x, scores[:, j], sample_weight=weights)
     else:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import Lasso

@@ -36,11 +36,12 @@ import numpy as np
 
 from onnxplain.kernels.occlusion import accumulate_windows, occlude_batch
 
-from .._validation import check_choice, check_int, check_pair
-from ..images import load_image
+from ..errors import OptionError, OptionTypeError
+from .._validation import check_choice, check_int, check_pair, shared_names
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
+from ._limits import check_allow_long, check_work
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bicubic", "nearest", "none")
@@ -48,11 +49,12 @@ AUTO_MASK_FRACTION = 0.2
 AUTO_STRIDE_FRACTION = 0.1
 
 
+@shared_names
 def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_size: Any = "auto",
                           stride: Any = "auto", mask_value: Any = "auto", mask_clipping: bool = True,
                           output_upsampling: str = "bicubic", mini_batch_size: int = 128,
                           execution_environment: str | None = None,
-                          progress: Callable[[int, int], None] | None = None) -> Explanation:
+                          progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """Occlusion sensitivity map of ``label`` for ``image``.
 
     Parameters
@@ -81,6 +83,8 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
         Defaults to the model's.
     progress : callable(done, total), optional
         Called after each mini-batch.
+    allow_long : bool
+        Run more than the work bound of 100,000 windows (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -101,8 +105,9 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     """
     check_choice("output_upsampling", output_upsampling, UPSAMPLING)
     if not isinstance(mask_clipping, (bool, np.bool_)):
-        raise TypeError(f"The 'mask_clipping' parameter must be True or False; got {mask_clipping!r}.")
+        raise OptionTypeError(f"The 'mask_clipping' parameter must be True or False; got {mask_clipping!r}.")
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
+    allow_long = check_allow_long(allow_long)
     _size_arg("mask_size", mask_size)
     _size_arg("stride", stride)
     resolve_fill("mask_value", mask_value, None, mean_word="auto")  # validate before the image work
@@ -113,7 +118,7 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     window = _resolve_size("mask_size", mask_size, (h, w), AUTO_MASK_FRACTION)
     step = _resolve_size("stride", stride, (h, w), AUTO_STRIDE_FRACTION)
     if window[0] > h or window[1] > w:
-        raise ValueError(f"The 'mask_size' parameter must fit in the working image ({h} x {w}, the model's input "
+        raise OptionError(f"The 'mask_size' parameter must fit in the working image ({h} x {w}, the model's input "
                          f"size); got {window[0]} x {window[1]}.")
     fill = resolve_fill("mask_value", mask_value, pixels, mean_word="auto")
 
@@ -128,6 +133,8 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     rows = np.repeat(row_starts, len(col_starts))
     cols = np.tile(col_starts, len(row_starts))
     total = len(rows)
+    check_work(model, f"mask_size={list(window)}, stride={list(step)} ({len(row_starts)} x {len(col_starts)} windows)",
+               total, allow_long=allow_long, environment=ctx.environment)
     spec = model.spec_for(pixels.shape[:2])
     base = model.to_native(pixels[None])[0]
     fill_native = model.to_native(fill.reshape(1, 1, 1, 3)).reshape(3)
@@ -144,7 +151,8 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     def consume(start: int, n: int, scores: np.ndarray) -> None:
         deltas[start:start + n] = base64 - scores[:, labels]
 
-    stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings)
+    stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings,
+           source=f"masked copies of {ctx.source}")
 
     t0 = time.perf_counter()
     sums = np.zeros((h, w, len(labels)), dtype=np.float64)
@@ -174,21 +182,11 @@ def window_starts(side: int, k: int, s: int, clipping: bool) -> np.ndarray:
     return starts[starts < side]  # with stride > mask the last one can start past the edge: it occludes nothing
 
 
-def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
-                    ) -> Explanation:
-    """Light occlusion settings for ``onnxplain explain``: auto (20 %) windows at a ~7 % stride
-    (16 px on a 224 input: 14 x 14 = 196 occluded images, about 4 s on 2 CPU cores for the
-    bundled EfficientNet-Lite0)."""
-    h, w = model.input_size or load_image(image).shape[:2]
-    stride = (max(1, round(h / 14)), max(1, round(w / 14)))
-    return occlusion_sensitivity(model, image, label, stride=stride, progress=progress)
-
-
 def _size_arg(name: str, value: Any) -> None:
     """Early type/range check of a size option ("auto", int or pair)."""
     if isinstance(value, str):
         if value != "auto":
-            raise ValueError(f"The {name!r} parameter must be 'auto', an integer or an (h, w) pair; got {value!r}.")
+            raise OptionError(f"The {name!r} parameter must be 'auto', an integer or an (h, w) pair; got {value!r}.")
         return
     check_pair(name, value, minimum=1)
 

@@ -18,9 +18,14 @@ preprocessing differs between models, the default here is the image's own per-ch
 gives black (0 in pixel units), and a number or (R, G, B) gives any pixel value, e.g. the
 dataset mean to reproduce the reference code exactly.
 
-Masks are generated per mini-batch (memory does not grow with ``num_masks``); per
-mini-batch the Generator draws the grids (``random((n, gh, gw)) < p``), then the row
-shifts, then the column shifts (``integers(0, ch, n)``, ``integers(0, cw, n)``).
+Masks are generated as they are needed (memory does not grow with ``num_masks``), in
+blocks of :data:`DRAW_BLOCK` (64) masks whatever the mini-batch size: per block the
+Generator draws the grids (``random((64, gh, gw)) < p``), then the row shifts, then the
+column shifts (``integers(0, ch, 64)``, ``integers(0, cw, 64)``). Mask ``i`` therefore
+depends only on the seed and ``i``: the same seed gives the same masks, and the same map up
+to ONNX Runtime's batch-size rounding, at any ``mini_batch_size`` (and the first ``n`` masks
+of a longer run are the masks of an ``n``-mask run). Saliency sums run in mask order in
+float64.
 """
 from __future__ import annotations
 
@@ -32,19 +37,47 @@ import numpy as np
 
 from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
-from .._validation import as_generator, check_choice, check_float, check_int, check_pair
+from ..errors import OptionError
+from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed, shared_names
 from ..model import Model
 from ..result import Explanation
 from ._common import begin
+from ._limits import check_allow_long, check_work
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")
+#: masks drawn per Generator call, independent of the mini-batch size (see the module notes)
+DRAW_BLOCK = 64
 
 
+class MaskDraws:
+    """The random grids and shifts of masks 0, 1, 2, ... drawn in fixed blocks of DRAW_BLOCK.
+
+    ``take(n)`` returns the next ``n`` masks' grids (n, gh, gw) float32 and shifts (n, 2) int64.
+    """
+
+    def __init__(self, rng: np.random.Generator, grid: tuple[int, int], p: float, cell: tuple[int, int]) -> None:
+        self.rng, self.grid, self.p, self.cell = rng, grid, p, cell
+        self.grids = np.empty((0, *grid), np.float32)
+        self.shifts = np.empty((0, 2), np.int64)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        while len(self.grids) < n:
+            b = DRAW_BLOCK
+            grids = (self.rng.random((b, *self.grid)) < self.p).astype(np.float32)
+            shifts = np.stack([self.rng.integers(0, self.cell[0], b), self.rng.integers(0, self.cell[1], b)], axis=1)
+            self.grids = np.concatenate([self.grids, grids])
+            self.shifts = np.concatenate([self.shifts, shifts.astype(np.int64)])
+        grids, shifts = self.grids[:n], self.shifts[:n]
+        self.grids, self.shifts = self.grids[n:], self.shifts[n:]
+        return grids, shifts
+
+
+@shared_names
 def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, cell_size: Any = 7,
          keep_probability: float = 0.5, fill: Any = "mean", output_upsampling: str = "bilinear",
          mini_batch_size: int = 128, random_state: Any = None, execution_environment: str | None = None,
-         progress: Callable[[int, int], None] | None = None) -> Explanation:
+         progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """RISE saliency map of ``label`` for ``image``.
 
     Parameters
@@ -70,6 +103,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
         Same seed -> identical output.
     execution_environment : {"auto", "cpu", "gpu"}, optional
     progress : callable(done, total), optional
+    allow_long : bool
+        Run more than the work bound of 100,000 masks (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -91,12 +126,14 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
     rng = as_generator(random_state)
     resolve_fill("fill", fill, None, mean_word="mean")  # validate before the image work
+    check_work(model, f"num_masks={num_masks:,}", num_masks, allow_long=check_allow_long(allow_long),
+               environment=execution_environment)
 
     ctx = begin(model, image, label, execution_environment)
     pixels = ctx.pixels
     h, w = pixels.shape[:2]
     if grid[0] > h or grid[1] > w:
-        raise ValueError(f"The 'cell_size' parameter must not exceed the working image ({h} x {w}); got "
+        raise OptionError(f"The 'cell_size' parameter must not exceed the working image ({h} x {w}); got "
                          f"{grid[0]} x {grid[1]}.")
     fill_rgb = resolve_fill("fill", fill, pixels, mean_word="mean")
 
@@ -118,9 +155,10 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     labels = ctx.labels
     timings["masking"] += time.perf_counter() - t0
 
+    draws = MaskDraws(rng, grid, p, cell)
+
     def write(start: int, n: int) -> np.ndarray:
-        grids = (rng.random((n, grid[0], grid[1])) < p).astype(np.float32)
-        shifts = np.stack([rng.integers(0, cell[0], n), rng.integers(0, cell[1], n)], axis=1)
+        grids, shifts = draws.take(n)
         m = make_masks(grids, shifts, table_y, table_x, masks)
         return apply_masks(pixels, m, fill_rgb, spec.layout, spec.channel_source, spec.scale, spec.offset, out,
                            scratch)
@@ -128,30 +166,15 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     def consume(start: int, n: int, scores: np.ndarray) -> None:
         accumulate_saliency(masks[:n], scores[:, labels], sal)
 
-    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings)
+    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings,
+           source=f"masked copies of {ctx.source}")
     saliency = (sal / (num_masks * p)).astype(np.float32)
     score_map = ctx.finish(saliency, output_upsampling)
     timings["total"] = time.perf_counter() - ctx.started
     params = {"num_masks": num_masks, "cell_size": list(grid), "keep_probability": p,
               "fill": [float(v) for v in fill_rgb], "fill_rule": fill if isinstance(fill, str) else "value",
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": ctx.environment, "random_state": _seed_repr(random_state),
+              "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
               "working_size": [h, w], "cell_pixels": list(cell)}
     return Explanation("rise", score_map, list(labels), list(ctx.label_names), base_scores.astype(np.float32),
                        params, {}, timings)
-
-
-def explain_default(model: Model, image: Any, label: Any, progress: Callable[[int, int], None] | None = None
-                    ) -> Explanation:
-    """Lighter RISE settings for ``onnxplain explain``: 2000 masks on a 7 x 7 grid, seed 0
-    (about 9 s on 2 idle CPU cores for the bundled EfficientNet-Lite0). 500 masks proved
-    seed-dominated (mean pairwise Spearman 0.07 across seeds, bench/results/stability.md);
-    the paper's 4000 give smoother maps."""
-    return rise(model, image, label, num_masks=2000, cell_size=7, random_state=0, progress=progress)
-
-
-def _seed_repr(random_state: Any) -> Any:
-    """The seed for params (a Generator is recorded by type only)."""
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return None if random_state is None else int(random_state)
-    return type(random_state).__name__

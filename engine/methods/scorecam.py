@@ -24,12 +24,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._validation import shared_names
+
 from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
 from ._cam import CAMMethod, Progress
 
-__all__ = ["score_cam", "explain_default"]
+__all__ = ["score_cam"]
 
 _TAPPED: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
 
@@ -59,7 +61,7 @@ def native_zero_pixel(model: Model) -> np.ndarray:
 
 
 class ScoreCAM(CAMMethod):
-    name = "scorecam"
+    name = "score-cam"
     uses_gradients = False
 
     def activations_and_weights(self, model, pixels, layer, targets, env, mini_batch_size, progress, first=None):
@@ -107,6 +109,7 @@ def _row_scores(targets, k: int, seeds: np.ndarray, r: np.ndarray) -> np.ndarray
 _SCORECAM = ScoreCAM()
 
 
+@shared_names
 def score_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = None, feature_layer: str | None = None,
               reduction_layer: str | None = None, output_upsampling: str = "bicubic",
               feature_layout: str | None = None, execution_environment: str | None = None,
@@ -126,12 +129,3 @@ def score_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = N
                              reduction_layer=reduction_layer, output_upsampling=output_upsampling,
                              feature_layout=feature_layout, execution_environment=execution_environment,
                              mini_batch_size=mini_batch_size, progress=progress)
-
-
-def explain_default(model: Model, image: Any, label: Any = None, progress: Progress = None) -> Explanation:
-    """Score-CAM with default settings for ``onnxplain explain`` (one model run per feature
-    channel: ~45 s for the bundled model's 1280 channels on 2 cores, so not a light method)."""
-    return score_cam(model, image, label, mini_batch_size=64, progress=progress)
-
-
-EXPLAIN_DEFAULTS = {"scorecam": explain_default}

@@ -249,7 +249,7 @@ def test_grad_cam_plus_plus_and_score_cam(models, image):
     gc = onnxplain.grad_cam(model, image, 3, output_upsampling="none")
     assert pp.method == "gradcam++" and pp.score_map.shape == gc.score_map.shape
     sc = onnxplain.score_cam(model, image, 3, output_upsampling="none")
-    assert sc.method == "scorecam" and sc.feature_layer == gc.feature_layer
+    assert sc.method == "score-cam" and sc.feature_layer == gc.feature_layer
     # by hand: the masked-image class probabilities (softmax of the logits, as the paper's
     # code) are the channel weights
     from onnxplain.methods.scorecam import tapped_run

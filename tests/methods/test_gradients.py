@@ -141,13 +141,16 @@ def test_resized_image_and_contract(models):
             onnxplain.gradient_attribution(model, img, 3, **bad)
 
 
-def test_explain_defaults_run(models, image):
-    from onnxplain.methods import gradients
-
+def test_registry_main_presets_run(models, image):
+    """Oracle: the registry's fixed option names the method the result reports; presets reach the function."""
     model = models("resnet")
-    for name, fn in gradients.EXPLAIN_DEFAULTS.items():
-        result = fn(model, image, 2, None)
+    for name, spec in onnxplain.METHODS.items():
+        if spec.func is not onnxplain.gradient_attribution:
+            continue
+        result = spec(model, image, 2, preset="main")
         assert result.method == name and result.score_map.shape == (32, 32)
+        for key, value in spec.presets["main"].items():
+            assert result.params[key] == value, (name, key)
 
 
 def test_cli_gradients(tmp_path):

@@ -250,13 +250,15 @@ def test_bundled_model_smoke():
     assert res.position_map.shape == (3, 3)
 
 
-def test_explain_default_settings():
-    from onnxplain.methods.occlusion import explain_default
-
+def test_registry_presets_reach_occlusion():
+    """Oracle: the module's "auto" rule (20 % window, 10 % stride) and the main preset's 16-pixel stride."""
     model = onnxplain.load_model(zoo.RECT_DIR + "/rectangle_cnn.onnx", preprocessing="none",
-                              labels=["no_rectangle", "rectangle"])
-    res = explain_default(model, np.load(zoo.RECT_DIR + "/samples.npz")["images"][0], 1)
-    assert res.params["mask_size"] == [13, 13] and res.params["stride"] == [5, 5]  # 64 / 14 -> 5
+                                 labels=["no_rectangle", "rectangle"])
+    image = np.load(zoo.RECT_DIR + "/samples.npz")["images"][0]
+    main = onnxplain.METHODS["occlusion"](model, image, 1, preset="main")
+    assert main.params["mask_size"] == [13, 13] and main.params["stride"] == [16, 16]
+    quick = onnxplain.METHODS["occlusion"](model, image, 1, preset="quick")
+    assert quick.params["mask_size"] == [13, 13] and quick.params["stride"] == [6, 6]  # floor(6.4 + 0.5)
 
 
 def test_cli_occlusion(tmp_path, capsys):

@@ -84,3 +84,17 @@ def test_errors_exit_2_with_one_line(argv, match, capsys):
         assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1, err
+
+
+def test_evaluate_runs_every_registry_method(files, tmp_path):
+    """Oracle: onnxplain.METHODS is the list evaluate accepts; each method gives an "ok" row at its quick preset."""
+    import onnxplain
+
+    out = tmp_path / "all"
+    rc = main(["evaluate", str(files / "images" / "img0.png"), "--model", str(files / "convnet.onnx"),
+               "--preprocessing", "none", "--methods", *onnxplain.METHODS, "--label", "1", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "evaluate.csv")))
+    assert [r["method"] for r in rows] == list(onnxplain.METHODS)
+    assert all(r["status"] == "ok" and 0.0 <= float(r["deletion"]) <= 1.0 for r in rows), rows
