@@ -58,7 +58,11 @@ _AS_STRIDED = ("dynamo with a dynamic batch writes AdaptiveAvgPool2d as aten.as_
                "(input 1) must be a constant\" (issue 12, part A)")
 KNOWN: dict[tuple[str, str], str] = {
     **{(r, "dynamo"): _AS_STRIDED for r in ("resnet18", "mobilenetv3_small", "efficientnet_b0", "efficientnetv2",
-                                            "squeezenet", "convnext")},
+                                            "squeezenet", "convnext", "poolformer")},
+    ("poolformer", "torchscript"): "GroupNorm(1, C) exports as InstanceNormalization: \"no backward rule for this op "
+                                   "type\" (issue 12 item 2, part A)",
+    ("beit", "dynamo"): "torch's dynamo exporter itself fails on timm BEiT (\"ConversionError: Failed to decompose the "
+                        "FX graph for ONNX compatibility\"), with a dynamic and with a static batch: no ONNX file",
 }
 
 #: (row, exporter) -> measured float32 floor of the gradient correlation (documented per row), default 0.9999
@@ -73,6 +77,10 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "efficientnetv2": (r"bn2[./]act", (640, 2, 2)),                   # conv_head -> bn2 -> act
     "squeezenet": (r"features\.12", (512, 3, 3)),                     # last Fire's Concat, not the 1000-ch class conv
     "convnext": (r"stages\.3.*blocks\.0", (320, 2, 2)),               # last block's residual Add
+    "mnasnet": (r"layers[./]layers\.16", (1280, 2, 2)),               # head 1x1 conv's ReLU (layers[-1])
+    "regnet": (r"block4[./-]block4-5", (440, 2, 2)),                  # last Y block's output ReLU
+    "vit": (r"blocks[./]blocks\.0[./]", (17, 192)),                   # last block's input (class-token head)
+    "beit": (r"blocks\.1[./]Add_1", (17, 64)),                         # last block's output (mean-pooled head)
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
