@@ -145,17 +145,20 @@ def main(argv=None) -> int:
             print(f"{n}/{ex}: " + (r["error"] if "error" in r else
                                    f"first {r['first_call_s']:.1f} s, fwd {r['forward_ms']:.2f} ms, "
                                    f"grad {r['gradient_ms']:.2f} ms, {r['ratio']:.1f}x"), flush=True)
-    text = table(results)
+            if args.out:                     # after every row: an interrupted run still leaves its table
+                write(args.out, results, args.threads, argv)
     print()
-    print(text)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        stamp = time.strftime("%Y-%m-%d", time.gmtime())
-        head = (f"# Real-zoo gradient cost ({stamp}, {platform.processor() or platform.machine()}, "
-                f"{os.cpu_count()} cores, --threads {args.threads}; shared VM, allow ~±20 %)\n\n"
-                f"`python -m bench --zoo {' '.join(argv or sys.argv[1:])}`\n\n")
-        with open(os.path.join(args.out, f"{stamp}-zoo.md"), "w") as f:
-            f.write(head + text + "\n")
-        with open(os.path.join(args.out, f"{stamp}-zoo.json"), "w") as f:
-            json.dump({"threads": args.threads, "results": results}, f, indent=1)
+    print(table(results))
     return 0
+
+
+def write(out: str, results: list[dict], threads: int, argv=None) -> None:
+    os.makedirs(out, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    head = (f"# Real-zoo gradient cost ({stamp}, {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores, --threads {threads}; shared VM)\n\n"
+            f"`python -m bench --zoo {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n")
+    with open(os.path.join(out, f"{stamp}-zoo.md"), "w") as f:
+        f.write(head + table(results) + "\n")
+    with open(os.path.join(out, f"{stamp}-zoo.json"), "w") as f:
+        json.dump({"threads": threads, "results": results}, f, indent=1)
