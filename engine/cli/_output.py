@@ -110,12 +110,21 @@ class RunRecord:
 
     def add(self, *paths: str) -> None:
         """Record files written by this run (the record is rewritten, still incomplete)."""
-        self.files += [pathlib.Path(p).name for p in paths]  # names: every file lies in this folder
+        self.files += [self._relative(p) for p in paths]
         self._write(complete=False)
 
     def finish(self, data: dict[str, Any] | None = None) -> str:
         """Write the record last, with ``"complete": true`` and the run's results ``data``."""
         return self._write(complete=True, data=data)
+
+    def _relative(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the record's folder (posix), e.g. "cat_lime.png" or "report/cat_0.png"."""
+        p = pathlib.Path(path)
+        try:
+            return p.resolve().relative_to(self.folder.resolve()).as_posix()
+        except ValueError:
+            raise OutputError(f"{str(path)!r} is outside the output folder {str(self.folder)!r}; a run record "
+                              "lists its own folder's files only.") from None
 
     def _write(self, *, complete: bool, data: dict[str, Any] | None = None) -> str:
         record = {**(data or {}), **self.info, "complete": complete,
@@ -132,11 +141,13 @@ class RunRecord:
             return [self.path]  # unreadable: only the record itself is replaced
         files = old.get("files", []) if isinstance(old, dict) else []
         keep: list[pathlib.Path] = []
+        base = self.folder.resolve()
         for f in files if isinstance(files, list) else []:
-            if not isinstance(f, str) or pathlib.Path(f).name != f or f in (".", ".."):
-                continue  # a record names files in its own folder only
+            if not isinstance(f, str) or not f or pathlib.PurePosixPath(f).is_absolute() or ".." in f.split("/"):
+                continue  # a record names files inside its own folder only
             p = self.folder / f
-            # a plain file of that run (a symbolic link is not followed, a folder never removed)
-            if p.is_file() and not p.is_symlink() and p != self.path:
+            # a plain file of that run inside the folder (a symbolic link is not followed, a folder never removed)
+            if (p.is_file() and not p.is_symlink() and p != self.path
+                    and p.resolve().is_relative_to(base)):
                 keep.append(p)
         return keep + [self.path]

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         for mrec, result in zip(run_record.images[0].maps, results):  # signed pictures need the gradients
             mrec.gradients = result.extras.get("gradients")
         index = write_report(run_record, out, sign=args.sign)
-        record.add(index)
+        record.add(index, *sorted(str(f) for f in (out / "report").rglob("*") if f.is_file()))
         summary["report"] = index
         print(f"report                 -> {index}")
     record.finish(summary)  # last: "complete": true
