@@ -335,6 +335,13 @@ def resize_map(score_map: np.ndarray, size: tuple[int, int], method: str) -> np.
 
     order = {"nearest": 0, "bilinear": 1, "bicubic": 3}[method]
     shape = tuple(size) + tuple(score_map.shape[2:])
+    if score_map.ndim == 3 and order > 1:
+        # one channel at a time: a cubic spline over (h, w, K) also prefilters along K, which
+        # leaks ~1e-20 of one label's map into another's (batched labels must equal single ones)
+        out = np.stack([resize(score_map[..., k].astype(np.float64), tuple(size), order=order, mode="edge",
+                               anti_aliasing=False, preserve_range=True, clip=False)
+                        for k in range(score_map.shape[2])], axis=-1)
+        return out.astype(np.float32)
     out = resize(score_map.astype(np.float64), shape, order=order, mode="edge", anti_aliasing=False,
                  preserve_range=True, clip=False)
     return out.astype(np.float32)

@@ -20,6 +20,7 @@ from onnxplain.cli import _common
 
 
 def _files(folder):
+    """Every file under the folder (the report's pictures sit in report/), as posix paths."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
