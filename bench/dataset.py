@@ -113,16 +113,18 @@ def bench_gradcam(model, folder, n, batch, repeats, work) -> dict:
     return out
 
 
-MASKING = {
-    "rise": ({"num_masks": 512, "mini_batch_size": 128, "random_state": 0}, lambda p, r: [(1, 1), (512, 128)]),
-    "lime": ({"num_samples": 512, "mini_batch_size": 128, "segmentation": "grid", "random_state": 0},
-             lambda p, r: [(512, 128)]),
-    "occlusion": ({"mask_size": 32, "stride": 16, "mask_clipping": False, "mini_batch_size": 128},
-                  lambda p, r: [(1, 1), (169, 128)]),
-}
+def masking_cases(samples: int) -> dict:
+    """(options, raw segments per image) of each masking method with ``samples`` masks/samples."""
+    return {
+        "rise": ({"num_masks": samples, "mini_batch_size": 128, "random_state": 0}, [(1, 1), (samples, 128)]),
+        "lime": ({"num_samples": samples, "mini_batch_size": 128, "segmentation": "grid", "random_state": 0},
+                 [(samples, 128)]),
+        "occlusion": ({"mask_size": 32, "stride": 16, "mask_clipping": False, "mini_batch_size": 128},
+                      [(1, 1), (169, 128)]),
+    }
 
 
-def bench_masking(model, folder, n, repeats, work) -> dict:
+def bench_masking(model, folder, n, repeats, work, samples: int = 512) -> dict:
     """Each masking method on ``n`` images vs raw ORT on the same images at the same batches."""
     files = sorted(folder.iterdir())[:n]
     sub = pathlib.Path(tempfile.mkdtemp(dir=work)) / "sub"
@@ -131,8 +133,7 @@ def bench_masking(model, folder, n, repeats, work) -> dict:
         (sub / f.name).write_bytes(f.read_bytes())
     px = model.prepare(str(files[0]))[0]
     results = {}
-    for name, (opts, segments) in MASKING.items():
-        segs = segments(opts, None)
+    for name, (opts, segs) in masking_cases(samples).items():
         inputs = {b: model.to_native(np.repeat(px[None], b, axis=0)) for _, b in segs}
 
         def raw() -> float:
@@ -218,6 +219,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--masking-images", type=int, default=4)
+    p.add_argument("--masking-samples", type=int, default=512, help="RISE masks / LIME samples per image")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--no-memory", action="store_true")
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
         model = onnxplain.load_model()
         rec["gradcam"] = bench_gradcam(model, folder, args.images, args.batch, args.repeats, work)
         print(json.dumps(rec["gradcam"], default=str)[:400], flush=True)
-        rec["masking"] = bench_masking(model, folder, args.masking_images, args.repeats, work)
+        rec["masking"] = bench_masking(model, folder, args.masking_images, args.repeats, work, args.masking_samples)
         print(json.dumps({k: v["ratio"] for k, v in rec["masking"].items()}), flush=True)
         if not args.no_ray:
             rec["ray"] = bench_ray(model, folder, args.images, args.batch, work, cores)
