@@ -207,6 +207,8 @@ def markdown(rec: dict) -> str:
                   f"({r['ray_1_actor_overhead']:.2f}x)" + "".join(
                       f", {k[4:-8].replace('_', ' ')} {r[k]:.1f} s ({r[k[:-8] + '_overhead']:.2f}x)" for k in extra)
                   + " for the same Grad-CAM run (actor start and model loading included)."]
+    if "ray_error" in rec:
+        lines += ["", f"Ray: not measured ({rec['ray_error']})."]
     if "memory" in rec:
         m = rec["memory"]
         lines += ["", f"Peak RSS: {m['small']['peak_rss_mib']:.0f} MiB for {m['small']['images']} images, "
@@ -240,8 +242,11 @@ def main(argv=None) -> int:
         rec["masking"] = bench_masking(model, folder, args.masking_images, args.repeats, work, args.masking_samples)
         print(json.dumps({k: v["ratio"] for k, v in rec["masking"].items()}), flush=True)
         if not args.no_ray:
-            rec["ray"] = bench_ray(model, folder, args.images, args.batch, work, cores)
-            print(json.dumps(rec["ray"]), flush=True)
+            try:
+                rec["ray"] = bench_ray(model, folder, args.images, args.batch, work, cores)
+            except Exception as exc:  # noqa: BLE001  (Ray may not start on an overloaded machine: say so)
+                rec["ray_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            print(json.dumps(rec.get("ray", rec.get("ray_error"))), flush=True)
         if not args.no_memory:
             big = make_folder(work / "big", 3 * args.images)
             rec["memory"] = bench_memory(folder, big, args.batch)
