@@ -172,7 +172,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     else:
         check_choice("segmentation", segmentation, SEGMENTATIONS)
     check_choice("surrogate", surrogate, SURROGATES)
-    check_choice("sampling", sampling, SAMPLINGS)
+    sampling_mode = check_choice("sampling", sampling, SAMPLINGS)   # `sampling` is reused below for a timing
     check_choice("output_upsampling", output_upsampling, UPSAMPLING)
     kernel_width = check_float("kernel_width", kernel_width, minimum=0.0, strict_minimum=True)
     if not isinstance(sample_weights, (bool, np.bool_)):
@@ -216,7 +216,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
     on = K.native_image(ctx.pixels, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
     off = K.native_image(fill_image, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
     try:
-        onoff = draw_onoff(num_samples, n_feat, sampling, rng)
+        onoff = draw_onoff(num_samples, n_feat, sampling_mode, rng)
     except MemoryError:
         raise WorkLimitError(f"num_samples={num_samples:,} with {n_feat} features needs "
                              f"{num_samples * n_feat * 17 / 2 ** 30:.1f} GiB; use fewer samples.") from None
@@ -246,7 +246,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
         "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
         "fill": fill_used, "sample_weights": bool(sample_weights), "kernel_width": kernel_width,
-        "sampling": sampling,
+        "sampling": sampling_mode,
         "working_size": [h, w],
     }
     extras: dict[str, Any] = {
