@@ -135,7 +135,7 @@ def _check_out(args: argparse.Namespace) -> None:
         for parent in (path, *path.parents):
             if parent.exists():
                 if not parent.is_dir():
-                    raise ValueError(f"--{flag.replace('_', '-')} {value!r} must be a folder, but {str(parent)!r} "
+                    raise OptionError(f"--{flag.replace('_', '-')} {value!r} must be a folder, but {str(parent)!r} "
                                      "is an existing file.")
                 break
         check_writable(path, f"--{flag.replace('_', '-')}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
 from ..methods.lime import FILLS, SAMPLINGS, SEGMENTATIONS, SURROGATES, UPSAMPLING, image_lime
 from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, parse_value, write_result)
@@ -45,7 +46,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.num_features is not None and (args.segmentation == "quickshift" or args.segmentation.endswith(".npy")):
-        raise ValueError(f"--num-features does nothing with --segmentation {args.segmentation} (the segments set the "
+        raise OptionError(f"--num-features does nothing with --segmentation {args.segmentation} (the segments set the "
                          "number of features); leave it out.")
     model = model_from_args(args)
     image, name = image_from_args(args)
@@ -78,4 +79,4 @@ def _segmentation(value: str) -> Any:
         if not path.exists():
             raise FileNotFoundError(f"--segmentation file {value!r} does not exist.")
         return np.load(path, allow_pickle=False)
-    raise ValueError(f"--segmentation must be one of {', '.join(SEGMENTATIONS)} or a .npy file; got {value!r}.")
+    raise OptionError(f"--segmentation must be one of {', '.join(SEGMENTATIONS)} or a .npy file; got {value!r}.")
