@@ -28,7 +28,6 @@ import platform
 import time
 
 import numpy as np
-
 import onnxplain
 from onnxplain.sanity import spearman
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from math import comb
 
 import numpy as np
-
 import onnxplain
 from onnxplain.methods.lime import draw_onoff
+
 from tests.data import zoo
 
 

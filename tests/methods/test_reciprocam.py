@@ -10,10 +10,10 @@ input's batch size through Shape, which OpenVINO XAI cannot cut).
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import onnxplain
+import pytest
 from onnxplain.methods.reciprocam import spatial_masks
+
 from tests.data import zoo
 
 
@@ -42,7 +42,6 @@ def test_every_class_from_one_batch_equals_the_definition(image):
     assert got.class_maps.shape == (h, w, 10) and got.score_map.shape == (h, w, 2)
     np.testing.assert_array_equal(got.score_map[..., 1], got.class_maps[..., 5])
     import onnxruntime as ort
-
     from onnxplain.methods.scorecam import tapped_run
 
     acts = tapped_run(model, "cpu", [got.feature_layer], model.to_native(model.prepare(image)[0][None]))[0]
@@ -51,7 +50,7 @@ def test_every_class_from_one_batch_equals_the_definition(image):
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model.onnx_model)
-    prod = [n for n in proto.graph.node if got.feature_layer in n.output][0]
+    prod = next(n for n in proto.graph.node if got.feature_layer in n.output)
     proto.graph.node.remove(prod)
     proto.graph.input.append(onnx.helper.make_tensor_value_info(got.feature_layer, onnx.TensorProto.FLOAT,
                                                                 [None, *acts.shape[1:]]))
