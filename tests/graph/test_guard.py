@@ -159,3 +159,29 @@ def test_multihead_attention_vit_gradient_and_grad_cam_probe(tmp_path):
     img = np.random.default_rng(2).standard_normal((32, 32, 3)).astype(np.float32)
     ex = onnxplain.grad_cam(model, img, label=1)
     assert np.all(np.isfinite(np.asarray(ex.score_map)))
+
+
+def test_guard_directional_check_catches_a_wrong_rule(monkeypatch):
+    """A rule that is off (here Tanh's derivative doubled) on a smooth model is refused at
+    build time by the directional-derivative check. Oracle: central finite differences."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxplain.graph.rules import RULES, Rule
+
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((12, 5)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["m"]),
+             helper.make_node("Tanh", ["m"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                          [numpy_helper.from_array(W, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    GradientEngine(model).run(x, None)  # the true rule passes
+    good = RULES["Tanh"]
+
+    def doubled(b, node, gy):
+        return [b.mul(good.fn(b, node, gy)[0], b.const(2.0))]
+    monkeypatch.setitem(RULES, "Tanh", Rule("Tanh", doubled, good.grads, good.const))
+    with pytest.raises(GraphError, match="directional derivative"):
+        GradientEngine(model).run(x, None)
