@@ -10,7 +10,7 @@ from .errors import OptionError, OptionTypeError
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming them."""
+    """Return ``value`` if it is one of ``choices``, else raise an OptionError naming them."""
     choices = tuple(choices)
     if not isinstance(value, str) or value not in choices:
         listed = ", ".join(repr(c) for c in choices)
@@ -80,3 +80,33 @@ def describe_seed(random_state: Any) -> Any:
     if random_state is None or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
         return None if random_state is None else int(random_state)
     return type(random_state).__name__
+
+
+#: One vocabulary for Python and the CLI: shared name -> MATLAB-derived parameter name. Every
+#: public function taking ``mini_batch_size`` / ``execution_environment`` (MATLAB's
+#: MiniBatchSize / ExecutionEnvironment) also takes ``batch_size`` / ``device``, the names of
+#: the CLI flags ``--batch-size`` / ``--device``.
+SHARED_NAMES = {"batch_size": "mini_batch_size", "device": "execution_environment"}
+
+
+def shared_names(func):
+    """Decorator: accept the shared names (``batch_size=``, ``device=``) for MATLAB-named parameters."""
+    import functools
+    import inspect
+
+    params = inspect.signature(func).parameters
+    mapping = {short: long for short, long in SHARED_NAMES.items() if long in params and short not in params}
+    if not mapping:
+        return func
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        for short, long in mapping.items():
+            if short in kwargs:
+                if long in kwargs:
+                    raise OptionError(f"{func.__name__}() got both {short!r} and its MATLAB-style alias {long!r}; "
+                                      "give one.")
+                kwargs[long] = kwargs.pop(short)
+        return func(*args, **kwargs)
+
+    return wrapper

@@ -10,6 +10,20 @@ the **same class** (model A's top-1, unless ``label`` is given), and the maps ar
 by Spearman rank correlation (signed maps) and by the IoU of their top ``top_fraction``
 pixels (10% by default; exactly that many pixels, ties in raster order).
 
+**Same quantity on both sides.** Maps are computed on the class *logits* when both models
+have them (a logits output, or the tensor before a final Softmax), else on probabilities
+(a Softmax is appended to a logits-only side). Methods with a ``reduction_layer`` option
+(Grad-CAM family, gradients) take ``reduction_layer="logits"`` on the model itself; the others
+run on the graph cut at its logits. So a float model giving logits and the same
+model ending in Softmax explain the same number, and a saturated probability (0.9999 on
+one side) cannot pass for drift. ``quantity="as-is"`` explains each model's own output.
+The quantity used is in ``Comparison.params["quantity"]``.
+
+**Undefined is not ok.** A Spearman correlation of a constant map (e.g. an occlusion map of
+all zeros on a saturated probability) is undefined; such rows have status
+"undefined: constant map (model A|B)", are shown as "undefined" and count neither as
+agreement nor as drift.
+
 A gradient method needs the gradient engine to handle the graph (QuantizeLinear /
 DequantizeLinear, float16). When it cannot (a ``GraphError`` or ``ModelError``), the method
 is reported as "fallback: forward-only" and, unless one is already in the list, the
@@ -27,7 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import OptionError
-from ._validation import check_float
+from ._validation import check_choice, check_float
 from .evaluate import is_gradient_failure
 from .registry import METHODS, check_methods, forward_only
 from .model import Model
@@ -71,10 +85,13 @@ class Comparison:
         for m in dict.fromkeys(r["method"] for r in self.maps):
             rows = [r for r in self.maps if r["method"] == m]
             ok = [r for r in rows if r["status"] == "ok"]
+            undefined = [r for r in rows if r["status"].startswith("undefined")]
+            others = [r for r in rows if r["status"] != "ok" and not r["status"].startswith("undefined")]
+            status = "ok" if len(ok) == len(rows) else others[0]["status"] if others else \
+                f"undefined for {len(undefined)} of {len(rows)} images (constant maps)"
             per_method[m] = {"mean_spearman": _mean([r["spearman"] for r in ok]),
                              "mean_iou_top": _mean([r["iou_top"] for r in ok]),
-                             "status": "ok" if len(ok) == len(rows)
-                             else rows[[r["status"] != "ok" for r in rows].index(True)]["status"]}
+                             "defined": len(ok), "status": status}
         return {"model_a": self.model_a, "model_b": self.model_b, "images": len(preds),
                 "top1_agreement": _mean([float(p["top1_equal"]) for p in preds]),
                 "mean_top5_overlap": _mean([p["top5_overlap"] for p in preds]),
@@ -83,7 +100,8 @@ class Comparison:
 
     def markdown(self) -> str:
         """Prediction table, map table and the drift ranking as markdown."""
-        lines = [f"model A: `{self.model_a}`  ", f"model B: `{self.model_b}`", "",
+        lines = [f"model A: `{self.model_a}`  ", f"model B: `{self.model_b}`  ",
+                 f"maps explain: {self.params.get('quantity', 'as-is')}", "",
                  "| image | top-1 A | top-1 B | equal | top-5 overlap | max prob diff |", "|---|---|---|---|---|---|"]
         for p in self.predictions:
             lines.append(f"| {p['image']} | {p['top1_name_a']} ({p['top1_a']}) | {p['top1_name_b']} ({p['top1_b']}) | "
@@ -101,7 +119,7 @@ class Comparison:
 def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, *,
                    methods: Sequence[str] = ("gradcam", "occlusion"), label: Any = None, top_fraction: float = 0.1,
                    method_params: dict[str, dict[str, Any]] | None = None, fallback: str | None = "occlusion",
-                   drift_threshold: float = 0.5, names: Sequence[str] | None = None,
+                   drift_threshold: float = 0.5, names: Sequence[str] | None = None, quantity: str = "auto",
                    progress: Callable[[int, int], None] | None = None) -> Comparison:
     """Compare two models' predictions and explanations image by image.
 
@@ -122,6 +140,9 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
         Forward-only method added when a gradient method fails on either model (None: none).
     drift_threshold : float
         An image is flagged when 1 − (lowest map correlation) ≥ this.
+    quantity : {"auto", "logits", "probabilities", "as-is"}
+        What both models' maps explain: "auto" = logits when both have them, else
+        probabilities; "as-is" = each model's own output.
     names : sequence of str, optional
         Image names for the tables; default the file stems, or "image0", "image1", ...
     progress : callable(done, total), optional
@@ -136,6 +157,7 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
         Unknown method; models with different numbers of classes; no images.
     """
     methods = check_methods(methods)
+    check_choice("quantity", quantity, QUANTITIES)
     top_fraction = check_float("top_fraction", top_fraction, minimum=0.0, maximum=1.0, strict_minimum=True)
     drift_threshold = check_float("drift_threshold", drift_threshold)
     if fallback is not None:
@@ -155,6 +177,8 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
                  for i, im in enumerate(images)]
     elif len(names) != len(images):
         raise OptionError(f"The 'names' parameter has {len(names)} names for {len(images)} images.")
+    quantity = choose_quantity(model_a, model_b) if quantity == "auto" else quantity
+    explain_a, explain_b = on_quantity(model_a, quantity), on_quantity(model_b, quantity)
     params = {m: dict((method_params or {}).get(m, {})) for m in list(methods) + ([fallback] if fallback else [])}
     run_methods = list(methods)
     failed: dict[tuple[int, str], str] = {}  # (id(model), method) -> reason, so a graph is tried once
@@ -176,13 +200,15 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
             m_i += 1
             row = {"image": name, "method": method, "spearman": float("nan"), "iou_top": float("nan"), "status": "ok"}
             result_maps = []
-            for which, model in (("A", model_a), ("B", model_b)):
+            for which, original, derived in (("A", model_a, explain_a), ("B", model_b, explain_b)):
+                model, extra = _explainer(original, derived, method, quantity)
                 key = (id(model), method)
                 if key in failed:
                     row["status"] = failed[key]
                     break
                 try:
-                    result_maps.append(np.asarray(METHODS[method](model, image, lab, **params[method]).score_map))
+                    result_maps.append(np.asarray(METHODS[method](model, image, lab, **{**params[method], **extra}
+                                                                  ).score_map))
                 except Exception as exc:
                     if not (METHODS[method].needs_gradients and is_gradient_failure(exc)):
                         raise
@@ -197,6 +223,10 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
                 a, b = result_maps
                 row["spearman"] = 1.0 if np.array_equal(a, b) else spearman(a, b)  # equal constant maps agree
                 row["iou_top"] = top_region_iou(a, b, top_fraction)
+                if np.isnan(row["spearman"]):
+                    flat = [w for w, m in (("A", a), ("B", b)) if np.ptp(m) == 0]
+                    row["status"] = f"undefined: constant map (model {' and '.join(flat) or '?'})"
+                    row["iou_top"] = float("nan")  # ties in raster order say nothing about a constant map
                 if not np.isnan(row["spearman"]) and not (row["spearman"] >= worst[0]):
                     worst = (row["spearman"], method)
             maps.append(row)
@@ -204,12 +234,12 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
             if progress is not None:
                 progress(done, total)
         d = 1.0 - worst[0] if worst[1] else float("nan")
-        drift.append({"image": name, "drift": d, "worst_method": worst[1],
+        drift.append({"image": name, "drift": d, "worst_method": worst[1] or "undefined (no defined correlation)",
                       "flagged": bool(worst[1]) and d >= drift_threshold})
     drift.sort(key=lambda r: -np.inf if np.isnan(r["drift"]) else -r["drift"])
     return Comparison(model_a.path, model_b.path, predictions, maps, drift,
                       {"methods": run_methods, "top_fraction": top_fraction, "drift_threshold": drift_threshold,
-                       "fallback": fallback, "method_params": params, "label": label})
+                       "fallback": fallback, "method_params": params, "label": label, "quantity": quantity})
 
 
 def top_region_iou(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
@@ -231,4 +261,109 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _f(v: float) -> str:
-    return "nan" if v is None or np.isnan(v) else f"{v:.3f}"
+    return "undefined" if v is None or np.isnan(v) else f"{v:.3f}"
+
+
+QUANTITIES = ("auto", "logits", "probabilities", "as-is")
+
+
+def choose_quantity(model_a: Model, model_b: Model) -> str:
+    """"logits" when both models have logits (output or the tensor before a final Softmax), else
+    "probabilities" when both outputs are logits or probabilities, else "as-is"."""
+    def has_logits(m: Model) -> bool:
+        return m.output_kind == "logits" or bool(m.logits_name)
+
+    if has_logits(model_a) and has_logits(model_b):
+        return "logits"
+    if all(m.output_kind in ("logits", "probabilities") for m in (model_a, model_b)):
+        return "probabilities"
+    return "as-is"
+
+
+def on_quantity(model: Model, quantity: str) -> Model:
+    """The model whose output is ``quantity`` of the same classes ("as-is": the model itself).
+
+    Logits: the graph cut at the tensor before the final Softmax. Probabilities of a logits
+    model: a Softmax over the class axis appended. Preprocessing, labels and layout are kept.
+    """
+    import copy
+
+    from onnx import helper
+
+    from .model import Model as _Model
+
+    if quantity == "as-is" or (quantity == "logits" and model.output_kind == "logits") or \
+            (quantity == "probabilities" and model.output_kind == "probabilities"):
+        return model
+    proto = copy.deepcopy(model.onnx_model)
+    graph = proto.graph
+    out = graph.output[model._output_index]
+    elem = out.type.tensor_type.elem_type
+    if quantity == "logits":
+        if not model.logits_name:
+            raise OptionError(f"{model.path}: no logits to explain (output kind {model.output_kind!r}, no Softmax "
+                              "at the end); use quantity='probabilities' or 'as-is'.")
+        new_out = helper.make_tensor_value_info(model.logits_name, elem, _shape_of(proto, model.logits_name, out))
+        kind = "logits"
+    elif model.output_kind == "logits":
+        name = out.name + "__onnxplain_softmax"
+        graph.node.append(helper.make_node("Softmax", [out.name], [name], axis=-1, name=name))
+        new_out = helper.make_tensor_value_info(name, elem, _dims(out))
+        kind = "probabilities"
+    else:
+        raise OptionError(f"{model.path}: output kind {model.output_kind!r} has no probabilities to compare; use "
+                          "quantity='as-is'.")
+    del graph.output[:]
+    graph.output.append(new_out)
+    _prune(graph)
+    return _Model(proto, path=f"{model.path} ({kind})", preprocessing=model.preprocessing,
+                  labels=list(model.class_names), execution_environment=model.execution_environment,
+                  layout=model.layout, output_kind=kind, manifest=None)
+
+
+def _explainer(original: Model, derived: Model, method: str, quantity: str) -> tuple[Model, dict[str, Any]]:
+    """The model and extra options that make ``method`` explain ``quantity``: a method with a
+    ``reduction_layer`` option runs on the original graph with ``reduction_layer="logits"`` (the
+    tensor before its Softmax); the others run on the derived graph whose output is the quantity."""
+    import inspect
+
+    if derived is original:
+        return original, {}
+    if quantity == "logits" and original.logits_name and \
+            "reduction_layer" in inspect.signature(METHODS[method].func).parameters:
+        return original, {"reduction_layer": "logits"}
+    return derived, {}
+
+
+def _dims(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def _shape_of(proto, name: str, fallback) -> list:
+    """The inferred shape of tensor ``name`` (the old output's shape when inference has none)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - inference is a convenience here
+        return _dims(fallback)
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.name == name and vi.type.tensor_type.HasField("shape"):
+            return _dims(vi)
+    return _dims(fallback)
+
+
+def _prune(graph) -> None:
+    """Drop nodes that no graph output depends on (the Softmax cut off by a logits output)."""
+    if any(a.type in (5, 10) for n in graph.node for a in n.attribute):  # GRAPH / GRAPHS: keep all
+        return
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)

@@ -30,7 +30,7 @@ from .errors import ModelError, OptionError
 from .graph import GraphError
 from .kernels.perturb import perturbation_batch, rank_from_map
 from .methods.context import begin
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_choice, check_float, check_int, shared_names
 from .images import resize_map
 from .model import Model
 from .result import Explanation
@@ -78,7 +78,8 @@ class Evaluation:
                 "params": dict(self.params)}
 
 
-def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Explanation, *,
+@shared_names
+def evaluate(model: Model, image: Any, label: Any = None, score_map: np.ndarray | Explanation | None = None, *,
              metrics: Sequence[str] = ("deletion", "insertion"), box: Any = None, mask: np.ndarray | None = None,
              step: int | None = None, deletion_substrate: str = "zeros", insertion_substrate: str = "blur",
              blur_sigma: float = DEFAULT_BLUR_SIGMA, tolerance: float = 15.0, mini_batch_size: int = 64,
@@ -89,10 +90,11 @@ def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Expla
     ----------
     model : Model
     image : path or ndarray (H, W, 3)
-    label : int, str or None
+    label : int, str, None or Explanation
         The class the map explains; None takes the label of an Explanation given as
-        ``score_map``, else the model's top class.
-    score_map : ndarray (H, W) or Explanation
+        ``score_map``, else the model's top class. An Explanation here is taken as the map
+        (``evaluate(model, image, explanation)``).
+    score_map : ndarray (H, W) or Explanation (required unless ``label`` is an Explanation)
         The map to judge, at the image's size (any other size is resized bilinearly).
         Higher = more important; signed maps are ranked by their signed value.
     metrics : sequence of {"deletion", "insertion", "pointing_game", "energy"}
@@ -128,10 +130,23 @@ def evaluate(model: Model, image: Any, label: Any, score_map: np.ndarray | Expla
         Unknown metric or substrate; a region metric without ``box``/``mask``; a map or
         mask that is not 2-D; an empty region.
     """
+    if isinstance(label, Explanation):
+        if score_map is not None:
+            raise OptionError("evaluate() got an Explanation as 'label' and a 'score_map' as well; give one map.")
+        label, score_map = None, label
+    if score_map is None:
+        raise OptionError("evaluate() needs a map: evaluate(model, image, explanation) or "
+                          "evaluate(model, image, label, score_map).")
     if isinstance(score_map, Explanation):
-        if label is None:
+        if score_map.multi_label:
+            k = 0 if label is None else score_map.labels.index(model.label_index(label)) \
+                if model.label_index(label) in score_map.labels else None
+            if k is None:
+                raise OptionError(f"label {label!r} is not among the explanation's labels {score_map.labels}.")
+            label, score_map = score_map.labels[k], score_map.score_map[..., k]
+        elif label is None:
             label = score_map.labels[0]
-        score_map = score_map.score_map
+        score_map = getattr(score_map, "score_map", score_map)
     metrics = _check_metrics(metrics)
     smap = _as_map(score_map)
     deletion_substrate = check_choice("deletion_substrate", deletion_substrate, SUBSTRATES)
@@ -307,6 +322,8 @@ def _check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def _as_map(score_map: Any) -> np.ndarray:
+    if isinstance(score_map, Explanation):
+        score_map = score_map.score_map
     m = np.asarray(score_map)
     if m.ndim == 3 and m.shape[2] == 1:
         m = m[..., 0]

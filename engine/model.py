@@ -21,6 +21,7 @@ import logging
 import os
 import pathlib
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -32,9 +33,10 @@ from . import preprocessing as _pre
 from .autodiff import GradientEngine, GradientGraphError
 from .graph import GraphError, tap_model
 from .graph.preprocess import fuse_preprocessing
-from ._validation import check_choice, check_int
-from .errors import ModelError, OptionError
-from .images import describe_image, load_image, resize_image
+from ._validation import check_choice, check_int, shared_names
+from .errors import ModelError, OnnxplainWarning, OptionError
+from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, reduced_size,
+                     reduction_factor, resize_image)
 from .labels import read_labels, resolve_label
 from .runtime import check_precision, check_provider, check_threads, make_session, session_device, session_report
 
@@ -73,8 +75,12 @@ class Model:
     def __init__(self, proto: onnx.ModelProto, *, path: str, preprocessing: Any, labels: Any,
                  provider: str = "auto", threads: int | None = None, precision: str = "f32",
                  layout: str | None, output_kind: str | None,
-                 manifest: dict | None, folder: str | None = None) -> None:
+                 manifest: dict | None, folder: str | None = None,
+                 max_image_pixels: int | None = MAX_PIXELS) -> None:
         self.path = path
+        #: largest image file decoded (None: no limit); see onnxplain.images
+        self.max_image_pixels = (None if max_image_pixels is None else
+                                 check_int("max_image_pixels", max_image_pixels, minimum=4))
         # the folder paths inside the model file or its manifest are resolved in (and confined to);
         # None for derived graphs, whose labels come as a list
         self._folder = folder if folder is not None else os.path.dirname(os.path.abspath(path))
@@ -197,7 +203,8 @@ class Model:
         return Model(proto, path=path or f"{self.path} (derived)", preprocessing=self.preprocessing,
                      labels=list(self.class_names), provider=self.provider, threads=self.threads,
                      precision=self.precision,
-                     layout=self.layout, output_kind=self.output_kind, manifest=None)
+                     layout=self.layout, output_kind=self.output_kind, manifest=None,
+                     max_image_pixels=self.max_image_pixels)
 
     def probe_shapes(self, names: Sequence[str]) -> dict[str, tuple[tuple[int, ...], str]]:
         """Per-sample shape and dtype of inner tensors from one run on a zero image.
@@ -233,10 +240,24 @@ class Model:
 
     # ---- images ------------------------------------------------------------------------
     def prepare(self, image: Any) -> tuple[np.ndarray, tuple[int, int]]:
-        """Canonical image resized to the model input: (float32 (h, w, 3), original (H, W))."""
-        img = load_image(image)
+        """Canonical image resized to the model input: (float32 (h, w, 3), map size (H, W)).
+
+        The map size is the image's own size, or for an image above the map cap
+        (:data:`onnxplain.images.MAX_MAP_PIXELS`) its size reduced by an integer factor (with
+        an :class:`OnnxplainWarning`). Large images are reduced while decoding (see
+        :mod:`onnxplain.images`), so memory stays bounded whatever the image size.
+        """
+        given = image_size(image)
+        k = reduction_factor(given)
+        original = reduced_size(given, k)
+        img = load_image(image, max_pixels=self.max_image_pixels, working_size=self.input_size or original)
+        if k > 1:
+            warnings.warn(f"{describe_image(image)} is {given[1]} x {given[0]} pixels, above the map cap of "
+                          f"{MAX_MAP_PIXELS / 1e6:.1f} MP; maps are returned at {original[1]} x {original[0]} "
+                          f"(the image reduced by {k}).", OnnxplainWarning, stacklevel=3)
+        _pre.warn_if_out_of_range(img, self.preprocessing, describe_image(image))
         size = self.input_size or img.shape[:2]
-        return resize_image(img, size), (int(img.shape[0]), int(img.shape[1]))
+        return resize_image(img, size), original
 
     def to_native(self, pixels: np.ndarray) -> np.ndarray:
         """Vectorised reference conversion of a float32 (N, h, w, 3) pixel batch to native input."""
@@ -373,8 +394,8 @@ class Model:
             if self.input_dtype == np.uint8:
                 raise ModelError(f"{self.path}: the model takes uint8 input, which has no gradient; use a "
                                  "forward-only method (LIME, occlusion, RISE, Score-CAM).")
-            def session(proto: onnx.ModelProto, graph: str, config: dict[str, str]):
-                return self.new_session(proto, env, graph=graph, config=config)
+            def session(proto: onnx.ModelProto, graph: str, **options: Any):
+                return self.new_session(proto, env, graph=graph, **options)
 
             try:
                 self._engines[key] = GradientEngine(self.fused_model(), session_factory=session, keep=list(key[1]))
@@ -515,10 +536,11 @@ class Model:
         return int(np.prod(self.run_native(x).shape[1:]))
 
 
+@shared_names
 def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = None, labels: Any = None,
                provider: str | None = None, threads: int | None = None, precision: str = "f32",
                layout: str | None = None, output_kind: str | None = None,
-               execution_environment: str | None = None) -> Model:
+               execution_environment: str | None = None, max_image_pixels: int | None = MAX_PIXELS) -> Model:
     """Load an ONNX image classifier.
 
     Parameters
@@ -548,6 +570,9 @@ def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = No
         Overrides the layout detected from the input shape.
     output_kind : {"probabilities", "logits", "sigmoid", "score"}, optional
         Overrides the detected output kind.
+    max_image_pixels : int or None, default 100_000_000
+        Largest image file the model's methods decode (an ImageError names larger ones);
+        None removes the limit. See :mod:`onnxplain.images` for the memory this bounds.
 
     Returns
     -------
@@ -589,7 +614,7 @@ def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = No
     provider = provider or execution_environment or "auto"
     return Model(proto, path=str(path), preprocessing=preprocessing, labels=labels,
                  provider=provider, threads=threads, precision=precision, layout=layout, output_kind=output_kind,
-                 manifest=manifest)
+                 manifest=manifest, max_image_pixels=max_image_pixels)
 
 
 def _check_manifest(manifest: Any, where: str) -> None:

@@ -215,3 +215,43 @@ def resolve(preprocessing: Any, *, manifest: Mapping[str, Any] | None, metadata:
         raise OptionError(f"preprocessing input_size {tuple(result.input_size)} does not match the model's "
                          f"static input size {tuple(model_size)}.")
     return result
+
+
+def expected_pixel_range(pre: Preprocessing) -> float | None:
+    """The pixel range the declared preprocessing is written for: 255 (0..255 pixels map to
+    moderate model values), 1 (0..1 pixels do and 0..255 ones land far outside), or None
+    when it cannot tell (the identity: the model may take any range)."""
+    a, b = (v.astype(np.float64) for v in pre.affine)
+
+    def moderate(v: float) -> bool:
+        return bool(np.all(np.abs(a * v + b) <= 10.0))
+
+    if moderate(0.0) and moderate(255.0):
+        return 255.0
+    identity = np.allclose(a, 1.0) and np.allclose(b, 0.0)
+    if not identity and moderate(0.0) and moderate(1.0) and bool(np.all(np.abs(a * 255.0 + b) > 50.0)):
+        return 1.0
+    return None
+
+
+def warn_if_out_of_range(pixels: np.ndarray, pre: Preprocessing, what: str) -> None:
+    """An OnnxplainWarning when an image's values are far from what ``pre`` expects: a 0..1
+    float image given to a model that declares 0..255 pixels, or 0..255 values given to one
+    that declares 0..1 (the model would see a flat or saturated image and answer nonsense)."""
+    expected = expected_pixel_range(pre)
+    if expected is None:
+        return
+    lo, hi = float(pixels.min()), float(pixels.max())
+    if expected == 255.0 and 0.0 < hi <= 1.0:
+        hint = "multiply a 0..1 image by 255, or declare preprocessing for 0..1 pixels"
+    elif expected == 1.0 and hi > 2.0:
+        hint = "divide a 0..255 image by 255, or declare preprocessing for 0..255 pixels (e.g. scale 1/255)"
+    else:
+        return
+    import warnings
+
+    from .errors import OnnxplainWarning
+
+    warnings.warn(f"{what} has values in [{lo:.3g}, {hi:.3g}] but the model's preprocessing ({pre.name}: scale "
+                  f"{pre.scale:g}, mean {list(pre.mean)}, std {list(pre.std)}) expects pixels in 0..{expected:g}; "
+                  f"{hint}.", OnnxplainWarning, stacklevel=4)

@@ -162,12 +162,15 @@ def _shared_arena() -> bool:
 
 def make_session(model: Any, provider: str = "cpu", *, threads: int | None = None, precision: str = "f32",
                  optimization: str = "all", optimized_model_path: str | None = None,
-                 config: Mapping[str, str] | None = None) -> ort.InferenceSession:
+                 config: Mapping[str, str] | None = None, log_severity: int = 4) -> ort.InferenceSession:
     """An InferenceSession for ``model`` (bytes, a path or an onnx.ModelProto) on ``provider``.
 
     ``optimization`` is ORT's graph optimisation level ("all", "basic" or "none");
     ``optimized_model_path`` saves the optimised graph there (graph preparation uses ORT's
     basic level as a constant folder); ``config`` adds session config entries.
+    ``log_severity`` is ORT's session log level: 4 (fatal only) by default, since failures
+    still raise and ORT's own ERROR line would repeat them on stderr; the gradient graph's
+    build-time guard asks for 1 (warnings) to read ORT's buffer-reuse shape warnings.
 
     Raises EnvironmentUnavailableError when the provider is not available or, once the
     session exists, not the one running it.
@@ -178,7 +181,7 @@ def make_session(model: Any, provider: str = "cpu", *, threads: int | None = Non
     threads = check_threads(threads)
     precision = check_precision(precision)
     options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures still raise; ORT's own ERROR log would repeat them on stderr
+    options.log_severity_level = log_severity
     if _shared_arena():  # see the module notes on memory
         options.add_session_config_entry("session.use_env_allocators", "1")
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")

@@ -60,15 +60,16 @@ def test_help_everywhere(capsys):
     sub = next(a for a in parser._actions if a.dest == "command")
     # every command module registered its commands (oracle: the documented command list)
     assert set(sub.choices) == {"classify", "inspect", "explain", "lime", "evaluate", "sanity", "compare", "gradcam",
-                                "gradients", "occlusion", "rise", "gradcheck"}
-    assert len(COMMANDS) == 9
+                                "gradients", "occlusion", "rise", "gradcheck", "run", "report", "cam", "reciprocam",
+                                "kernelshap", "export-explainer"}
+    assert len(COMMANDS) == 12
     for name in sub.choices:
         with pytest.raises(SystemExit) as ex:
             main([name, "--help"])
         assert ex.value.code == 0
         text = capsys.readouterr().out
         assert text.startswith(f"usage: onnxplain {name}"), text[:80]
-        if name not in ("gradcheck",):  # every command that loads a model takes the runtime options
+        if name not in ("gradcheck", "report"):  # every command that loads a model takes the runtime options
             assert "--provider" in text and "--threads" in text, name
 
 
@@ -126,7 +127,11 @@ def test_explain_uint8_model_runs_forward_only_methods_and_says_so(tmp_path, cap
     text = capsys.readouterr().out
     assert "skipped gradcam" in text
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(summary["methods"]) == ["lime", "occlusion", "rise"] and "gradient" in summary["skipped"]
+    from onnxplain.registry import METHODS, forward_only
+
+    expected = sorted(n for n in forward_only() if METHODS[n].in_main_job)   # lime, occlusion, rise, reciprocam, ...
+    assert {"lime", "occlusion", "rise", "reciprocam", "kernelshap"} <= set(expected)
+    assert sorted(summary["methods"]) == expected and "gradient" in summary["skipped"]
     assert main(["explain", "--model", str(model), "--preprocessing", "none", "--out", str(tmp_path / "o2"),
                  "--no-progress", "--methods", "lime", "gradient"]) == 2
     err = capsys.readouterr().err.strip()

@@ -8,16 +8,21 @@ has the heavier options.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
 
 import numpy as np
 
+from ..errors import OptionError
 from ..registry import METHODS, forward_only
-from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
+from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
+from ._output import RunRecord, atomic_write
+
+#: what each method's progress counts (for the rate and ETA of progress lines)
+UNITS = {"lime": "samples", "occlusion": "images", "rise": "images", "integrated-gradients": "samples",
+         "smoothgrad": "samples", "score-cam": "channels", "scorecam": "channels"}
 
 def add_parser(sub) -> None:
     p = sub.add_parser("explain", help="explain one image with every method (default: bundled model and image)")
@@ -26,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="methods to run, or 'all' (default: every method but the slow "
                         + ", ".join(n for n, s in METHODS.items() if not s.in_main_job) + "): " + ", ".join(METHODS))
+    p.add_argument("--sign", choices=("absolute", "signed"), default="absolute",
+                   help="gradient maps drawn as |attribution| (default) or signed (diverging colours)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report (index.html)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
 
@@ -38,17 +46,16 @@ def run(args: argparse.Namespace) -> int:
         chosen = args.methods or [n for n, s in METHODS.items() if s.in_main_job]
     unknown = [m for m in chosen if m not in names]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {names} or 'all'.")
+        raise OptionError(f"unknown method(s) {unknown}; choose from {names} or 'all'.")
     t0 = time.perf_counter()
     model = model_from_args(args)
     image, stem = image_from_args(args)
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     skipped = {}
     if model.input_dtype == np.uint8:  # no gradient through uint8 input: only forward-only methods can run
         needs_grad = [m for m in chosen if METHODS[m].needs_gradients]
         if args.methods and needs_grad:
-            raise ValueError(f"{model.path}: the model takes uint8 input, which has no gradient; {needs_grad} cannot "
+            raise OptionError(f"{model.path}: the model takes uint8 input, which has no gradient; {needs_grad} cannot "
                              f"run on it; choose from the forward-only methods {forward_only()}.")
         skipped = {m: "uint8 model input has no gradient" for m in needs_grad}
         chosen = [m for m in chosen if not METHODS[m].needs_gradients]
@@ -58,25 +65,55 @@ def run(args: argparse.Namespace) -> int:
     print(f"model  {model.path} ({_runtime_line(model)})")
     print(f"image  {stem} {image.shape[1]}x{image.shape[0]}; top-5: "
           + ", ".join(f"{n} ({i}) {s:.3f}" for i, n, s in top))
-    summary = {"model": model.describe(), "image": stem, "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
+    image_file = DEFAULT_IMAGE if args.image in (None, DEFAULT_IMAGE) else str(pathlib.Path(args.image).resolve())
+    summary = {"model": model.describe(), "image": stem, "image_file": image_file,
+               "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
                "label": label, "methods": {}, "skipped": skipped}
     if skipped:
         print(f"skipped {', '.join(skipped)}: the model takes uint8 input, which has no gradient")
+    # summary.json is this run's record: the previous run's files go, and until the end it says "complete": false
+    record = RunRecord(out, "summary.json", command="explain", image=stem, label=label).start()
+    results = []
     for name, spec in METHODS.items():
         if name not in chosen:
             continue
-        bar = ProgressBar(name, enabled=not args.no_progress)
+        bar = ProgressBar(name, enabled=not args.no_progress, unit=UNITS.get(name, "samples"))
         t = time.perf_counter()
         result = spec(model, image, label, preset="main", progress=bar)
         bar.close()
-        files = write_result(result, image, out, f"{stem}_{name}", kind=spec.render, model=model,
+        results.append(result)
+        files = write_result(result, image, out, f"{stem}_{name}", model=model, sign=args.sign,
                              boundaries=result.extras.get("feature_map") if name == "lime" else None)
+        record.add(*files)
         elapsed = time.perf_counter() - t
         summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **result.summary()}
         print(f"{name:<22} {elapsed:6.2f} s  -> {files[0]}")
         sys.stdout.flush()
+    if results:
+        import matplotlib.pyplot as plt
+
+        from ..render import overview_figure
+
+        sheet = out / f"{stem}_overview.png"
+        title = (f"{stem}: {top[0][1]} ({top[0][0]}) {top[0][2]:.3f}; explained {results[0].label_names[0]} "
+                 f"({results[0].labels[0]})")
+        atomic_write(sheet, lambda tmp: plt.close(overview_figure(image, results, tmp, sign=args.sign, title=title)))
+        record.add(str(sheet))
+        summary["overview"] = str(sheet)
+        print(f"overview sheet         -> {sheet}")
     summary["total_seconds"] = round(time.perf_counter() - t0, 3)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
+    if results and not args.no_report:
+        from ..report import explain_record, write_report
+
+        run_record = explain_record(summary, out, str(out / "summary.json"))
+        for mrec, result in zip(run_record.images[0].maps, results):  # signed pictures need the gradients
+            mrec.gradients = result.extras.get("gradients")
+        report_files: list[str] = []
+        index = write_report(run_record, out, sign=args.sign, pictures="", written=report_files)
+        record.add(*report_files)
+        summary["report"] = index
+        print(f"report                 -> {index}")
+    record.finish(summary)  # last: "complete": true
     print(f"done in {summary['total_seconds']:.1f} s; summary: {out / 'summary.json'}")
     return 0
 

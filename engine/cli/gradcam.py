@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
                         "a final Softmax/Sigmoid, or a tensor name")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic", help="output upsampling (default bicubic)")
     p.add_argument("--variant", choices=tuple(VARIANTS), default="gradcam", help="CAM method (default gradcam)")
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32,
                    help="targets (Grad-CAM) or masked images (Score-CAM) per model call (default 32)")
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
@@ -52,9 +52,7 @@ def run(args: argparse.Namespace) -> int:
                         reduction_layer=args.reduction_layer, output_upsampling=args.upsampling,
                         feature_layout=args.feature_layout, mini_batch_size=args.batch_size, progress=bar)
     stem = f"{name}_{args.variant.replace('++', 'pp')}"
-    written = write_result(result, image, args.out, stem, kind="heat", model=model)
-    np.save(f"{args.out}/{stem}_cam.npy", result.cam)
-    written.append(f"{args.out}/{stem}_cam.npy")
+    written = write_result(result, image, args.out, stem, model=model, arrays={"cam": result.cam})
     print(f"{args.variant}: feature layer {result.feature_layer!r} ({result.feature_layout}), reduction layer "
           f"{result.reduction_layer!r}")
     for idx, lname, score in zip(result.labels, result.label_names, np.ravel(result.scores)):

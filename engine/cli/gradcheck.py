@@ -1,4 +1,4 @@
-"""``onnxplain gradcheck [MODEL]``: the gradient engine against finite differences."""
+"""``onnxplain gradcheck [--model MODEL]``: the gradient engine against finite differences."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import json
 
 import onnx
 
+from ..errors import ModelError, OptionError
 from ..graph import gradcheck
 from ..graph.check import kinked_ops
 from ..model import BUNDLED_MODEL
@@ -13,7 +14,9 @@ from ..model import BUNDLED_MODEL
 
 def add_parser(sub) -> None:
     p = sub.add_parser("gradcheck", help="compare the gradient engine with central finite differences")
-    p.add_argument("model", nargs="?", default=None, help="ONNX model (default: the bundled model)")
+    p.add_argument("--model", "-m", default=None, help="ONNX model file (default: bundled EfficientNet-Lite0)")
+    # the model as a positional argument, as before --model existed (kept working, not advertised)
+    p.add_argument("model_positional", nargs="?", default=None, metavar="MODEL", help=argparse.SUPPRESS)
     p.add_argument("--directions", type=int, default=3, help="random (seed, direction) pairs per output (default 3)")
     p.add_argument("--outputs", nargs="+", default=None, help="tensors to differentiate (default: graph outputs)")
     p.add_argument("--seed", type=int, default=0, help="random state")
@@ -22,13 +25,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.model or str(BUNDLED_MODEL)
+    if args.model and args.model_positional:
+        raise OptionError(f"give the model once: --model {args.model} or {args.model_positional}, not both.")
+    path = args.model or args.model_positional or str(BUNDLED_MODEL)
     try:
         proto = onnx.load(path)
     except Exception as exc:
-        raise ValueError(f"{path}: not an ONNX model file or corrupt ({str(exc).splitlines()[-1][:200]})") from None
+        raise ModelError(f"{path}: not an ONNX model file or corrupt ({str(exc).splitlines()[-1][:200]})") from None
     if args.directions < 1:
-        raise ValueError(f"--directions must be >= 1; got {args.directions}.")
+        raise OptionError(f"--directions must be >= 1; got {args.directions}.")
     records = gradcheck(proto, outputs=args.outputs, directions=args.directions, random_state=args.seed)
     kinks = kinked_ops(proto)
     if args.json:

@@ -11,9 +11,10 @@ import argparse
 
 import numpy as np
 
+from ..errors import OptionError
 from ..methods.gradients import METHODS, gradient_attribution
-from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
-                      parse_value, write_result)
+from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
+                      parse_label, parse_value, write_result)
 
 __all__ = ["add_parser", "run"]
 
@@ -32,7 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="VALUE|R,G,B",
                    help="integrated-gradients baseline in pixel units (default black)")
     p.add_argument("--seed", type=int, default=None, help="random seed for SmoothGrad (same seed, same result)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per engine run (default 32)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32,
+                   help="images per engine run (default 32)")
+    add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
 
@@ -46,19 +49,18 @@ def run(args: argparse.Namespace) -> int:
     unused = [f"--{k.replace('_', '-')} is only used by --method {' / '.join(methods)}"
               for k, methods in _OPTION_METHODS.items() if getattr(args, k) is not None and args.method not in methods]
     if unused:
-        raise ValueError(f"with --method {args.method}: {'; '.join(unused)} (it would be ignored).")
+        raise OptionError(f"with --method {args.method}: {'; '.join(unused)} (it would be ignored).")
     model = model_from_args(args)
     image, name = image_from_args(args)
     extra = {k: getattr(args, k) for k in ("num_steps", "num_samples", "noise_level") if getattr(args, k) is not None}
     with ProgressBar(args.method, enabled=not args.no_progress) as bar:
         result = gradient_attribution(model, image, parse_label(args.label), method=args.method,
                                       baseline=None if args.baseline is None else parse_value("--baseline", args.baseline),
-                                      mini_batch_size=args.batch_size,
+                                      mini_batch_size=args.batch_size, allow_long=args.allow_long,
                                       random_state=args.seed, progress=bar, **extra)
     stem = f"{name}_{args.method}"
-    written = write_result(result, image, args.out, stem, kind="gradient", model=model)
-    np.save(f"{args.out}/{stem}_gradients.npy", result.gradients)
-    written.append(f"{args.out}/{stem}_gradients.npy")
+    written = write_result(result, image, args.out, stem, model=model,
+                           arrays={"gradients": result.gradients})
     for idx, lname, score in zip(result.labels, result.label_names, np.ravel(result.scores)):
         print(f"{args.method}: {lname} ({idx}) score {float(score):.4g}")
     for path in written:

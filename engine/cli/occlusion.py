@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..methods.occlusion import UPSAMPLING, occlusion_sensitivity
-from ._common import (ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label,
-                      add_label_arg, parse_pair, parse_value,
-                      write_and_report)
+from ._common import (ProgressBar, add_allow_long, add_label_arg, add_model_args, add_output_args, image_from_args,
+                      model_from_args, parse_label, parse_pair, parse_value, write_and_report)
 
 __all__ = ["add_parser", "run_occlusion"]
 
@@ -30,7 +29,9 @@ def add_parser(sub) -> None:
                    help="keep windows fully inside the image (captum's placement; edge strips may stay 0)")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic",
                    help="resize of the map to the image size (default bicubic; none: model-input size)")
-    p.add_argument("--batch-size", type=int, default=128, help="occluded images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128,
+                   help="occluded images per model call (default 128)")
+    add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run_occlusion)
 
@@ -43,7 +44,7 @@ def run_occlusion(args: argparse.Namespace) -> int:
             model, image, parse_label(args.label), mask_size=parse_pair("--mask-size", args.mask_size),
             stride=parse_pair("--stride", args.stride), mask_value=parse_value("--mask-value", args.mask_value, ("auto",)),
             mask_clipping=not args.no_mask_clipping, output_upsampling=args.upsampling,
-            mini_batch_size=args.batch_size, progress=bar)
+            mini_batch_size=args.batch_size, allow_long=args.allow_long, progress=bar)
     p = result.params
     write_and_report(result, image, model, args.out, f"{name}_occlusion",
            f"{p['num_positions'][0]} x {p['num_positions'][1]} windows of {p['mask_size'][0]} x {p['mask_size'][1]}")

@@ -24,8 +24,8 @@ from ..model import load_model
 from ..sanity import sanity_check
 from ..variants import variant_model
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, add_runtime_args, image_from_args,
-                      model_from_args,
-                      parse_label, runtime_from_args)
+                      model_from_args, parse_label, parse_labels_arg, runtime_from_args)
+from ._output import atomic_text, atomic_write
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -65,8 +65,10 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_sanity)
 
     p = sub.add_parser("compare", help="compare two models' predictions and explanations (e.g. float32 vs int8)")
-    p.add_argument("inputs", nargs="*", metavar="MODEL_OR_IMAGE",
-                   help="A.onnx [B.onnx] then image files or folders; without models: the bundled model")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE",
+                   help="image files or folders (default: the bundled photograph); A.onnx B.onnx here also works")
+    p.add_argument("--model", "-m", action="append", default=None, metavar="MODEL",
+                   help="model A (default: bundled); give --model twice for model B, or use --variant")
     p.add_argument("--variant", choices=("int8", "fp16"), default=None,
                    help="compare model A with its int8 / float16 build (built on demand and cached)")
     p.add_argument("--cache-dir", default=None, help="where variant builds are cached (default $ONNXPLAIN_CACHE or "
@@ -128,9 +130,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     fields = ["image", "method", "label", "deletion", "insertion", "pointing_game", "energy", "status"]
     _write_csv(out / "evaluate.csv", rows, fields)
     table = _markdown(rows, fields) + "\n\n" + _means_markdown(rows, methods)
-    (out / "evaluate.md").write_text(table + "\n", encoding="utf-8")
-    (out / "evaluate.json").write_text(json.dumps(_clean({"model": model.path, "rows": rows, "details": details}),
-                                                  indent=1, default=_json_default) + "\n", encoding="utf-8")
+    atomic_text(out / "evaluate.md", table + "\n")
+    atomic_text(out / "evaluate.json", json.dumps(_clean({"model": model.path, "rows": rows, "details": details,
+                                                          "complete": True}),
+                                                  indent=1, default=_json_default) + "\n")  # written last
     print(table)
     print(f"\nwrote {out / 'evaluate.csv'}, {out / 'evaluate.md'}, curves_*.png (lower deletion and higher "
           "insertion AUC are better)")
@@ -157,7 +160,7 @@ def _plot_curves(curves: dict[str, dict], path: pathlib.Path, title: str) -> Non
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, fig.savefig)
     plt.close(fig)
 
 
@@ -174,13 +177,13 @@ def run_sanity(args: argparse.Namespace) -> int:
                           method_params={m: _params(m, args.full) for m in methods}, progress=bar)
     bar.close()
     base = out / f"sanity_{stem}_{args.mode}"
-    result.plot(str(base) + ".png")
-    (base.with_suffix(".md")).write_text(result.markdown() + "\n", encoding="utf-8")
+    atomic_write(str(base) + ".png", result.plot)
+    atomic_text(base.with_suffix(".md"), result.markdown() + "\n")
     _write_csv(base.with_suffix(".csv"), result.rows, list(result.rows[0]))
-    (base.with_suffix(".json")).write_text(json.dumps(_clean(
+    atomic_text(base.with_suffix(".json"), json.dumps(_clean(
         {"model": model.path, "image": stem, "mode": result.mode, "label": result.label, "label_name": result.label_name,
-         "layers": [vars(layer) for layer in result.layers], "rows": result.rows, "params": result.params}),
-        indent=1, default=_json_default) + "\n", encoding="utf-8")
+         "layers": [vars(layer) for layer in result.layers], "rows": result.rows, "params": result.params,
+         "complete": True}), indent=1, default=_json_default) + "\n")  # written last
     print(f"model {model.path}: {len(result.layers)} weight layers; class {result.label_name} ({result.label}); "
           f"{result.params['seconds']:.1f} s")
     print(result.markdown())
@@ -191,16 +194,16 @@ def run_sanity(args: argparse.Namespace) -> int:
 # ---- compare -------------------------------------------------------------------------------
 def run_compare(args: argparse.Namespace) -> int:
     methods = check_methods(args.methods)
-    models = [a for a in args.inputs if a.lower().endswith(".onnx")]
+    models = list(args.model or []) + [a for a in args.inputs if a.lower().endswith(".onnx")]
     rest = [a for a in args.inputs if not a.lower().endswith(".onnx")]
     if len(models) > 2:
         raise ValueError(f"compare takes at most two models; got {len(models)}: {models}.")
     if len(models) == 2 and args.variant:
         raise ValueError("give either two models or one model and --variant, not both.")
     if len(models) < 2 and not args.variant:
-        raise ValueError("compare needs two models (A.onnx B.onnx) or one model (default: bundled) and "
+        raise ValueError("compare needs two models (--model A.onnx --model B.onnx) or one model (default: bundled) and "
                          "--variant int8|fp16.")
-    common = dict(preprocessing=_pre(args.preprocessing), labels=args.labels, layout=args.layout,
+    common = dict(preprocessing=_pre(args.preprocessing), labels=parse_labels_arg(args.labels), layout=args.layout,
                   **runtime_from_args(args))
     model_a = load_model(models[0] if models else None, **common)
     if args.variant:
@@ -219,12 +222,13 @@ def run_compare(args: argparse.Namespace) -> int:
                             drift_threshold=args.drift_threshold, names=[n for n, _ in images], progress=bar)
     bar.close()
     table = result.markdown()
-    (out / "compare.md").write_text(table + "\n", encoding="utf-8")
+    atomic_text(out / "compare.md", table + "\n")
     _write_csv(out / "compare_predictions.csv", result.predictions, list(result.predictions[0]))
     _write_csv(out / "compare_maps.csv", result.maps, list(result.maps[0]))
-    (out / "compare.json").write_text(json.dumps(_clean({"summary": result.summary(), "predictions": result.predictions,
-                                                  "maps": result.maps, "drift": result.drift, "params": result.params}),
-                                                 indent=1, default=_json_default) + "\n", encoding="utf-8")
+    atomic_text(out / "compare.json", json.dumps(_clean({"summary": result.summary(), "predictions": result.predictions,
+                                                        "maps": result.maps, "drift": result.drift,
+                                                        "params": result.params, "complete": True}),
+                                                 indent=1, default=_json_default) + "\n")  # written last
     s = result.summary()
     print(table)
     print(f"\ntop-1 agreement {s['top1_agreement']:.2f}, mean top-5 overlap {s['mean_top5_overlap']:.2f}, "
@@ -286,11 +290,13 @@ def _pre(value: str | None) -> Any:
 
 
 def _write_csv(path: pathlib.Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: _cell(r.get(k)) for k in fields})
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: _cell(r.get(k)) for k in fields})
+    atomic_write(path, write)
 
 
 def _cell(v: Any) -> Any:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..methods.rise import rise
-from ._common import (ProgressBar, add_label_arg, add_model_args, add_output_args, image_from_args, model_from_args,
-                      parse_label, parse_pair, parse_value, write_and_report)
+from ._common import (ProgressBar, add_allow_long, add_label_arg, add_model_args, add_output_args, image_from_args,
+                      model_from_args, parse_label, parse_pair, parse_value, write_and_report)
 
 __all__ = ["add_parser", "run_rise"]
 
@@ -26,8 +26,10 @@ def add_parser(sub) -> None:
                    help="what masked pixels fade to, image pixel units (default mean: the image's mean colour)")
     p.add_argument("--upsampling", choices=("bilinear", "bicubic", "nearest", "none"), default="bilinear",
                    help="resize of the map to the image size (default bilinear)")
-    p.add_argument("--batch-size", type=int, default=128, help="masked images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128,
+                   help="masked images per model call (default 128)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
+    add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run_rise)
 
@@ -40,6 +42,6 @@ def run_rise(args: argparse.Namespace) -> int:
                       cell_size=parse_pair("--cell-size", args.cell_size, auto=False),
                       keep_probability=args.keep_probability,
                       fill=parse_value("--fill", args.fill, ("mean", "zero")), output_upsampling=args.upsampling,
-                      mini_batch_size=args.batch_size, random_state=args.seed, progress=bar)
+                      mini_batch_size=args.batch_size, allow_long=args.allow_long, random_state=args.seed, progress=bar)
     write_and_report(result, image, model, args.out, f"{name}_rise", f"{result.params['num_masks']} masks")
     return 0

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import shared_names
+
 from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
@@ -55,6 +57,7 @@ _GRADCAM = GradCAM()
 _GRADCAMPP = GradCAMPlusPlus()
 
 
+@shared_names
 def grad_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = None, feature_layer: str | None = None,
              reduction_layer: str | None = None, output_upsampling: str = "bicubic",
              feature_layout: str | None = None, execution_environment: str | None = None,
@@ -118,6 +121,7 @@ def grad_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = No
                             mini_batch_size=mini_batch_size, progress=progress)
 
 
+@shared_names
 def grad_cam_plus_plus(model: Model, image: Any, label: Any = None, *, reduction: Any = None,
                        feature_layer: str | None = None, reduction_layer: str | None = None,
                        output_upsampling: str = "bicubic", feature_layout: str | None = None,
@@ -133,6 +137,7 @@ def grad_cam_plus_plus(model: Model, image: Any, label: Any = None, *, reduction
                               mini_batch_size=mini_batch_size, progress=progress)
 
 
+@shared_names
 def guided_grad_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = None,
                     feature_layer: str | None = None,
                     reduction_layer: str | None = None, feature_layout: str | None = None,

@@ -27,31 +27,43 @@ already has the model's size both are the same array.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from .._validation import (
+    as_generator,
+    check_choice,
+    check_float,
+    check_int,
+    describe_seed,
+    shared_names,
+)
 from ..errors import ModelError, OptionError, OptionTypeError
-from .._validation import as_generator, check_choice, check_float, check_int, describe_seed
 from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
+from ..runtime import ENVIRONMENTS
 from . import _targets as T
-from .layers import engine_for
+from ._limits import check_allow_long, check_work
 from .context import Progress, check_finite_scores, start
+from .layers import engine_for
 
-__all__ = ["gradient_attribution", "METHODS"]
+__all__ = ["BATCHABLE", "METHODS", "gradient_attribution", "gradient_attribution_batch"]
 
 METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients", "smoothgrad",
            "gradient-x-input")
 _RELU_MODE = {"guided-backprop": "guided", "zeiler-fergus": "deconvnet"}
 
 
+@shared_names
 def gradient_attribution(model: Model, image: Any, label: Any = None, *, method: str = "gradient",
                          baseline: Any = None, num_steps: int = 25, num_samples: int = 25,
                          noise_level: float = 0.15, mini_batch_size: int = 32, random_state: Any = None,
                          reduction: Any = None, reduction_layer: str | None = None,
-                         execution_environment: str | None = None, progress: Progress = None) -> Explanation:
+                         execution_environment: str | None = None, progress: Progress = None,
+                         allow_long: bool = False) -> Explanation:
     """Pixel attribution of a class score by gradients (see the module docstring for the methods).
 
     Parameters
@@ -81,6 +93,9 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         tensor before a final Softmax with ``reduction_layer="logits"``).
     execution_environment : {"auto", "cpu", "gpu"}, optional
     progress : callable(done, total), optional
+    allow_long : bool
+        Run more than the work bound of 100,000 engine runs per call (``num_steps`` or
+        ``num_samples`` times the number of labels; see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -104,6 +119,11 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     if baseline is not None and method != "integrated-gradients":
         raise OptionError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
                          f"method={method!r}.")
+    per_label = num_steps if method == "integrated-gradients" else num_samples if method == "smoothgrad" else 1
+    labels_n = len(label) if isinstance(label, (list, tuple, np.ndarray)) else 1
+    option = "num_steps" if method == "integrated-gradients" else "num_samples"
+    check_work(model, f"{option}={per_label:,} x {labels_n} label(s)", per_label * labels_n,
+               allow_long=check_allow_long(allow_long), environment=execution_environment)
     pixels, original, env = start(model, image, execution_environment)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
@@ -175,6 +195,109 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
                        list(targets.names), scores, params, extras, timings)
 
 
+#: the methods with one sample per image (the image itself), which batch across images
+BATCHABLE = ("gradient", "guided-backprop", "zeiler-fergus", "gradient-x-input")
+
+
+def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequence[Any] | None = None, *,
+                               method: str = "gradient", mini_batch_size: int = 32,
+                               reduction_layer: str | None = None, execution_environment: str | None = None
+                               ) -> tuple[list[Explanation], np.ndarray]:
+    """:func:`gradient_attribution` of B working images at once: many images per engine run.
+
+    For the methods in :data:`BATCHABLE` (one sample per image; integrated gradients and
+    SmoothGrad already fill mini-batches with one image's samples).
+
+    Parameters
+    ----------
+    pixels : float32 (B, h, w, 3)
+        Images already at the model's input size; maps come back at that size.
+    labels : None, or one entry per image: a class (int/str) or a list of classes
+        None: each image's top class, chosen inside the gradient graph.
+    mini_batch_size : int
+        Rows (image x class) per engine run.
+
+    Returns
+    -------
+    (list of B Explanations, raw model output rows (B, ...) of each image's first row)
+        Each Explanation equals :func:`gradient_attribution` on that image.
+    """
+    started = time.perf_counter()
+    check_choice("method", method, BATCHABLE)
+    mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"gradient_attribution_batch takes working images (B, h, w, 3); got shape {pixels.shape}.")
+    env = model.execution_environment if execution_environment is None else execution_environment
+    check_choice("execution_environment", env, ENVIRONMENTS)
+    tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
+    shape = T.per_sample_shape(model, tensor, is_output)
+    engine = T.engine_for(model, env, [] if is_output else [tensor])
+    relu_mode = _RELU_MODE.get(method, "standard")
+    count = len(pixels)
+    if labels is None and not T.top_in_graph(model, None, None, is_output, shape):
+        raise ValueError("gradient_attribution_batch: the top class can be chosen in the graph only for a "
+                         "classifier output; give labels (or explain image by image).")
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"gradient_attribution_batch: {len(labels)} label entries for {count} images.")
+    t0 = time.perf_counter()
+    wrt = [engine.input_name]
+    if labels is None:
+        outs = [engine.run(pixels[s:s + mini_batch_size], None, wrt=wrt, relu_mode=relu_mode)
+                for s in range(0, count, mini_batch_size)]
+        chosen = [int(t) for o in outs for t in o["target"]]
+        targets = [T.resolve_targets(model, pixels[b], chosen[b], None, tensor, is_output, shape, _no_evaluate, env)
+                   for b in range(count)]
+        rows = [(b, 0) for b in range(count)]
+    else:
+        targets = [T.resolve_targets(model, pixels[b], labels[b], None, tensor, is_output, shape, _no_evaluate, env)
+                   for b in range(count)]
+        rows = [(b, k) for b in range(count) for k in range(targets[b].count)]
+        outs = []
+        for s in range(0, len(rows), mini_batch_size):
+            chunk = rows[s:s + mini_batch_size]
+            seeds = np.stack([targets[b].seeds[k] for b, k in chunk])
+            outs.append(engine.run(pixels[[b for b, _ in chunk]], seeds, wrt=wrt, relu_mode=relu_mode,
+                                   reduction=None if is_output else tensor))
+    grads = np.concatenate([np.asarray(o[f"grad:{engine.input_name}"], np.float64) for o in outs])
+    r_all = np.concatenate([np.asarray(o["reduction"]) for o in outs])
+    output = np.concatenate([np.asarray(o["output"]) for o in outs])
+    inference = time.perf_counter() - t0
+    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+              "relu_mode": relu_mode, "reduction_layer": tensor}
+    results, first_rows = [], []
+    for b in range(count):
+        idx = [i for i, (bb, _) in enumerate(rows) if bb == b]
+        first_rows.append(idx[0])
+        px = pixels[b]
+        # as gradient_attribution: 0 + 1.0 * g, then the method's finish (x input for gradient-x-input)
+        acc = np.zeros((len(idx), *px.shape), np.float64) + grads[idx]
+        scores = targets[b].scores(r_all[idx])
+        check_finite_scores(model, targets[b].tensor, scores, px)   # as gradient_attribution
+        if not np.all(np.isfinite(acc)):
+            raise ModelError(f"{model.path}: the gradient of {targets[b].tensor!r} is NaN or inf on "
+                             f"{describe_image(px)} although the scores are finite (an op whose derivative "
+                             "is infinite at this input, e.g. sqrt or log at 0).")
+        attribution = (acc * px.astype(np.float64) if method == "gradient-x-input" else acc).astype(np.float32)
+        working = np.ascontiguousarray(attribution.transpose(1, 2, 3, 0))            # (h, w, 3, K)
+        score = np.abs(working).sum(axis=2)
+        multi = labels is not None and isinstance(labels[b], (list, tuple, np.ndarray))
+        extras = {"gradients": working if multi else working[..., 0],
+                  "working_gradients": working if multi else working[..., 0]}
+        timings = {"inference": inference, "batch_images": count}
+        results.append(Explanation(method, (score if multi else score[..., 0]).astype(np.float32),
+                                   list(targets[b].labels), list(targets[b].names), scores,
+                                   {**params, "reduction": targets[b].kind}, extras, timings))
+    total = time.perf_counter() - started
+    for e in results:
+        e.timings["total"] = total
+    return results, output[first_rows]
+
+
+def _no_evaluate():
+    raise AssertionError("class targets need no forward pass")
+
+
 class _Plan:
     """The images a method differentiates at, their weights, and the final combination."""
 
@@ -185,8 +308,8 @@ class _Plan:
         self.exact = exact  # index of the sample that is the unperturbed image, if any
 
     @classmethod
-    def build(cls, method, pixels, base, num_steps, num_samples, noise_level, rng) -> "_Plan":
-        keep = lambda acc, px: acc  # noqa: E731
+    def build(cls, method, pixels, base, num_steps, num_samples, noise_level, rng) -> _Plan:
+        keep = lambda acc, px: acc
         if method == "integrated-gradients":
             alphas = np.linspace(0.0, 1.0, num_steps)
             weights = np.full(num_steps, 1.0 / (num_steps - 1))

@@ -37,9 +37,10 @@ import numpy as np
 from onnxplain.kernels.occlusion import accumulate_windows, occlude_batch
 
 from ..errors import OptionError, OptionTypeError
-from .._validation import check_choice, check_int, check_pair
+from .._validation import check_choice, check_int, check_pair, shared_names
 from ..model import Model
 from ..result import Explanation
+from ._limits import check_allow_long, check_work
 from .context import begin
 from ._masking import resolve_fill, stream
 
@@ -48,11 +49,12 @@ AUTO_MASK_FRACTION = 0.2
 AUTO_STRIDE_FRACTION = 0.1
 
 
+@shared_names
 def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_size: Any = "auto",
                           stride: Any = "auto", mask_value: Any = "auto", mask_clipping: bool = True,
                           output_upsampling: str = "bicubic", mini_batch_size: int = 128,
                           execution_environment: str | None = None,
-                          progress: Callable[[int, int], None] | None = None) -> Explanation:
+                          progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """Occlusion sensitivity map of ``label`` for ``image``.
 
     Parameters
@@ -81,6 +83,8 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
         Defaults to the model's.
     progress : callable(done, total), optional
         Called after each mini-batch.
+    allow_long : bool
+        Run more than the work bound of 100,000 windows (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -103,6 +107,7 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     if not isinstance(mask_clipping, (bool, np.bool_)):
         raise OptionTypeError(f"The 'mask_clipping' parameter must be True or False; got {mask_clipping!r}.")
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
+    allow_long = check_allow_long(allow_long)
     _size_arg("mask_size", mask_size)
     _size_arg("stride", stride)
     resolve_fill("mask_value", mask_value, None, mean_word="auto")  # validate before the image work
@@ -128,6 +133,8 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     rows = np.repeat(row_starts, len(col_starts))
     cols = np.tile(col_starts, len(row_starts))
     total = len(rows)
+    check_work(model, f"mask_size={list(window)}, stride={list(step)} ({len(row_starts)} x {len(col_starts)} windows)",
+               total, allow_long=allow_long, environment=ctx.environment)
     spec = model.spec_for(pixels.shape[:2])
     base = model.to_native(pixels[None])[0]
     fill_native = model.to_native(fill.reshape(1, 1, 1, 3)).reshape(3)

@@ -18,9 +18,14 @@ preprocessing differs between models, the default here is the image's own per-ch
 gives black (0 in pixel units), and a number or (R, G, B) gives any pixel value, e.g. the
 dataset mean to reproduce the reference code exactly.
 
-Masks are generated per mini-batch (memory does not grow with ``num_masks``); per
-mini-batch the Generator draws the grids (``random((n, gh, gw)) < p``), then the row
-shifts, then the column shifts (``integers(0, ch, n)``, ``integers(0, cw, n)``).
+Masks are generated as they are needed (memory does not grow with ``num_masks``), in
+blocks of :data:`DRAW_BLOCK` (64) masks whatever the mini-batch size: per block the
+Generator draws the grids (``random((64, gh, gw)) < p``), then the row shifts, then the
+column shifts (``integers(0, ch, 64)``, ``integers(0, cw, 64)``). Mask ``i`` therefore
+depends only on the seed and ``i``: the same seed gives the same masks, and the same map up
+to ONNX Runtime's batch-size rounding, at any ``mini_batch_size`` (and the first ``n`` masks
+of a longer run are the masks of an ``n``-mask run). Saliency sums run in mask order in
+float64.
 """
 from __future__ import annotations
 
@@ -33,19 +38,46 @@ import numpy as np
 from onnxplain.kernels.rise import accumulate_saliency, apply_masks, make_masks, upsample_table
 
 from ..errors import OptionError
-from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed
+from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed, shared_names
 from ..model import Model
 from ..result import Explanation
+from ._limits import check_allow_long, check_work
 from .context import begin
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")
+#: masks drawn per Generator call, independent of the mini-batch size (see the module notes)
+DRAW_BLOCK = 64
 
 
+class MaskDraws:
+    """The random grids and shifts of masks 0, 1, 2, ... drawn in fixed blocks of DRAW_BLOCK.
+
+    ``take(n)`` returns the next ``n`` masks' grids (n, gh, gw) float32 and shifts (n, 2) int64.
+    """
+
+    def __init__(self, rng: np.random.Generator, grid: tuple[int, int], p: float, cell: tuple[int, int]) -> None:
+        self.rng, self.grid, self.p, self.cell = rng, grid, p, cell
+        self.grids = np.empty((0, *grid), np.float32)
+        self.shifts = np.empty((0, 2), np.int64)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        while len(self.grids) < n:
+            b = DRAW_BLOCK
+            grids = (self.rng.random((b, *self.grid)) < self.p).astype(np.float32)
+            shifts = np.stack([self.rng.integers(0, self.cell[0], b), self.rng.integers(0, self.cell[1], b)], axis=1)
+            self.grids = np.concatenate([self.grids, grids])
+            self.shifts = np.concatenate([self.shifts, shifts.astype(np.int64)])
+        grids, shifts = self.grids[:n], self.shifts[:n]
+        self.grids, self.shifts = self.grids[n:], self.shifts[n:]
+        return grids, shifts
+
+
+@shared_names
 def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, cell_size: Any = 7,
          keep_probability: float = 0.5, fill: Any = "mean", output_upsampling: str = "bilinear",
          mini_batch_size: int = 128, random_state: Any = None, execution_environment: str | None = None,
-         progress: Callable[[int, int], None] | None = None) -> Explanation:
+         progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """RISE saliency map of ``label`` for ``image``.
 
     Parameters
@@ -71,6 +103,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
         Same seed -> identical output.
     execution_environment : {"auto", "cpu", "gpu"}, optional
     progress : callable(done, total), optional
+    allow_long : bool
+        Run more than the work bound of 100,000 masks (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -92,6 +126,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
     rng = as_generator(random_state)
     resolve_fill("fill", fill, None, mean_word="mean")  # validate before the image work
+    check_work(model, f"num_masks={num_masks:,}", num_masks, allow_long=check_allow_long(allow_long),
+               environment=execution_environment)
 
     ctx = begin(model, image, label, execution_environment)
     pixels = ctx.pixels
@@ -119,9 +155,10 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     labels = ctx.labels
     timings["masking"] += time.perf_counter() - t0
 
+    draws = MaskDraws(rng, grid, p, cell)
+
     def write(start: int, n: int) -> np.ndarray:
-        grids = (rng.random((n, grid[0], grid[1])) < p).astype(np.float32)
-        shifts = np.stack([rng.integers(0, cell[0], n), rng.integers(0, cell[1], n)], axis=1)
+        grids, shifts = draws.take(n)
         m = make_masks(grids, shifts, table_y, table_x, masks)
         return apply_masks(pixels, m, fill_rgb, spec.layout, spec.channel_source, spec.scale, spec.offset, out,
                            scratch)

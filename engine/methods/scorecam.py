@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import shared_names
+
 from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
@@ -90,6 +92,7 @@ def _row_scores(targets, k: int, seeds: np.ndarray, r: np.ndarray) -> np.ndarray
 _SCORECAM = ScoreCAM()
 
 
+@shared_names
 def score_cam(model: Model, image: Any, label: Any = None, *, reduction: Any = None, feature_layer: str | None = None,
               reduction_layer: str | None = None, output_upsampling: str = "bicubic",
               feature_layout: str | None = None, execution_environment: str | None = None,

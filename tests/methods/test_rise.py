@@ -44,16 +44,20 @@ def _image(size=16, seed=0):
 
 
 def _reference_rise(model, pixels, labels, n, s, p, fill, batch, seed):
-    """The reference code's algorithm, batch by batch, same Generator draws as documented."""
+    """The reference code's algorithm, batch by batch, same Generator draws as documented (blocks of 64)."""
     rng = np.random.default_rng(seed)
     h, w = pixels.shape[:2]
     cell = np.ceil(np.array([h, w]) / s).astype(int)
     up = (s + 1) * cell
     sal = np.zeros((len(labels), h * w))
+    blocks = []
+    for _ in range(-(-n // 64)):  # drawn in blocks of 64 masks, whatever the batch size
+        g = (rng.random((64, s, s)) < p).astype("float32")
+        blocks.append((g, rng.integers(0, cell[0], 64), rng.integers(0, cell[1], 64)))
+    grids, dys, dxs = (np.concatenate(parts)[:n] for parts in zip(*blocks))
     for start in range(0, n, batch):
         b = min(batch, n - start)
-        grid = (rng.random((b, s, s)) < p).astype("float32")
-        dy, dx = rng.integers(0, cell[0], b), rng.integers(0, cell[1], b)
+        grid, dy, dx = grids[start:start + b], dys[start:start + b], dxs[start:start + b]
         masks = np.stack([resize(grid[i], up, order=1, mode="reflect", anti_aliasing=False)
                           [dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)]).astype(np.float32)
         masked = pixels[None] * masks[..., None] + (1 - masks[..., None]) * fill

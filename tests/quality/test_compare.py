@@ -9,7 +9,6 @@ runs end to end.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import onnx
@@ -71,7 +70,6 @@ def test_bundled_model_against_int8_end_to_end(tmp_path):
     """One image, forward-only method, coarse setting, one calibration image."""
     from skimage.data import chelsea
 
-    t0 = time.perf_counter()
     model = onnxplain.load_model()
     int8 = quantize_int8(model, tmp_path / "int8.onnx", calibration_images=[chelsea()])
     assert any(n.op_type == "QuantizeLinear" for n in int8.onnx_model.graph.node)
@@ -80,7 +78,6 @@ def test_bundled_model_against_int8_end_to_end(tmp_path):
     p = res.predictions[0]
     assert p["top1_a"] == 285 and 0 <= p["max_prob_diff"] < 0.5 and res.maps[0]["status"] == "ok"
     assert -1.0 <= res.maps[0]["spearman"] <= 1.0
-    assert time.perf_counter() - t0 < 20
 
 
 def test_variant_cache_reuses_the_build(convnet, tmp_path):
