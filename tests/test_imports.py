@@ -100,6 +100,15 @@ def _package_of(module: str) -> str:
     return module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
 
 
+#: The only function-level imports of onnxplain modules, each the back edge of a cycle that the
+#: public API makes real (everything else is imported at the top):
+#: - ``Explanation.plot`` draws with onnxplain.render, and render reads each method's colour rule
+#:   from the registry, whose methods return Explanations;
+#: - ``explain_dataset(ray=...)`` runs on onnxplain.distributed, whose Ray actors run the dataset
+#:   module's batch functions in the workers.
+LAZY = {("onnxplain.result", "onnxplain.render"), ("onnxplain.dataset", "onnxplain.distributed")}
+
+
 def test_the_module_table_sees_the_package():
     assert {"onnxplain", "onnxplain.registry", "onnxplain.runtime", "onnxplain.methods.lime",
             "onnxplain.graph.reverse", "onnxplain.kernels.lime"} <= set(MODULES)
@@ -108,7 +117,7 @@ def test_the_module_table_sees_the_package():
 def test_no_import_cycles():
     top = _imports(False)
     inner = _imports(True)
-    both = {m: top[m] | inner[m] for m in MODULES}
+    both = {m: top[m] | {t for t in inner[m] if (m, t) not in LAZY} for m in MODULES}
     # a package __init__ re-exporting its children is not a cycle with them
     for m in both:
         both[m] = {t for t in both[m] if not (MODULES[t].name == "__init__.py" and m.startswith(t + "."))}
@@ -117,17 +126,19 @@ def test_no_import_cycles():
 
 def test_no_function_level_imports_of_onnxplain_modules():
     inner = _imports(True)
-    found = sorted(f"{m} imports {t}" for m, targets in inner.items() for t in targets)
+    found = sorted(f"{m} imports {t}" for m, targets in inner.items() for t in targets if (m, t) not in LAZY)
     assert not found, "\n".join(found)
 
 
 def test_no_private_module_imported_across_packages():
+    """A private module (leading underscore) is used only inside its package, subpackages included
+    (graph.rules.* use graph._util); other packages go through the package's __init__."""
     top, inner = _imports(False), _imports(True)
     bad = []
     for m in MODULES:
         for t in top[m] | inner[m]:
             if t.rsplit(".", 1)[-1].startswith("_") and not t.endswith("__init__") \
-                    and _package_of(t) != _package_of(m) and t != "onnxplain._validation":
+                    and not (m + ".").startswith(_package_of(t) + ".") and t != "onnxplain._validation":
                 bad.append(f"{m} imports {t}")
     assert not bad, "\n".join(sorted(bad))
 
@@ -139,7 +150,9 @@ def test_function_level_imports_are_optional_dependencies_only():
     (numpy, onnx, onnxruntime, onnxplain) belongs at the top of the module."""
     import sys
 
-    allowed = {"onnxruntime_ep_openvino", "scipy", "skimage", "matplotlib", "PIL", "sklearn", "torch"}
+    allowed = {"onnxruntime_ep_openvino", "scipy", "skimage", "matplotlib", "mpl_toolkits", "PIL", "sklearn", "torch",
+               # optional extras: `onnxplain[ray]` (Ray Data), the Parquet result store, the browser check
+               "ray", "pyarrow", "playwright"}
     allowed |= set(sys.stdlib_module_names)
     heavy_parts = {"onnx.version_converter", "onnx.reference", "onnxruntime.quantization"}
     bad = []

@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import onnx
+
 from ..errors import OptionError
 from ..graph import list_tensors
 from ._common import add_model_args, image_from_args, model_from_args
+from ..model import BUNDLED_MODEL
 
 
 def add_parser(sub) -> None:
@@ -76,11 +79,6 @@ def run_inspect(args: argparse.Namespace) -> int:
 def _inspect_graph_only(args: argparse.Namespace, why: str) -> int:
     """inspect for a model that declares no preprocessing: inputs, outputs and tensors of the graph,
     and a note that the methods need --preprocessing (nothing is guessed)."""
-    import onnx
-
-    from ..graph import list_tensors
-    from ..model import BUNDLED_MODEL
-
     path = args.model or str(BUNDLED_MODEL)
     proto = onnx.load(path)
     init = {t.name for t in proto.graph.initializer}

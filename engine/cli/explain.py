@@ -19,6 +19,8 @@ from ..registry import METHODS, forward_only
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
 from ._output import RunRecord, atomic_write
+from ..render import overview_figure
+from ..report import explain_record, write_report
 
 #: what each method's progress counts (for the rate and ETA of progress lines)
 UNITS = {"lime": "samples", "occlusion": "images", "rise": "images", "integrated-gradients": "samples",
@@ -92,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
     if results:
         import matplotlib.pyplot as plt
 
-        from ..render import overview_figure
-
         sheet = out / f"{stem}_overview.png"
         title = (f"{stem}: {top[0][1]} ({top[0][0]}) {top[0][2]:.3f}; explained {results[0].label_names[0]} "
                  f"({results[0].labels[0]})")
@@ -103,8 +103,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"overview sheet         -> {sheet}")
     summary["total_seconds"] = round(time.perf_counter() - t0, 3)
     if results and not args.no_report:
-        from ..report import explain_record, write_report
-
         run_record = explain_record(summary, out, str(out / "summary.json"))
         for mrec, result in zip(run_record.images[0].maps, results):  # signed pictures need the gradients
             mrec.gradients = result.extras.get("gradients")

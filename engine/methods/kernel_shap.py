@@ -26,6 +26,7 @@ import numpy as np
 
 from .._validation import as_generator, check_choice, check_int, describe_seed
 from ..model import Model
+from ..kernels import lime as K
 from ..result import Explanation
 from . import _coalitions as C
 from .context import begin
@@ -111,8 +112,6 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
     if n_feat < 2:
         raise ValueError(f"kernel_shap: the segmentation gave {n_feat} feature; Shapley values need at least 2.")
     timings["segmentation"] = time.perf_counter() - t
-
-    from onnxplain.kernels import lime as K
 
     t = time.perf_counter()
     h, w = labels.shape

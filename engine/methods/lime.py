@@ -77,6 +77,7 @@ from ..model import InputSpec, Model
 from ..result import Explanation
 from ._limits import check_allow_long, check_work
 from .context import Context, begin
+from ._coalitions import random_coalitions, stratified_sizes
 
 log = logging.getLogger(__name__)
 
@@ -434,8 +435,6 @@ def draw_onoff(num_samples: int, num_features: int, sampling: str, rng: np.rando
     estimate, is MATLAB's). An odd leftover row is a uniform random vector.
     """
     from math import comb
-
-    from ._coalitions import random_coalitions, stratified_sizes
 
     if sampling == "bernoulli" or num_features < 2:
         onoff = rng.integers(0, 2, size=(num_samples, num_features), dtype=np.uint8)
