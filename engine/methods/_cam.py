@@ -213,7 +213,7 @@ class GradientCAM(CAMMethod):
         rows: list[tuple[int, int]] = []          # (image, k) per engine row
         chosen: list[list[int]] = []
         if labels is None:
-            engine = T.engine_for(model, env, [layer.name])
+            engine = engine_for(model, env, [layer.name])
             outs = [engine.run(pixels[s:s + mini_batch_size], None, wrt=[layer.name], activations=[layer.name])
                     for s in range(0, count, mini_batch_size)]
             chosen = [[int(t)] for o in outs for t in o["target"]]
@@ -224,7 +224,7 @@ class GradientCAM(CAMMethod):
             targets = [T.resolve_targets(model, pixels[b], labels[b], None, tensor, is_output, shape,
                                          _no_evaluate, env, differentiate=True) for b in range(count)]
             rows = [(b, k) for b in range(count) for k in range(targets[b].count)]
-            engine = T.engine_for(model, env, [layer.name] + ([] if is_output else [tensor]))
+            engine = engine_for(model, env, [layer.name] + ([] if is_output else [tensor]))
             reduction = None if is_output else tensor
             outs = []
             for s in range(0, len(rows), mini_batch_size):

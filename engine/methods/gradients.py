@@ -232,7 +232,7 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
     check_choice("execution_environment", env, ENVIRONMENTS)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
-    engine = T.engine_for(model, env, [] if is_output else [tensor])
+    engine = engine_for(model, env, [] if is_output else [tensor])
     relu_mode = _RELU_MODE.get(method, "standard")
     count = len(pixels)
     if labels is None and not T.top_in_graph(model, None, None, is_output, shape):
