@@ -262,7 +262,7 @@ class GradientCAM(CAMMethod):
         maps = cam_hwk if output_upsampling == "none" else upsample(cam_hwk, pixels.shape[:2], output_upsampling)
         params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
                   "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
-                  "execution_environment": env}
+                  "execution_environment": env, "runtime": model.runtime(env)}
         extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),

@@ -264,6 +264,7 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
     output = np.concatenate([np.asarray(o["output"]) for o in outs])
     inference = time.perf_counter() - t0
     params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+              "runtime": model.runtime(env),
               "relu_mode": relu_mode, "reduction_layer": tensor}
     results, first_rows = [], []
     for b in range(count):
