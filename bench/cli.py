@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-spinning", action="store_true",
                    help="ORT sessions with allow_spinning=0 (default: ORT's default, spinning on)")
     p.add_argument("--json", action="store_true", help="print the record as JSON instead of the table")
+    p.add_argument("--zoo", action="store_true",
+                   help="the real-zoo table instead (bench/zoo.py: first call, forward, gradient, ratio per row; "
+                        "`python -m bench --zoo --help`)")
 
 
 def command_line(prog: str, args: argparse.Namespace) -> str:
@@ -110,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
     add_arguments(p)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--zoo" in argv:                   # the real-zoo table: its own options (bench/zoo.py)
+        from .zoo import main as zoo_main
+
+        return zoo_main([a for a in argv if a != "--zoo"])
     args = p.parse_args(argv)
     try:
         return run(args, prog="python -m bench")

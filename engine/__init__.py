@@ -17,9 +17,13 @@ from .images import load_image
 from .methods.gradcam import ClassRegion, grad_cam, grad_cam_plus_plus, guided_grad_cam
 from .methods.gradients import gradient_attribution
 from .methods.scorecam import score_cam
+from .methods.camfamily import ablation_cam, eigen_cam, hires_cam, layer_cam, xgrad_cam
+from .methods.reciprocam import recipro_cam
 from .methods.occlusion import occlusion_sensitivity
 from .methods.rise import rise
 from .methods.lime import image_lime
+from .methods.kernel_shap import kernel_shap
+from .export import export_explainer
 from .model import InputSpec, Model, load_model
 from .preprocessing import Preprocessing
 from .render import image_and_mask, overlay_figure, overview_figure
@@ -33,6 +37,7 @@ from .evaluate import Evaluation, energy_in_region, evaluate, pointing_game  # o
 __all__ = [
     "METHODS", "MethodSpec",
     "grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "score_cam", "gradient_attribution", "ClassRegion",
+    "kernel_shap", "export_explainer", "hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "ablation_cam", "recipro_cam",
     "evaluate", "Evaluation", "pointing_game", "energy_in_region", "sanity_check", "SanityResult",
     "compare_models", "Comparison", "explain_dataset", "DatasetRun", "list_images", "read_results", "Results",
     "load_model", "Model", "InputSpec", "Preprocessing", "load_image", "Explanation", "load_explanation",

@@ -38,11 +38,19 @@ class GradientEngine:
         Run :func:`prepare_model` (default). Pass False for an already prepared model.
     keep : sequence of str
         Tensor names that preparation must keep (layers that will be asked for).
+    verify : bool
+        Guard every gradient graph when it is first built (default): its forward outputs
+        must equal the prepared model's, onnxruntime must not warn of a shape mismatch
+        while running it, and for the plain gradient a directional derivative must agree
+        with finite differences where those are reliable
+        (:func:`onnxplain.graph.check.guard_gradient`). Costs one gradient run and one
+        forward run on a batch of 2 per graph built.
     """
 
     def __init__(self, model: ModelProto, providers: Sequence[Any] | None = None,
                  session_options: Any = None, *, input_shape=None, prepare: bool = True,
-                 keep: Sequence[str] = ()):
+                 keep: Sequence[str] = (), verify: bool = True):
+        self.verify = verify
         try:
             self.model = prepare_model(model, input_shape, keep=keep) if prepare else model
         except GraphError as exc:
@@ -55,12 +63,15 @@ class GradientEngine:
         self.fixed_batch = fixed_batch(self.model)
         self._sessions: dict[tuple, Any] = {}
 
-    def _session(self, model: ModelProto):
+    def _session(self, model: ModelProto, *, warnings: bool = False):
         import onnxruntime as ort
 
         options = self.session_options
         if options is None:
             options = ort.SessionOptions()
+            if warnings:
+                # session-level warnings (the buffer-reuse shape mismatch) for the guard
+                options.log_severity_level = 1
             # QDQ graphs mean float arithmetic with fake quantization: keep onnxruntime's
             # QDQ rewrites (pair removal, int8 kernel fusion) from changing what the
             # gradient is taken of. No effect on float graphs.
@@ -141,7 +152,7 @@ class GradientEngine:
                                           rectifiers=rectifiers, seed=mode)
             except GraphError as exc:
                 raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
-            self._sessions[key] = self._session(gm)
+            self._sessions[key] = self._new_gradient_session(gm, reduction, wrt, relu_mode)
         sess = self._sessions[key]
         inputs = np.asarray(inputs, dtype=np.float32)
         feeds = {self.input_name: inputs}
@@ -157,6 +168,74 @@ class GradientEngine:
         out = {"output": res[0], "reduction": res[1]}
         out.update(zip(names[2:], res[2:]))
         return out
+
+    def _new_gradient_session(self, gm: ModelProto, reduction: str, wrt, relu_mode: str):
+        """A session for a new gradient graph, checked by the build-time guard."""
+        if not self.verify:
+            return self._session(gm)
+        from .graph.check import (capture_ort_log, declared_shape_errors, guard_gradient,
+                                  kinked_ops)
+        from .graph.reverse import SEED as SEED_NAME
+
+        rng = np.random.default_rng(0)
+        dims = [d.dim_value for d in real_inputs(self.model.graph)[0].type.tensor_type.shape.dim]
+        shape = [2] + dims[1:]
+        x = rng.standard_normal(shape).astype(np.float32)
+        seed_shape = None
+        for vi in gm.graph.input:
+            if vi.name == SEED_NAME:
+                seed_shape = [2] + [d.dim_value for d in vi.type.tensor_type.shape.dim[1:]]
+        seed = rng.standard_normal(seed_shape).astype(np.float32) if seed_shape else None
+        directional = relu_mode == "standard" and self.input_name in wrt
+        names = [self.output_name, reduction]
+        names += [gradient_name(self.input_name)] if self.input_name in wrt else []
+        names = list(dict.fromkeys(names))
+
+        def run_grad(xx, sd):
+            feeds = {self.input_name: xx}
+            if sd is not None:
+                feeds[SEED_NAME] = sd
+            return dict(zip(names, self._run(sess, feeds, names)))
+
+        def run_forward(xx):
+            return self.forward(xx, list(dict.fromkeys([self.output_name, reduction])))
+
+        with capture_ort_log() as ort_log:
+            sess = self._session(gm, warnings=True)
+            try:
+                if seed is None:  # seed chosen in the graph: the one-hot of the top entry
+                    probe = run_grad(x, None)
+                    top = np.argmax(np.asarray(probe[reduction]).reshape(2, -1), axis=1)
+                    seed = np.zeros(np.shape(probe[reduction]), np.float32).reshape(2, -1)
+                    seed[np.arange(2), top] = 1.0
+                    seed = seed.reshape(np.shape(probe[reduction]))
+                    feeds_seed = None
+                else:
+                    feeds_seed = seed
+                guard_gradient(lambda xx, _s: run_grad(xx, feeds_seed), run_forward, x, seed,
+                               outputs=[self.output_name], reduction=reduction,
+                               grad_name=gradient_name(self.input_name),
+                               directional=directional,
+                               drtol=0.3 if kinked_ops(self.model) else 0.05)
+            except GraphError as exc:
+                problem = str(exc)
+            except Exception as exc:  # onnxruntime failed running the new graph
+                problem = ("onnxruntime failed running the gradient graph: "
+                           + str(exc).splitlines()[0][:300])
+            else:
+                problem = None
+        mismatch = ort_log.mismatches()
+        if mismatch or problem:
+            detail = declared_shape_errors(gm, batches=(2,))
+            parts = [problem] if problem else []
+            if mismatch:
+                parts.append(f"onnxruntime warned {len(mismatch)} times: "
+                             f"{mismatch[0].split('] ', 1)[-1][:160]}")
+            if detail:
+                parts.append("first wrongly declared shape: " + detail[0])
+            raise GradientGraphError("; ".join(parts) + " (please report this: the gradient graph "
+                             "is wrong, no map was computed from it)")
+        return sess
 
     def _run(self, sess, feeds: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
         """session.run, one sample at a time when the prepared graph is pinned to batch 1."""

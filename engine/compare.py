@@ -12,7 +12,9 @@ pixels (10% by default; exactly that many pixels, ties in raster order).
 
 **Same quantity on both sides.** Maps are computed on the class *logits* when both models
 have them (a logits output, or the tensor before a final Softmax), else on probabilities
-(a Softmax is appended to a logits-only side): a float model giving logits and the same
+(a Softmax is appended to a logits-only side). Methods with a ``reduction_layer`` option
+(Grad-CAM family, gradients) take ``reduction_layer="logits"`` on the model itself; the others
+run on the graph cut at its logits. So a float model giving logits and the same
 model ending in Softmax explain the same number, and a saturated probability (0.9999 on
 one side) cannot pass for drift. ``quantity="as-is"`` explains each model's own output.
 The quantity used is in ``Comparison.params["quantity"]``.
@@ -198,13 +200,15 @@ def compare_models(model_a: Model, model_b: Model, images: Sequence[Any] | Any, 
             m_i += 1
             row = {"image": name, "method": method, "spearman": float("nan"), "iou_top": float("nan"), "status": "ok"}
             result_maps = []
-            for which, model in (("A", explain_a), ("B", explain_b)):
+            for which, original, derived in (("A", model_a, explain_a), ("B", model_b, explain_b)):
+                model, extra = _explainer(original, derived, method, quantity)
                 key = (id(model), method)
                 if key in failed:
                     row["status"] = failed[key]
                     break
                 try:
-                    result_maps.append(np.asarray(METHODS[method](model, image, lab, **params[method]).score_map))
+                    result_maps.append(np.asarray(METHODS[method](model, image, lab, **{**params[method], **extra}
+                                                                  ).score_map))
                 except Exception as exc:
                     if not (METHODS[method].needs_gradients and is_gradient_failure(exc)):
                         raise
@@ -315,6 +319,20 @@ def on_quantity(model: Model, quantity: str) -> Model:
     return _Model(proto, path=f"{model.path} ({kind})", preprocessing=model.preprocessing,
                   labels=list(model.class_names), execution_environment=model.execution_environment,
                   layout=model.layout, output_kind=kind, manifest=None)
+
+
+def _explainer(original: Model, derived: Model, method: str, quantity: str) -> tuple[Model, dict[str, Any]]:
+    """The model and extra options that make ``method`` explain ``quantity``: a method with a
+    ``reduction_layer`` option runs on the original graph with ``reduction_layer="logits"`` (the
+    tensor before its Softmax); the others run on the derived graph whose output is the quantity."""
+    import inspect
+
+    if derived is original:
+        return original, {}
+    if quantity == "logits" and original.logits_name and \
+            "reduction_layer" in inspect.signature(METHODS[method].func).parameters:
+        return original, {"reduction_layer": "logits"}
+    return derived, {}
 
 
 def _dims(value_info) -> list:

@@ -61,7 +61,7 @@ def reduction_factor(size: tuple[int, int], working_size: tuple[int, int] | None
     """The integer factor an image of ``size`` (H, W) is reduced by: within the map cap and,
     when ``working_size`` is given, as far as keeps it at least twice the working size."""
     h, w = int(size[0]), int(size[1])
-    k = 1
+    k = max(1, math.isqrt(max(0, h * w - 1) // MAX_MAP_PIXELS))  # a lower bound; a header may claim 2^31 a side
     while math.ceil(h / k) * math.ceil(w / k) > MAX_MAP_PIXELS:
         k += 1
     if working_size is not None:
@@ -335,6 +335,13 @@ def resize_map(score_map: np.ndarray, size: tuple[int, int], method: str) -> np.
 
     order = {"nearest": 0, "bilinear": 1, "bicubic": 3}[method]
     shape = tuple(size) + tuple(score_map.shape[2:])
+    if score_map.ndim == 3 and order > 1:
+        # one channel at a time: a cubic spline over (h, w, K) also prefilters along K, which
+        # leaks ~1e-20 of one label's map into another's (batched labels must equal single ones)
+        out = np.stack([resize(score_map[..., k].astype(np.float64), tuple(size), order=order, mode="edge",
+                               anti_aliasing=False, preserve_range=True, clip=False)
+                        for k in range(score_map.shape[2])], axis=-1)
+        return out.astype(np.float32)
     out = resize(score_map.astype(np.float64), shape, order=order, mode="edge", anti_aliasing=False,
                  preserve_range=True, clip=False)
     return out.astype(np.float32)

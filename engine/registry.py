@@ -27,7 +27,10 @@ from typing import Any, Callable, Mapping
 
 from ._validation import check_choice
 from .errors import OptionError
+from .methods.camfamily import ablation_cam, eigen_cam, hires_cam, layer_cam, xgrad_cam
 from .methods.gradcam import grad_cam, grad_cam_plus_plus, guided_grad_cam
+from .methods.kernel_shap import kernel_shap
+from .methods.reciprocam import recipro_cam
 from .methods.gradients import gradient_attribution
 from .methods.lime import image_lime
 from .methods.occlusion import occlusion_sensitivity
@@ -119,6 +122,20 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in [
                presets={"main": {"mini_batch_size": 64}, "quick": {"mini_batch_size": 64}}, in_main_job=False,
                summary="Score-CAM: feature channels weighted by the class score of the image they mask "
                        "(one model run per channel; forward-only)"),
+    MethodSpec("reciprocam", recipro_cam, needs_gradients=False, render="heat",
+               summary="ReciproCAM: every class's map from one batch of the network's tail on masked copies of the "
+                       "feature map (forward-only)"),
+    MethodSpec("layercam", layer_cam, render="heat",
+               summary="LayerCAM: activations weighted element-wise by their positive class gradient"),
+    MethodSpec("hirescam", hires_cam, render="heat",
+               summary="HiResCAM: activations times their class gradient, element-wise"),
+    MethodSpec("xgradcam", xgrad_cam, render="heat",
+               summary="XGrad-CAM: channels weighted by their activation-weighted class gradient"),
+    MethodSpec("eigencam", eigen_cam, needs_gradients=False, render="heat",
+               summary="Eigen-CAM: first principal component of the feature maps (class-agnostic, forward-only)"),
+    MethodSpec("ablationcam", ablation_cam, needs_gradients=False, render="heat",
+               summary="Ablation-CAM: channels weighted by the relative score drop when zeroed (forward-only, one "
+                       "batch through the network's tail)"),
     MethodSpec("guided-gradcam", guided_grad_cam, render="gradient",
                summary="Guided Grad-CAM: Grad-CAM times guided backpropagation"),
     MethodSpec("gradient", gradient_attribution, {"method": "gradient"}, render="gradient",
@@ -138,6 +155,10 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in [
     MethodSpec("occlusion", occlusion_sensitivity, needs_gradients=False, render="signed",
                presets={"main": {"stride": 16}, "quick": {}},
                summary="occlusion sensitivity: score drop when a sliding window is filled"),
+    MethodSpec("kernelshap", kernel_shap, needs_gradients=False, render="signed",
+               presets={"main": {"num_samples": 1024, "num_features": 49, "segmentation": "superpixels", **_SEED},
+                        "quick": {"num_samples": 256, "num_features": 49, "segmentation": "grid", **_SEED}},
+               summary="Kernel SHAP: Shapley values of superpixels (efficiency: they add up to f(x) - base_value)"),
     MethodSpec("rise", rise, needs_gradients=False, render="heat",
                presets={"main": {"num_masks": 2000, "cell_size": 7, **_SEED}, "quick": {"num_masks": 500, **_SEED}},
                summary="RISE: class score averaged over random coarse masks"),

@@ -122,9 +122,10 @@ def test_explain_writes_overview_sheet_and_report(tmp_path, capsys):
     sheet = np.asarray(Image.open(out / "chelsea_overview.png").convert("RGB"), np.float64)
     assert sheet.shape[1] > sheet.shape[0] and sheet.std() > 20
     html = (out / "index.html").read_text(encoding="utf-8")
-    assert '"name": "chelsea"' in html and '"gradcam"' in html and (out / "report" / "i0_m1.png").exists()
+    assert '"name": "chelsea"' in html and '"gradcam"' in html and (out / "report_i0_m1.png").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["image_file"] == "chelsea"
+    assert summary["image_file"] == "chelsea" and "index.html" in summary["files"]
+    assert {p.name for p in out.iterdir()} == set(summary["files"])  # the run record lists every file written
     # onnxplain report rebuilds it from the folder into another folder
     assert main(["report", str(out), "-o", str(tmp_path / "again"), "--no-progress"]) == 0
     assert (tmp_path / "again" / "index.html").exists() and (tmp_path / "again" / "report" / "i0.jpg").exists()

@@ -25,6 +25,7 @@ SMALL = {
     "rise": dict(num_masks=64, cell_size=4, random_state=3),
     "integrated-gradients": dict(num_steps=5),
     "smoothgrad": dict(num_samples=4, random_state=3),
+    "kernelshap": dict(num_samples=64, num_features=16, segmentation="grid", random_state=3),
 }
 #: Every registry method at its quick preset (with SMALL on top), plus option variants that
 #: take another code path.
@@ -40,7 +41,8 @@ def test_registry_is_complete():
     funcs = {s.func for s in onnxplain.METHODS.values()}
     public = {getattr(onnxplain, n) for n in ("image_lime", "grad_cam", "grad_cam_plus_plus", "score_cam",
                                                "guided_grad_cam", "gradient_attribution", "occlusion_sensitivity",
-                                               "rise")}
+                                               "rise", "recipro_cam", "layer_cam", "hires_cam", "xgrad_cam",
+                                               "eigen_cam", "ablation_cam", "kernel_shap")}
     assert public == funcs
     from onnxplain.methods.gradients import METHODS as GRADIENT_METHODS
 

@@ -22,9 +22,10 @@ from . import evaluate as quality
 from . import gradcam, gradients
 from . import gradcheck, occlusion, report
 from . import run as dataset_run
+from . import more
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, dataset_run, report]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, dataset_run, report, more]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,7 +135,7 @@ def _check_out(args: argparse.Namespace) -> None:
         for parent in (path, *path.parents):
             if parent.exists():
                 if not parent.is_dir():
-                    raise ValueError(f"--{flag.replace('_', '-')} {value!r} must be a folder, but {str(parent)!r} "
+                    raise OptionError(f"--{flag.replace('_', '-')} {value!r} must be a folder, but {str(parent)!r} "
                                      "is an existing file.")
                 break
         check_writable(path, f"--{flag.replace('_', '-')}")

@@ -55,7 +55,7 @@ def model_from_args(args: argparse.Namespace) -> Model:
         try:
             pre = json.loads(pre)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"--preprocessing is not valid JSON: {exc}") from None
+            raise OptionError(f"--preprocessing is not valid JSON: {exc}") from None
     return load_model(args.model, preprocessing=pre, labels=parse_labels_arg(args.labels),
                       execution_environment=args.device, layout=args.layout,
                       max_image_pixels=getattr(args, "max_pixels", MAX_PIXELS))
@@ -114,9 +114,9 @@ def parse_value(flag: str, text: str, words: tuple[str, ...] = ()) -> Any:
     try:
         numbers = [float(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"{flag} must be {named}a number or R,G,B; got {text!r}.") from None
+        raise OptionError(f"{flag} must be {named}a number or R,G,B; got {text!r}.") from None
     if len(numbers) not in (1, 3):
-        raise ValueError(f"{flag} must be {named}a number or R,G,B; got {len(numbers)} values.")
+        raise OptionError(f"{flag} must be {named}a number or R,G,B; got {len(numbers)} values.")
     return numbers[0] if len(numbers) == 1 else numbers
 
 

@@ -105,17 +105,29 @@ class RunRecord:
             except OSError as exc:
                 raise OutputError(f"cannot remove {str(old)!r}, a file of an earlier run in "
                                   f"{str(self.folder)!r}: {exc.strerror or exc}.") from None
+            parent = old.parent
+            while parent != self.folder and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()  # a sub-folder the earlier run made (report/) goes once empty
+                parent = parent.parent
         self._write(complete=False)
         return self
 
     def add(self, *paths: str) -> None:
         """Record files written by this run (the record is rewritten, still incomplete)."""
-        self.files += [pathlib.Path(p).name for p in paths]  # names: every file lies in this folder
+        self.files += [self._relative(p) for p in paths]  # paths inside this folder (report/ pictures too)
         self._write(complete=False)
 
     def finish(self, data: dict[str, Any] | None = None) -> str:
         """Write the record last, with ``"complete": true`` and the run's results ``data``."""
         return self._write(complete=True, data=data)
+
+    def _relative(self, path: str | os.PathLike) -> str:
+        p = pathlib.Path(path)
+        p = p if p.is_absolute() else pathlib.Path.cwd() / p
+        try:
+            return p.resolve().relative_to(self.folder.resolve()).as_posix()
+        except ValueError:
+            raise OutputError(f"{str(path)!r} is outside the output folder {str(self.folder)!r}.") from None
 
     def _write(self, *, complete: bool, data: dict[str, Any] | None = None) -> str:
         record = {**(data or {}), **self.info, "complete": complete,
@@ -133,9 +145,12 @@ class RunRecord:
         files = old.get("files", []) if isinstance(old, dict) else []
         keep: list[pathlib.Path] = []
         for f in files if isinstance(files, list) else []:
-            if not isinstance(f, str) or pathlib.Path(f).name != f or f in (".", ".."):
-                continue  # a record names files in its own folder only
-            p = self.folder / f
+            parts = pathlib.PurePosixPath(f).parts if isinstance(f, str) else ()
+            if not parts or f.startswith("/") or any(part in (".", "..") for part in parts):
+                continue  # a record names files inside its own folder only
+            p = self.folder.joinpath(*parts)
+            if any(q.is_symlink() for q in (p, *p.parents) if q != self.folder and self.folder in q.parents):
+                continue  # never follow a link out of the folder
             # a plain file of that run (a symbolic link is not followed, a folder never removed)
             if p.is_file() and not p.is_symlink() and p != self.path:
                 keep.append(p)

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from ..errors import OptionError
 from ..registry import METHODS, forward_only
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = args.methods or [n for n, s in METHODS.items() if s.in_main_job]
     unknown = [m for m in chosen if m not in names]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {names} or 'all'.")
+        raise OptionError(f"unknown method(s) {unknown}; choose from {names} or 'all'.")
     t0 = time.perf_counter()
     model = model_from_args(args)
     image, stem = image_from_args(args)
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if model.input_dtype == np.uint8:  # no gradient through uint8 input: only forward-only methods can run
         needs_grad = [m for m in chosen if METHODS[m].needs_gradients]
         if args.methods and needs_grad:
-            raise ValueError(f"{model.path}: the model takes uint8 input, which has no gradient; {needs_grad} cannot "
+            raise OptionError(f"{model.path}: the model takes uint8 input, which has no gradient; {needs_grad} cannot "
                              f"run on it; choose from the forward-only methods {forward_only()}.")
         skipped = {m: "uint8 model input has no gradient" for m in needs_grad}
         chosen = [m for m in chosen if not METHODS[m].needs_gradients]
@@ -106,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
         run_record = explain_record(summary, out, str(out / "summary.json"))
         for mrec, result in zip(run_record.images[0].maps, results):  # signed pictures need the gradients
             mrec.gradients = result.extras.get("gradients")
-        index = write_report(run_record, out, sign=args.sign)
-        record.add(index)
+        report_files: list[str] = []
+        index = write_report(run_record, out, sign=args.sign, pictures="", written=report_files)
+        record.add(*report_files)
         summary["report"] = index
         print(f"report                 -> {index}")
     record.finish(summary)  # last: "complete": true

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import OptionError
+from ..errors import ModelError, OptionError
 
 
 def add_parser(sub) -> None:
@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         proto = onnx.load(path)
     except Exception as exc:
-        raise ValueError(f"{path}: not an ONNX model file or corrupt ({str(exc).splitlines()[-1][:200]})") from None
+        raise ModelError(f"{path}: not an ONNX model file or corrupt ({str(exc).splitlines()[-1][:200]})") from None
     if args.directions < 1:
-        raise ValueError(f"--directions must be >= 1; got {args.directions}.")
+        raise OptionError(f"--directions must be >= 1; got {args.directions}.")
     from ..graph.check import kinked_ops
 
     records = gradcheck(proto, outputs=args.outputs, directions=args.directions, random_state=args.seed)

@@ -11,6 +11,7 @@ import argparse
 
 import numpy as np
 
+from ..errors import OptionError
 from ..methods.gradients import METHODS, gradient_attribution
 from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, parse_value, write_result)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     unused = [f"--{k.replace('_', '-')} is only used by --method {' / '.join(methods)}"
               for k, methods in _OPTION_METHODS.items() if getattr(args, k) is not None and args.method not in methods]
     if unused:
-        raise ValueError(f"with --method {args.method}: {'; '.join(unused)} (it would be ignored).")
+        raise OptionError(f"with --method {args.method}: {'; '.join(unused)} (it would be ignored).")
     model = model_from_args(args)
     image, name = image_from_args(args)
     extra = {k: getattr(args, k) for k in ("num_steps", "num_samples", "noise_level") if getattr(args, k) is not None}

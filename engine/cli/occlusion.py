@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
 from ..methods.occlusion import UPSAMPLING, occlusion_sensitivity
 from ..methods.rise import rise
 from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
@@ -104,9 +105,9 @@ def _pair(flag: str, value: str, *, auto: bool = True) -> Any:
     try:
         numbers = [int(v) for v in value.split(",")]
     except ValueError:
-        raise ValueError(f"{flag} must be {'auto, ' if auto else ''}an integer N or H,W; got {value!r}.") from None
+        raise OptionError(f"{flag} must be {'auto, ' if auto else ''}an integer N or H,W; got {value!r}.") from None
     if len(numbers) not in (1, 2):
-        raise ValueError(f"{flag} must be N or H,W; got {value!r}.")
+        raise OptionError(f"{flag} must be N or H,W; got {value!r}.")
     return numbers[0] if len(numbers) == 1 else tuple(numbers)
 
 

@@ -51,6 +51,9 @@ def add_parser(sub) -> None:
                    help="run on Ray: alone = a local Ray; ADDRESS = an existing cluster ('auto', 'ray://host:10001')")
     p.add_argument("--ray-actors", type=int, default=None, help="Ray actors (model replicas)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="HTML report folder (default: beside the results, <results stem>-report/)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.set_defaults(func=run)
 
 
@@ -85,4 +88,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.out}: {result.rows_written} rows written ({result.errors} errors), {result.rows_skipped} already "
           f"done; {result.images} images in {result.seconds:.1f} s ({result.images_per_second:.2f} images/s, "
           f"{result.backend})")
+    if not args.no_report:
+        import pathlib
+
+        from ..report import read_results, write_report
+        from ._common import ProgressBar
+
+        out = pathlib.Path(str(result.out))
+        folder = args.report or str(out.with_name(out.stem + "-report"))
+        with ProgressBar("report", enabled=not args.no_progress, unit="images") as bar:
+            index = write_report(read_results(out), folder, progress=bar)
+        print(f"report: {index}")
     return 0

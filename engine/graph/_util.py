@@ -1,6 +1,7 @@
 """Private helpers shared by the graph rewrites (copying, ordering, shapes, constants)."""
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Iterable
 
@@ -38,7 +39,15 @@ def ensure_opset(model: ModelProto) -> ModelProto:
     try:
         from onnx import version_converter
 
-        return version_converter.convert_version(model, MIN_OPSET)
+        if model.ir_version < 7:
+            # IR < 4 requires every initializer to be a graph input as well; fused
+            # preprocessing (and other rewrites) add initializers that are not, which the
+            # converter then calls undefined. IR 7 is what opset 12-13 graphs declare.
+            model = copy_model(model)
+            model.ir_version = 7
+        converted = version_converter.convert_version(model, MIN_OPSET)
+        converted.ir_version = max(converted.ir_version, 7)
+        return converted
     except Exception as exc:  # the converter raises assorted C++ errors
         raise GraphError(
             f"model uses opset {version}; opset >= {MIN_OPSET} is required and the "
@@ -192,10 +201,41 @@ def set_dims(vi: onnx.ValueInfoProto, dims: Iterable) -> None:
             dim.dim_param = d
 
 
+_SKELETON_MIN = 1024  # float initializers this large are weights, never shape data
+
+
+def skeleton(model: ModelProto) -> ModelProto:
+    """A copy for shape questions: large float initializers become typed graph inputs.
+
+    Shape inference never reads weight values, but every call serialises the model; on
+    ViT-B/16 (330 MB of weights) that dominated graph building. Integer and small
+    initializers (shape vectors, axes, scalars) stay, so data propagation still works.
+    """
+    g = model.graph
+    m = ModelProto()
+    m.ir_version = model.ir_version
+    m.opset_import.extend(model.opset_import)
+    m.functions.extend(model.functions)
+    m.graph.name = g.name
+    m.graph.node.extend(g.node)
+    m.graph.output.extend(g.output)
+    m.graph.value_info.extend(g.value_info)
+    inits = initializer_names(g)
+    m.graph.input.extend(i for i in g.input if i.name not in inits)
+    for t in g.initializer:
+        n = math.prod(t.dims)
+        if t.data_type in FLOAT_TYPES and n >= _SKELETON_MIN:
+            m.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            m.graph.initializer.append(t)
+    return m
+
+
 def infer(model: ModelProto, strict: bool = False) -> dict[str, tuple[tuple | None, int]]:
     """name -> (shape, elem_type) for every tensor onnx shape inference can type."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=strict,
+                                                     data_prop=True)
     except Exception as exc:
         raise GraphError(f"onnx shape inference failed: {exc}") from exc
     g = inferred.graph
@@ -207,9 +247,10 @@ def infer(model: ModelProto, strict: bool = False) -> dict[str, tuple[tuple | No
     return out
 
 
-def with_batch(model: ModelProto, batch: int) -> ModelProto:
-    """A copy whose inputs have every symbolic dim 0 set to batch."""
-    m = copy_model(model)
+def with_batch(model: ModelProto, batch: int, light: bool = False) -> ModelProto:
+    """A copy whose inputs have every symbolic dim 0 set to batch (``light``: a
+    :func:`skeleton`, for shape inference only)."""
+    m = skeleton(model) if light else copy_model(model)
     inits = initializer_names(m.graph)
     for vi in m.graph.input:
         if vi.name in inits:
@@ -237,8 +278,8 @@ def batched_shapes(model: ModelProto,
     receives per tensor which dims equal the batch size itself (2 and 3), as opposed to
     merely depending on it (a Reshape to [-1, ...] that folds heads into dim 0: 2N).
     """
-    a = infer(with_batch(model, 2))
-    b = infer(with_batch(model, 3))
+    a = infer(with_batch(model, 2, light=True))
+    b = infer(with_batch(model, 3, light=True))
     produced = [o for n in model.graph.node for o in n.output if o]
     unknown = [o for o in produced if a.get(o, (None, 0))[0] is None
                or any(not isinstance(d, int) for d in a[o][0])

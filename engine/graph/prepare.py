@@ -22,6 +22,7 @@ concatenated to the patch tokens), the prepared graph keeps batch 1 and records
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from typing import Mapping, Sequence
@@ -151,7 +152,8 @@ def verify_equivalent(
     for b in batches:
         feeds = _random_feeds(prep_sess, b, rng)
         want = dict(zip([o.name for o in orig_sess.get_outputs()], orig_sess.run(None, feeds)))
-        got = dict(zip([o.name for o in prep_sess.get_outputs()], prep_sess.run(None, feeds)))
+        got = dict(zip([o.name for o in prep_sess.get_outputs()],
+                       _run_prepared(prepared, prep_sess, feeds, b)))
         for name, a in want.items():
             if name not in got:
                 raise GraphError(f"prepared model lost output {name!r}")
@@ -185,14 +187,27 @@ def _check_batch_consistency(model: ModelProto, rtol: float, atol: float) -> Non
     sess = _session(model)
     rng = np.random.default_rng(1)
     feeds = _random_feeds(sess, 2, rng)
-    try:
-        both = sess.run(None, feeds)
-    except Exception as exc:
-        raise GraphError(f"prepared model does not run at batch 2: {exc}") from exc
+    both = _run_prepared(model, sess, feeds, 2)
     for k in range(2):
         one = sess.run(None, {n: v[k:k + 1] for n, v in feeds.items()})
         for out, a, b in zip(sess.get_outputs(), one, both):
             _compare(out.name, a, b[k:k + 1], rtol, atol, f"batch 2 row {k} vs batch 1")
+
+
+def _run_prepared(model: ModelProto, sess, feeds, batch: int):
+    """Run the prepared model; a failure names the first wrongly declared shape, if any."""
+    try:
+        return sess.run(None, feeds)
+    except Exception as exc:
+        from .check import declared_shape_errors
+
+        first = str(exc).splitlines()[0][:300]
+        try:
+            detail = declared_shape_errors(model, batches=(batch,), limit=1)
+        except Exception:  # the diagnosis itself failed: report the run error alone
+            detail = []
+        hint = f"; first wrongly declared shape: {detail[0]}" if detail else ""
+        raise GraphError(f"prepared model does not run at batch {batch}: {first}{hint}") from exc
 
 
 def _session(model: ModelProto):
@@ -304,9 +319,23 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
     g = m.graph
     keep = set(keep)
     dyn: dict[str, list[np.ndarray]] = {}
+    # The shapes Shape/Size nodes read, as onnxruntime computes them at each batch size:
+    # onnx inference learns a Reshape's output shape only after its shape input is folded,
+    # so chains through 12 transformer blocks took one re-inference each (~100 passes,
+    # minutes on ViT-B). Facts from one run per batch fold them all in one pass; the
+    # result is verified against the original model like every fold.
+    probed = [n.input[0] for n in g.node if n.op_type in ("Shape", "Size") and n.input]
+    runtime = [U.runtime_shapes(m, probed, b) if probed else {} for b in batches]
+    lazy = _LazyConstants(g)
+    unfoldable: set[str] = set()
     for _ in range(100):
-        shapes = [U.infer(U.with_batch(m, b)) for b in batches]
-        consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        shapes = [U.infer(U.with_batch(m, b, light=True)) for b in batches]
+        for k in range(len(batches)):
+            for name, (shape, t) in runtime[k].items():
+                known = shapes[k].get(name, (None, 0))[0]
+                if known is None or not all(isinstance(d, int) for d in known):
+                    shapes[k][name] = (shape, t)
+        consts = lazy
         changed = False
         new_nodes = []
         for node in U.topo_sort(g):
@@ -317,10 +346,9 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
                     node, U.attr(node, "then_branch" if cond else "else_branch"))
                 new_nodes.extend(nodes)
                 g.initializer.extend(inits)
-                consts.update({t.name: numpy_helper.to_array(t) for t in inits})
                 changed = True
                 continue
-            if any(o in dyn for o in node.output):
+            if any(o in dyn or o in unfoldable for o in node.output):
                 new_nodes.append(node)
                 continue
             values = [_try_fold(node, consts, dyn, k, shapes[k], keep)
@@ -328,26 +356,31 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
             if any(v is None for v in values):
                 new_nodes.append(node)
                 continue
-            changed = True
             same = all(set(v) == set(values[0]) and all(
                 v[o].shape == values[0][o].shape and np.array_equal(v[o], values[0][o])
                 for o in v) for v in values[1:])
+            changed = True
             if same:
                 for name, value in values[0].items():
                     g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-                    consts[name] = value
+                    consts.put(name, value)
                 continue
             new_nodes.append(node)
             for name in values[0]:
                 v0 = values[0][name]
                 if v0.dtype.kind in "iu" and v0.ndim <= 1:
                     dyn[name] = [v[name] for v in values]
+                else:
+                    # batch-dependent and not a shape vector (e.g. a class token expanded
+                    # to the batch): stays computed; never retried (it kept the loop
+                    # running to its 100-pass cap on ViT-B)
+                    unfoldable.add(name)
         del g.node[:]
         g.node.extend(new_nodes)
         if not changed:
             break
     if dyn:
-        shapes = [U.infer(U.with_batch(m, b)) for b in batches]
+        shapes = [U.infer(U.with_batch(m, b, light=True)) for b in batches]
         replaced = {}
         for node in g.node:
             if any(o in dyn for o in node.output):
@@ -369,6 +402,40 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
     if len(batches) == 1:
         _set_batch(m, batches[0])
     return m
+
+
+class _LazyConstants:
+    """Initializer values by name, converted to numpy on first use (weights rarely are)."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.cache: dict[str, np.ndarray] = {}
+        self.protos: dict[str, onnx.TensorProto] = {}
+        self.seen = 0
+
+    def _sync(self):
+        inits = self.graph.initializer
+        for t in inits[self.seen:]:
+            self.protos[t.name] = t
+        self.seen = len(inits)
+
+    def __contains__(self, name) -> bool:
+        self._sync()
+        return name in self.protos
+
+    def __getitem__(self, name) -> np.ndarray:
+        if name not in self.cache:
+            self._sync()
+            self.cache[name] = numpy_helper.to_array(self.protos[name])
+        return self.cache[name]
+
+    def size(self, name) -> int:
+        self._sync()
+        return math.prod(self.protos[name].dims)
+
+    def put(self, name, value) -> None:
+        self._sync()
+        self.cache[name] = value
 
 
 def _try_fold(node, consts, dyn, k, shapes, keep):
@@ -395,9 +462,9 @@ def _try_fold(node, consts, dyn, k, shapes, keep):
     ins = [i for i in node.input if i]
     if not ins or not all(i in consts or i in dyn for i in ins):
         return None
-    values = {i: (consts[i] if i in consts else dyn[i][k]) for i in ins}
-    if sum(v.size for v in values.values()) > _MAX_FOLD_ELEMENTS:
+    if sum(consts.size(i) if i in consts else dyn[i][k].size for i in ins) > _MAX_FOLD_ELEMENTS:
         return None  # big weight transforms are left to onnxruntime's folding
+    values = {i: (consts[i] if i in consts else dyn[i][k]) for i in ins}
     for o in node.output:
         s = shapes.get(o, (None, 0))[0]
         if s is not None and all(isinstance(d, int) for d in s) and np.prod(s) > _MAX_FOLD_ELEMENTS:
@@ -635,29 +702,33 @@ def _finalize(model: ModelProto, fixed: int | None) -> ModelProto:
     del g.node[:]
     g.node.extend(nodes)
     g.ClearField("value_info")
+    batch_dims: dict[str, tuple[bool, ...]] = {}
     if fixed is None:
-        shapes = U.batched_shapes(m)
+        shapes = U.batched_shapes(m, batch_dims)
     else:
         shapes = U.infer(m)
     for o in g.output:
         s, t = shapes.get(o.name, (None, o.type.tensor_type.elem_type))
         if s is not None:
-            U.set_dims(o, [BATCH_DIM if (d is None and k == 0) else d for k, d in enumerate(s)])
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
-    if fixed is None:
-        _drop_batch_value_info(m, shapes)
+            U.set_dims(o, _batch_aware(s, batch_dims.get(o.name, ())))
+    # value_info straight from the proven shapes (no second inference over the weights)
+    declared = {i.name for i in g.input} | {o.name for o in g.output} | U.initializer_names(g)
+    for n in g.node:
+        for o in n.output:
+            s, t = shapes.get(o, (None, 0))
+            if o and o not in declared and s is not None and t:
+                g.value_info.append(helper.make_tensor_value_info(
+                    o, t, _batch_aware(s, batch_dims.get(o, ())) if fixed is None else list(s)))
     return m
 
 
-def _drop_batch_value_info(m: ModelProto, shapes) -> None:
-    """Replace inferred intermediate shapes by batch-aware ones ('N' for the batch)."""
-    g = m.graph
-    keep = []
-    for vi in g.value_info:
-        s = shapes.get(vi.name, (None, 0))[0]
-        if s is None:
-            continue
-        U.set_dims(vi, [BATCH_DIM if (d is None and k == 0) else d for k, d in enumerate(s)])
-        keep.append(vi)
-    del g.value_info[:]
-    g.value_info.extend(keep)
+def _batch_aware(dims, exact) -> list:
+    """Dims with 'N' only where the size is the batch itself (not e.g. N * tokens).
+
+    A batch-dependent size that is not the batch (a Reshape folding tokens or heads into
+    dim 0) is left unknown: declaring it 'N' lets onnxruntime's memory planner reuse a
+    buffer of the wrong size (the "Shape mismatch attempting to re-use buffer" warnings,
+    and wrong gradients on LeViT / EfficientFormer).
+    """
+    return [BATCH_DIM if (d is None and k < len(exact) and exact[k]) else d
+            for k, d in enumerate(dims)]

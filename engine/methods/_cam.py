@@ -43,11 +43,16 @@ class CAMMethod:
     uses_gradients = True
 
     def explain(self, model: Model, image: Any, label: Any = None, *, reduction: Any = None,
-                feature_layer: str | None = None, reduction_layer: str | None = None,
+                feature_layer: str | list[str] | None = None, reduction_layer: str | None = None,
                 output_upsampling: str = "bicubic", feature_layout: str | None = None,
                 execution_environment: str | None = None, mini_batch_size: int = 32,
                 progress: Progress = None) -> Explanation:
         started = time.perf_counter()
+        if isinstance(feature_layer, (list, tuple)):
+            return self._explain_fused(model, image, label, reduction=reduction, feature_layers=list(feature_layer),
+                                       reduction_layer=reduction_layer, output_upsampling=output_upsampling,
+                                       feature_layout=feature_layout, execution_environment=execution_environment,
+                                       mini_batch_size=mini_batch_size, progress=progress, started=started)
         check_choice("output_upsampling", output_upsampling, UPSAMPLING)
         mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
         pixels, original, env = start(model, image, execution_environment)
@@ -70,8 +75,7 @@ class CAMMethod:
         if not (np.all(np.isfinite(weights)) and np.all(np.isfinite(acts))):
             raise ModelError(f"{model.path}: the activations of feature layer {layer.name!r} or their channel "
                              f"weights are NaN or inf on {describe_image(image)}.")
-        cam = np.maximum(np.einsum("kc,kchw->khw", weights.astype(np.float64), acts.astype(np.float64)), 0.0)
-        cam = cam.astype(np.float32)                         # (K, h, w) at the feature map's size
+        cam = self.combine(acts, weights).astype(np.float32)  # (K, h, w) at the feature map's size
         cam_hwk = np.ascontiguousarray(cam.transpose(1, 2, 0))
         if output_upsampling == "none":
             maps = cam_hwk
@@ -86,6 +90,46 @@ class CAMMethod:
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
                            np.asarray(scores, np.float32), params, extras, timings)
+
+    def _explain_fused(self, model, image, label, *, feature_layers, output_upsampling, started, **options):
+        """Several feature layers (pytorch-grad-cam's multi-layer aggregation): each layer's map at
+        the image size, clipped at 0 and min-max scaled to [0, 1] per target, then averaged."""
+        if not feature_layers:
+            raise ValueError("The 'feature_layer' parameter is an empty list; give one or more tensor names.")
+        if len(feature_layers) == 1:
+            return self.explain(model, image, label, feature_layer=feature_layers[0],
+                                output_upsampling=output_upsampling, **options)
+        if output_upsampling == "none":
+            raise ValueError("several feature layers are fused at the image size; output_upsampling='none' gives "
+                             "each layer's own size. Choose 'bicubic', 'bilinear' or 'nearest'.")
+        parts = [self.explain(model, image, label, feature_layer=name, output_upsampling=output_upsampling,
+                              **options) for name in feature_layers]
+        scaled = []
+        for part in parts:
+            m = np.maximum(part.score_map.astype(np.float64), 0.0)
+            m = m if m.ndim == 3 else m[..., None]
+            lo = m.min(axis=(0, 1), keepdims=True)
+            span = m.max(axis=(0, 1), keepdims=True) - lo
+            scaled.append(np.divide(m - lo, span, out=np.zeros_like(m), where=span > 0))
+        fused = np.mean(scaled, axis=0).astype(np.float32)
+        first = parts[0]
+        fused = fused if first.score_map.ndim == 3 else fused[..., 0]
+        params = {**first.params, "feature_layer": list(feature_layers), "fusion": "mean of [0, 1]-scaled maps"}
+        extras = {"feature_layer": list(feature_layers), "layer_maps": [p.score_map for p in parts],
+                  "cam": [p.cam for p in parts], "reduction_layer": first.reduction_layer}
+        timings = {"total": time.perf_counter() - started}
+        return Explanation(self.name, fused, first.labels, first.label_names, first.scores, params, extras, timings)
+
+    def combine(self, acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """(K, h, w) map from activations (K, C, h, w) and channel weights (K, C), or
+        element weights (K, C, h, w) (HiResCAM, LayerCAM): ReLU(sum_c w * A)."""
+        a = acts.astype(np.float64)
+        w = weights.astype(np.float64)
+        # one target at a time: the same arithmetic whatever the number of targets (batched
+        # labels must equal one call per label bit for bit, even for maps that are ~0)
+        summed = np.stack([np.tensordot(w[k], a[k], axes=1) if w.ndim == 2 else (w[k] * a[k]).sum(axis=0)
+                           for k in range(len(a))])
+        return np.maximum(summed, 0.0)
 
     # ---- steps the subclasses provide ---------------------------------------------------
     def activations_and_weights(self, model: Model, pixels: np.ndarray, layer: FeatureLayer, targets: T.Targets,

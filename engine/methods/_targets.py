@@ -82,11 +82,11 @@ def resolve_reduction_layer(model: Model, reduction_layer: str | None) -> tuple[
     """(tensor name, is the model output) for ``reduction_layer`` (None, "logits" or a tensor name)."""
     from .layers import tensor_names
 
+    if reduction_layer is not None and not isinstance(reduction_layer, str):
+        raise OptionTypeError(f"The 'reduction_layer' parameter must be None, 'logits' or a tensor name; got "
+                              f"{type(reduction_layer).__name__}.")
     if reduction_layer is None or reduction_layer == model.output_name:
         return model.output_name, True
-    if not isinstance(reduction_layer, str):
-        raise OptionTypeError(f"The 'reduction_layer' parameter must be None, 'logits' or a tensor name; got "
-                        f"{type(reduction_layer).__name__}.")
     if reduction_layer == "logits":
         name = model.logits_name or _sigmoid_input(model)
         if name is None:

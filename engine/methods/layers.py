@@ -1,30 +1,59 @@
 """Choosing and describing the feature layer of the CAM family (Grad-CAM, Grad-CAM++, Score-CAM).
 
-The automatic rule (REFERENCE.md, GRADIENTS.md "Choosing the Grad-CAM feature layer"):
+The automatic rule: **the last feature map with a spatial or token-grid layout that feeds
+the classifier head** (REFERENCE.md, GRADIENTS.md "Choosing the Grad-CAM feature layer").
 
-1. candidates are float tensors that lie on every path from the image input to the model
-   output (articulation tensors: this excludes everything inside residual blocks), of
-   rank 4 with a spatial size H * W > 1;
-2. take the last candidate in topological order produced by an activation (Relu, Clip,
-   Sigmoid, HardSwish, LeakyRelu, ...) or by Add / Concat / Mul (Mul covers swish,
-   ``x * sigmoid(x)``, and squeeze-excitation gates); when no candidate is, take the last
-   candidate whatever produced it;
-3. no rank-4 candidate (a vision transformer): take the last token tensor [N, T, D] on
-   every path whose *patch* tokens still receive gradient, and read it as a patch grid.
-   The grid (gh, gw) comes from the patch-embedding Conv's output shape; the T - gh * gw
-   leading tokens (class / distillation tokens) are dropped. "Still receive gradient" is
-   measured, not guessed: one gradient run at a fixed random image takes the gradient
-   with respect to every token candidate, and the last one whose patch-token gradient is
-   not identically zero wins (the last block's *output* feeds only the class token to the
-   head, so its patch tokens get exactly zero; the last block's *input* is chosen).
-   Without a patch grid the choice is an error asking for ``feature_layer``.
+1. Candidates are float tensors on every path from the image input to the model output
+   (articulation tensors: nothing inside a residual block or a branch) laid out as a map:
+
+   - rank 4, [N, C, H, W] or [N, H, W, C] (layout below), with H * W > 1;
+   - rank 3 tokens [N, T, D] on a patch grid: T = gh * gw + e with 0 <= e <= 8 leading
+     class / distillation / register tokens, the grid (gh, gw) being that of the nearest
+     earlier rank-4 tensor with gh * gw = T - e (a patch embedding, a token merge, a
+     reshape inside a block), else the square T - e = g * g with the smallest e. Each
+     token tensor gets its own grid, so later stages of hierarchical transformers
+     (LeViT, CoaT, EfficientFormer, TinyViT) are candidates, not only the first.
+
+2. Not candidates:
+
+   - tensors made by data-movement ops (Slice, Gather, Reshape, Transpose, Flatten,
+     Squeeze, Unsqueeze, Split, Expand, Identity, Dropout, Cast, Pad, Tile): they copy a
+     map, they do not compute one; the map they copy is the candidate (BEiT's
+     ``x[:, 1:]`` before its mean pool is not chosen, the last block's output is);
+   - the class-score part of the head: every tensor from which the output is reached
+     through pooling, reshaping and activations only (no Conv, Gemm or MatMul left), such
+     as SqueezeNet's 1000-channel class-score Conv and its ReLU: the map feeding that
+     Conv is the feature map.
+
+3. Choice: the last candidate in topological order. Rank-4 maps count only when produced
+   by an activation (Relu, Clip, HardSwish, Gelu, ...) or by Add / Concat / Mul / Sum (Mul
+   covers swish and squeeze-excitation gates), unless no map is, so a block's output is
+   taken rather than a normalisation or convolution inside it. When token candidates come
+   after the last map (transformers), the choice is **measured**: one gradient run at a
+   fixed random image takes the gradient with respect to every such token tensor, and
+   the last one whose patch tokens receive non-zero gradient wins (a ViT whose head reads
+   only the class token gives the last block's *output* exactly zero patch gradient, so
+   the last block's input is chosen; a mean-pooled head (BEiT, DeiT-III, Swin, LeViT)
+   chooses the last block's output). With no live token tensor the last map is used.
+   No candidate at all is an error asking for ``feature_layer``.
+
+What this gives on the zoo (tests/graph/test_real_zoo.py checks it per row): ResNet's last
+``layer4`` ReLU, MobileNet/EfficientNet's last HardSwish/SiLU map, SqueezeNet's last Fire
+Concat (512 channels, not the class-score Conv), DenseNet's final ReLU, ConvNeXt's last
+block Add, Swin's last block Add in [N, H, W, C], ViT's last block input (class-token
+head), BEiT's last block output, LeViT's last-stage tokens (2 x 2 grid), CoaT-Lite's
+last-stage tokens.
 
 Channel axis of rank-4 tensors: ONNX convolutions and pools are channels-first, so a map
 produced by them is NCHW; graphs converted from TensorFlow keep NHWC tensors between
 ``Transpose`` nodes. The layout is tracked from the image input through the graph
 (Conv/Pool/BatchNormalization outputs are NCHW, Transpose permutes the channel axis,
-elementwise ops and Concat keep their input's layout). A tensor whose layout cannot be
-traced (e.g. after a Reshape) is taken as NCHW; pass ``feature_layout`` to override.
+elementwise ops, LayerNormalization and Concat keep their input's layout). A tensor whose
+layout cannot be traced (e.g. after a Reshape) is read by its shape: the reading whose
+spatial sizes come from one common stride of the input size (ceil(H_in / s),
+ceil(W_in / s)) wins when only one reading does (timm's Swin keeps [N, H, W, C] maps built
+by Reshape); when both or neither do it is taken as NCHW and logged. Pass
+``feature_layout`` to override.
 """
 from __future__ import annotations
 
@@ -56,9 +85,20 @@ _CHANNELS_FIRST_OPS = frozenset({
 })
 #: ops through which a rank-4 layout passes unchanged (anything elementwise or channel-preserving)
 _LAYOUT_KEEPING_OPS = PREFERRED_OPS | frozenset({
-    "Sub", "Div", "Max", "Min", "Mean", "Neg", "Abs", "Exp", "Log", "Sqrt", "Pow", "Reciprocal", "Erf",
+    "LayerNormalization", "Sub", "Div", "Max", "Min", "Mean", "Neg", "Abs", "Exp", "Log", "Sqrt", "Pow", "Reciprocal", "Erf",
     "Identity", "Dropout", "Cast", "Pad", "Slice", "Resize", "Upsample", "Where", "Floor", "Ceil",
     "Round", "Sign", "Sin", "Cos", "DequantizeLinear", "QuantizeLinear",
+})
+#: ops that only move, select or re-type data: their outputs are never feature-layer candidates
+DATA_MOVEMENT_OPS = frozenset({
+    "Slice", "Gather", "GatherElements", "GatherND", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
+    "Split", "Expand", "Identity", "Dropout", "Cast", "CastLike", "Pad", "Tile", "Shape", "Size",
+})
+#: ops that may sit between a class-score map and the output (pooling, reshaping, activations)
+_HEAD_ONLY_OPS = DATA_MOVEMENT_OPS | frozenset({
+    "GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool", "ReduceMean", "ReduceMax", "ReduceSum",
+    "Relu", "Clip", "Sigmoid", "Softmax", "LogSoftmax", "HardSigmoid", "LeakyRelu", "Concat", "Div", "Mul",
+    "Add", "Sub",
 })
 FEATURE_LAYOUTS = ("NCHW", "NHWC")
 #: at most this many non-patch tokens (class, distillation, register tokens) lead a token tensor
@@ -168,27 +208,27 @@ def feature_layer_for(model: Model, feature_layer: str | None = None, *, feature
 
 
 def _choose(model, tensors, order, articulation, feature_layout, environment, allow_probe) -> FeatureLayer:
-    maps, tokens = [], []
     position = {n: k for k, n in enumerate(order)}
-    grid = _patch_grid(order, tensors)
+    grids = _token_grids(model, order, tensors)
+    head = _class_score_tensors(model, order)
+    maps, tokens = [], []
     for name in order:
         t = tensors[name]
-        if name not in articulation or not t.is_float or t.shape is None:
+        if name not in articulation or name in head or not t.is_float or t.shape is None \
+                or t.op_type in DATA_MOVEMENT_OPS or name == model.input_name:
             continue
         if len(t.shape) == 3:
             layer = _as_map(model, t, feature_layout)
             if layer.grid[0] * layer.grid[1] > 1:
                 maps.append(layer)
-        elif len(t.shape) == 2 and grid is not None and grid[0] * grid[1] > 1 \
-                and 0 <= t.shape[0] - grid[0] * grid[1] <= _MAX_EXTRA_TOKENS:
+        elif len(t.shape) == 2 and name in grids:
             tokens.append(t)
-    # A vision transformer also has rank-4 maps (the patch embedding), but its features
-    # continue as tokens: tokens after the last map win.
-    if maps and not (tokens and position[tokens[-1].name] > position[maps[-1].name]):
-        preferred = [m for m in maps if m.op_type in PREFERRED_OPS]
-        chosen = (preferred or maps)[-1]
-        log.info("Grad-CAM feature layer: %s (%s, %s)", chosen.name, chosen.op_type, chosen.layout)
-        return chosen
+    preferred = [m for m in maps if m.op_type in PREFERRED_OPS] or maps
+    last_map = preferred[-1] if preferred else None
+    tokens = [t for t in tokens if last_map is None or position[t.name] > position[last_map.name]]
+    if last_map is not None and not tokens:
+        log.info("Grad-CAM feature layer: %s (%s, %s)", last_map.name, last_map.op_type, last_map.layout)
+        return last_map
     if not tokens and model.input_size is None:
         raise OptionError(f"{model.path}: cannot choose a Grad-CAM feature layer automatically: the model's input "
                          "size is dynamic, so its feature-map sizes are unknown; declare preprocessing input_size "
@@ -201,62 +241,111 @@ def _choose(model, tensors, order, articulation, feature_layout, environment, al
     if not allow_probe:
         raise OptionError(f"{model.path}: choosing a token model's feature layer needs a gradient probe; pass "
                          "feature_layer=<tensor name> for forward-only methods.")
-    if maps:
-        tokens = [t for t in tokens if position[t.name] > position[maps[-1].name]]
-    live = _tokens_with_patch_gradient(model, [t.name for t in tokens], grid, environment)
+    live = _tokens_with_patch_gradient(model, [(t.name, grids[t.name]) for t in tokens], environment)
     if not live:
+        if last_map is not None:
+            log.info("Grad-CAM feature layer: %s (no token tensor's patch tokens receive gradient)", last_map.name)
+            return last_map
         raise OptionError(f"{model.path}: no token tensor's patch tokens receive gradient; pass "
                          "feature_layer=<tensor name>.")
     t = tensors[live[-1]]
-    log.info("Grad-CAM feature layer: %s (tokens on a %dx%d grid)", t.name, *grid)
-    return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, int(t.shape[0]) - grid[0] * grid[1])
+    grid, extra = grids[t.name]
+    log.info("Grad-CAM feature layer: %s (tokens on a %dx%d grid, %d extra)", t.name, *grid, extra)
+    return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, extra)
 
 
-def _as_map(model, t: _Tensor, feature_layout) -> FeatureLayer:
-    layout = feature_layout or _traced_layout(model, t.name)
+def _class_score_tensors(model: Model, order) -> set[str]:
+    """Tensors from which the output is reached through head-only ops (no Conv/Gemm/MatMul left)."""
+    graph = model.onnx_model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            if i:
+                consumers.setdefault(i, []).append(node)
+    head = {model.output_name}
+    for name in reversed(order):
+        users = consumers.get(name, [])
+        if name in head or not users:
+            continue
+        if all(u.op_type in _HEAD_ONLY_OPS and all(o in head for o in u.output if o) for u in users):
+            head.add(name)
+    return head
+
+
+def _token_grids(model, order, tensors) -> dict[str, tuple[tuple[int, int], int]]:
+    """name -> ((gh, gw), extra tokens) for every rank-3 float tensor that reads as a patch grid."""
+    grids: dict[str, tuple[tuple[int, int], int]] = {}
+    recent: list[tuple[int, int]] = []          # spatial sizes of rank-4 tensors seen so far, newest last
+    for name in order:
+        t = tensors[name]
+        if t.shape is None or not t.is_float:
+            continue
+        if len(t.shape) == 3:
+            layer = _as_map(model, t, None, quiet=True)
+            if layer.grid[0] * layer.grid[1] > 1:
+                recent.append(layer.grid)
+        elif len(t.shape) == 2:
+            found = _grid_for(int(t.shape[0]), recent)
+            if found is not None:
+                grids[name] = found
+    return grids
+
+
+def _grid_for(tokens: int, recent) -> tuple[tuple[int, int], int] | None:
+    for grid in reversed(recent):
+        extra = tokens - grid[0] * grid[1]
+        if 0 <= extra <= _MAX_EXTRA_TOKENS:
+            return (int(grid[0]), int(grid[1])), int(extra)
+    for extra in range(_MAX_EXTRA_TOKENS + 1):
+        side = round(float(np.sqrt(max(tokens - extra, 0))))
+        if side >= 2 and side * side == tokens - extra:
+            return (side, side), extra
+    return None
+
+
+def _as_map(model, t: _Tensor, feature_layout, quiet: bool = False) -> FeatureLayer:
+    layout = feature_layout or _traced_layout(model, t.name) or _layout_from_strides(model, t.shape)
     if layout is None:
-        log.info("feature layer %s: layout not traceable; assuming NCHW (pass feature_layout to override)", t.name)
+        if not quiet:
+            log.info("feature layer %s: layout not traceable; assuming NCHW (pass feature_layout to override)",
+                     t.name)
         layout = "NCHW"
     c, a, b = t.shape
     grid = (a, b) if layout == "NCHW" else (c, a)
     return FeatureLayer(t.name, t.op_type, tuple(t.shape), layout, (int(grid[0]), int(grid[1])))
 
 
+def _layout_from_strides(model, shape) -> str | None:
+    """The reading of a rank-4 per-sample shape whose spatial sizes share one stride of the input."""
+    if model.input_size is None or shape is None or len(shape) != 3:
+        return None
+    h_in, w_in = model.input_size
+
+    def strided(h, w):
+        return any(-(-h_in // s) == h and -(-w_in // s) == w for s in range(1, max(h_in, w_in) + 1))
+
+    nchw, nhwc = strided(shape[1], shape[2]), strided(shape[0], shape[1])
+    if nchw != nhwc:
+        return "NCHW" if nchw else "NHWC"
+    return None
+
+
 def _as_tokens(model, t: _Tensor, order, tensors) -> FeatureLayer:
     tokens = int(t.shape[0])
-    grid = _patch_grid(order, tensors)
-    if grid is None or grid[0] * grid[1] > tokens:
-        side = int(round(np.sqrt(tokens)))
-        side1 = int(round(np.sqrt(tokens - 1))) if tokens > 1 else 0
-        if side * side == tokens:
-            grid = (side, side)
-        elif side1 * side1 == tokens - 1:
-            grid = (side1, side1)
-        else:
-            raise OptionError(f"feature layer {t.name!r} is a token tensor [N, {tokens}, {t.shape[1]}] but no patch "
-                             "grid can be found (no patch-embedding Conv, and neither T nor T - 1 is a square); "
-                             "choose a rank-4 feature map.")
-    return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, tokens - grid[0] * grid[1])
+    found = _token_grids(model, order, tensors).get(t.name)
+    if found is None:
+        raise OptionError(f"feature layer {t.name!r} is a token tensor [N, {tokens}, {t.shape[1]}] but no patch "
+                          f"grid can be found (no earlier map with H * W = T - e, 0 <= e <= {_MAX_EXTRA_TOKENS}, "
+                          "and no square T - e); choose a rank-4 feature map.")
+    grid, extra = found
+    return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, extra)
 
 
-def _patch_grid(order, tensors) -> tuple[int, int] | None:
-    """(gh, gw) of the last Conv output map before the first rank-3 tensor: the patch embedding."""
-    grid = None
-    for name in order:
-        t = tensors[name]
-        if t.shape is None:
-            continue
-        if t.op_type == "Conv" and len(t.shape) == 3:
-            grid = (int(t.shape[1]), int(t.shape[2]))
-        elif len(t.shape) == 2 and t.is_float and grid is not None:
-            return grid
-    return grid
-
-
-def _tokens_with_patch_gradient(model: Model, names: list[str], grid, environment) -> list[str]:
+def _tokens_with_patch_gradient(model: Model, named_grids, environment) -> list[str]:
     """Token tensors (in the given order) whose patch tokens get non-zero gradient at a random image."""
     from ._targets import engine_for
 
+    names = [n for n, _ in named_grids]
     engine = engine_for(model, environment or model.execution_environment, names)
     h, w = model.input_size
     rng = np.random.default_rng(0)
@@ -265,9 +354,9 @@ def _tokens_with_patch_gradient(model: Model, names: list[str], grid, environmen
     seed = rng.standard_normal((1, width)).astype(np.float32).reshape((1, *_output_shape(model)))
     out = engine.run(pixels, seed, wrt=names)
     live = []
-    for name in names:
+    for name, (grid, extra) in named_grids:
         g = np.asarray(out[f"grad:{name}"])
-        patches = g[:, g.shape[1] - grid[0] * grid[1]:, :]
+        patches = g[:, extra:, :]
         if np.any(patches != 0):
             live.append(name)
     return live

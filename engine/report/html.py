@@ -28,31 +28,47 @@ METRIC_ORDER = ("deletion", "insertion", "pointing_game", "energy")
 
 
 def write_report(run: RunRecord, out_dir: str | os.PathLike, *, sign: str = "absolute",
-                 progress: Callable[[int, int], None] | None = None) -> str:
+                 progress: Callable[[int, int], None] | None = None, pictures: str = "report",
+                 written: list[str] | None = None) -> str:
     """Write ``out_dir/index.html`` and its pictures in ``out_dir/report/``; return the index path.
 
     ``sign``: how gradient maps are drawn ("absolute" or "signed", as in
     :func:`onnxplain.overlay_figure`; signed needs the per-channel gradients, else absolute).
+    ``pictures``: the pictures' sub-folder, or "" for files named ``report_*`` beside
+    index.html (``onnxplain explain``: every file of its folder is listed in its run record).
+    ``written``: a list that receives every path written.
     """
     if not run.images:
         raise ReportError("the results hold no images; nothing to report.")
     out = pathlib.Path(os.fspath(out_dir))
     if out.exists() and not out.is_dir():
         raise ReportError(f"report folder {str(out)!r} is an existing file.")
-    pics = out / "report"
+    pics = out / pictures if pictures else out
     pics.mkdir(parents=True, exist_ok=True)
+    prefix = "" if pictures else "report_"
+    files: list[str] = [] if written is None else written
+
+    def save(rgb01: np.ndarray, name: str) -> str:
+        path = pics / (prefix + name)
+        _save(rgb01, path)
+        files.append(str(path))
+        return f"{pictures}/{path.name}" if pictures else path.name
+
     images = []
     metric_names: list[str] = []
     for i, rec in enumerate(run.images):
-        photo = rec.load_image()
-        entry: dict[str, Any] = {
+        try:
+            photo, problem = rec.load_image(), None
+        except ReportError as exc:  # an unreadable image is a row that says so, not a failed report
+            photo, problem = None, str(exc)
+        entry: dict[str, Any] = {"problem": problem,
             "name": rec.name, "true": rec.true_label, "true_name": rec.true_name, "pred": rec.predicted,
             "pred_name": rec.predicted_name, "conf": _num(rec.confidence), "correct": rec.correct,
             "label": rec.label, "label_name": rec.label_name, "photo": None, "maps": {}}
         view = None
         if photo is not None:
             view = _fit(photo, VIEW_WIDTH)
-            entry["photo"] = _save(view / 255.0, pics / f"i{i}.jpg")
+            entry["photo"] = save(view / 255.0, f"i{i}.jpg")
         for j, mrec in enumerate(rec.maps):
             st = style_for(mrec.method, mrec.params)
             m_entry: dict[str, Any] = {
@@ -74,8 +90,8 @@ def write_report(run: RunRecord, out_dir: str | os.PathLike, *, sign: str = "abs
                 draw = _resize(draw, view.shape[:2])
                 shown, scale = colorize(view, draw, kind=st.kind, sign=use_sign, outlier_percent=OUTLIER_PERCENT,
                                         quantity=st.quantity)
-                m_entry["img"] = _save(shown, pics / f"i{i}_m{j}.png")
-                m_entry["thumb"] = _save(_fit(shown * 255.0, None, THUMB_HEIGHT) / 255.0, pics / f"i{i}_m{j}_t.png")
+                m_entry["img"] = save(shown, f"i{i}_m{j}.png")
+                m_entry["thumb"] = save(_fit(shown * 255.0, None, THUMB_HEIGHT) / 255.0, f"i{i}_m{j}_t.png")
                 m_entry["scale"] = {"stops": scale_stops(scale), "vmin": scale.vmin, "vmax": scale.vmax,
                                     "extend": scale.extend, "quantity": scale.quantity, "kind": st.kind}
             entry["maps"][mrec.method] = m_entry
@@ -95,6 +111,7 @@ def write_report(run: RunRecord, out_dir: str | os.PathLike, *, sign: str = "abs
     tmp = out / "index.html.partial"
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, index)
+    files.append(str(index))
     return str(index)
 
 
@@ -129,12 +146,17 @@ def _resize(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize_map(np.asarray(m, np.float32)[..., None], size, "bilinear")[..., 0]
 
 
-def _save(rgb01: np.ndarray, path: pathlib.Path) -> str:
+def _save(rgb01: np.ndarray, path: pathlib.Path) -> None:
+    """Write a picture atomically (a temporary name in the same folder, then a rename)."""
     from PIL import Image
 
     img = Image.fromarray(np.clip(np.round(np.asarray(rgb01) * 255.0), 0, 255).astype(np.uint8))
-    img.save(path, quality=90) if path.suffix == ".jpg" else img.save(path, optimize=False)
-    return f"report/{path.name}"
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    if path.suffix == ".jpg":
+        img.save(tmp, quality=90)
+    else:
+        img.save(tmp)
+    os.replace(tmp, path)
 
 
 def _num(v: Any) -> float | None:

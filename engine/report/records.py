@@ -236,7 +236,7 @@ def from_parquet(path: str | os.PathLike) -> RunRecord:
     total = sum(float(r["seconds"]) for r in rows if r.get("seconds") is not None)
     return RunRecord(model, str(meta.get("provider", model.get("device", ""))), methods,
                      {k: v for k, v in meta.items() if k not in ("model", "timings")},
-                     {"total_seconds": total} if total else {}, list(images.values()), str(p),
+                     {"compute_seconds": total} if total else {}, list(images.values()), str(p),
                      f"onnxplain run: {p.name}")
 
 

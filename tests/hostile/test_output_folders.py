@@ -20,7 +20,8 @@ from onnxplain.cli import _common
 
 
 def _files(folder):
-    return sorted(p.name for p in folder.iterdir())
+    """Every file under the folder (the report's pictures sit in report/), as posix paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def test_unwritable_out_is_refused_before_any_work(monkeypatch, capsys):

@@ -157,3 +157,22 @@ def test_overview_sheet_has_every_method_and_the_caption(tmp_path):
     assert any("checkerboard" in t.get_text() for t in fig.texts)
     plt.close(fig)
     assert np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB"), np.float64).std() > 20
+
+
+def test_signed_gradient_pictures_use_the_per_channel_gradients():
+    img = _photo()
+    g = np.random.default_rng(2).standard_normal((*img.shape[:2], 3)).astype(np.float32)
+    exp = Explanation("gradient", np.abs(g).sum(axis=2), [285], ["Egyptian cat"], np.array([0.8], np.float32),
+                      extras={"gradients": g})
+    fig = overlay_figure(img, exp, sign="signed")
+    labels = [ax.xaxis.label.get_text() for ax in fig.axes]
+    assert "d score / d pixel (sum over RGB)" in labels  # the signed quantity, not |...|
+    bar = [ax for ax in fig.axes if ax.xaxis.label.get_text().startswith("d score")][0]
+    lo, hi = bar.get_xlim()
+    assert lo == pytest.approx(-hi)  # diverging, centred on zero
+    plt.close(fig)
+    bare = Explanation("gradient", exp.score_map, [285], ["Egyptian cat"], np.array([0.8], np.float32))
+    fig = overlay_figure(img, bare, sign="signed")  # no per-channel gradients: |attribution|, and it says so
+    assert any("drawn as |attribution|" in t.get_text() for t in fig.texts)
+    assert "|d score / d pixel| (sum over RGB)" in [ax.xaxis.label.get_text() for ax in fig.axes]
+    plt.close(fig)

@@ -48,6 +48,11 @@ def parquet_run(tmp_path):
                          "insertion": None, "pointing_game": None, "energy": None, "error": None,
                          "model": model.path})
     rows.append({**rows[-1], "method": "rise", "map": None, "map_shape": None, "error": "could not run"})
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")  # a dataset's corrupt file: a row with an error, no map
+    rows.append({**rows[0], "image": str(broken), "image_index": 3, "map": None, "map_shape": None,
+                 "predicted_index": None, "predicted_name": None, "predicted_score": None, "true_label": None,
+                 "true_label_name": None, "deletion": None, "error": "image cannot be read"})
     path = tmp_path / "results.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path, exps, model
@@ -56,7 +61,9 @@ def parquet_run(tmp_path):
 def test_parquet_rows_become_records(parquet_run):
     path, exps, model = parquet_run
     run = from_parquet(path)
-    assert [im.name for im in run.images] == ["img0.png", "img1.png", "img2.png"]
+    assert [im.name for im in run.images] == ["img0.png", "img1.png", "img2.png", "broken.jpg"]
+    assert run.images[3].maps[0].status == "error: image cannot be read" and run.images[3].confidence is None
+    run.images = run.images[:3]
     assert run.methods == ["occlusion", "gradient-x-input", "rise"] and run.model["path"] == model.path
     first = run.images[0]
     assert (first.true_label, first.true_name, first.correct) == (3, "dog", first.predicted == 3)
@@ -68,7 +75,7 @@ def test_parquet_rows_become_records(parquet_run):
                 continue
             np.testing.assert_array_equal(m.load_map(), exps[(im.image, m.method)].score_map)
             assert m.metrics["deletion"] in (0.25, 0.5, 0.75) and "insertion" not in m.metrics
-    assert run.timings["total_seconds"] == pytest.approx(0.5 * 7)
+    assert run.timings["compute_seconds"] == pytest.approx(0.5 * 8)
 
 
 def test_parquet_report_page(parquet_run, tmp_path):
@@ -76,7 +83,8 @@ def test_parquet_report_page(parquet_run, tmp_path):
     index = write_report(read_results(path), tmp_path / "site")
     html = open(index, encoding="utf-8").read()
     data = json.loads(html.split('id="report-data">')[1].split("</script>")[0].replace("<\\/", "</"))
-    assert [im["name"] for im in data["images"]] == ["img0.png", "img1.png", "img2.png"]
+    assert [im["name"] for im in data["images"]] == ["img0.png", "img1.png", "img2.png", "broken.jpg"]
+    assert "cannot be read" in data["images"][3]["problem"] and data["images"][3]["photo"] is None
     assert data["metric_names"] == ["deletion"]
     assert data["images"][2]["maps"]["rise"]["status"] == "error: could not run"
     assert data["images"][0]["maps"]["occlusion"]["scale"]["quantity"] == "score drop when occluded"

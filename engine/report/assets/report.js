@@ -75,6 +75,8 @@
     box.appendChild(t);
     if (DATA.timings && DATA.timings.total_seconds) {
       box.appendChild(el("p", {cls: "note", text: "total run time " + fmt(DATA.timings.total_seconds, 1) + " s"}));
+    } else if (DATA.timings && DATA.timings.compute_seconds) {
+      box.appendChild(el("p", {cls: "note", text: "compute time (sum over results) " + fmt(DATA.timings.compute_seconds, 1) + " s"}));
     }
   }
   function mean(xs) { if (!xs.length) { return NaN; } var s = 0; xs.forEach(function (x) { s += x; }); return s / xs.length; }
@@ -219,7 +221,7 @@
       var im = r.im;
       var tr = el("tr", {"data-index": String(r.i), "data-name": im.name,
                          cls: (im.correct === false ? "wrong " : "") + (isLow(im) ? "low" : "")}, [
-        el("td", {text: im.name}),
+        el("td", {text: im.name, title: im.problem || ""}),
         el("td", {text: labelText(im.true, im.true_name)}),
         el("td", {cls: "pred", text: labelText(im.pred, im.pred_name)}),
         el("td", {cls: "num conf", text: fmt(im.conf)})
@@ -271,7 +273,8 @@
     box.appendChild(el("p", {text: "true " + labelText(im.true, im.true_name) + " \u00B7 predicted " + labelText(im.pred, im.pred_name) +
       " \u00B7 confidence " + fmt(im.conf) + (im.label !== null && im.label !== undefined ? " \u00B7 explained " + labelText(im.label, im.label_name) : "")}));
     var panels = el("div", {cls: "panels"});
-    panels.appendChild(el("div", {cls: "panel"}, [el("div", {cls: "ptitle", text: "image"}), el("img", {src: im.photo, alt: im.name})]));
+    panels.appendChild(el("div", {cls: "panel"}, [el("div", {cls: "ptitle", text: "image"}),
+      im.photo ? el("img", {src: im.photo, alt: im.name}) : el("div", {cls: "status", text: im.problem || "no image"})]));
     DATA.methods.forEach(function (m) {
       var mp = im.maps[m];
       if (!mp) { return; }
