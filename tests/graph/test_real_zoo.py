@@ -81,6 +81,10 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "regnet": (r"block4[./-]block4-5", (440, 2, 2)),                  # last Y block's output ReLU
     "vit": (r"blocks[./]blocks\.0[./]", (17, 192)),                   # last block's input (class-token head)
     "beit": (r"blocks\.1[./]Add_1", (17, 64)),                         # last block's output (mean-pooled head)
+    "googlenet": (r"inception5b", (1024, 2, 2)),                       # last Inception block's Concat
+    "levit": (r"stages\.2.*blocks\.0", (4, 384)),                      # last stage's block output, 2x2 token grid
+    "coat": (r"serial_blocks4", (5, 320)),                             # last serial stage, 2x2 grid + class token
+    "swin": (r"layers\.3.*blocks\.0", (4, 256)),                       # last stage's block output, 2x2 token grid
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
