@@ -113,16 +113,18 @@ def bench_gradcam(model, folder, n, batch, repeats, work) -> dict:
     return out
 
 
-MASKING = {
-    "rise": ({"num_masks": 512, "mini_batch_size": 128, "random_state": 0}, lambda p, r: [(1, 1), (512, 128)]),
-    "lime": ({"num_samples": 512, "mini_batch_size": 128, "segmentation": "grid", "random_state": 0},
-             lambda p, r: [(512, 128)]),
-    "occlusion": ({"mask_size": 32, "stride": 16, "mask_clipping": False, "mini_batch_size": 128},
-                  lambda p, r: [(1, 1), (169, 128)]),
-}
+def masking_cases(samples: int) -> dict:
+    """(options, raw segments per image) of each masking method with ``samples`` masks/samples."""
+    return {
+        "rise": ({"num_masks": samples, "mini_batch_size": 128, "random_state": 0}, [(1, 1), (samples, 128)]),
+        "lime": ({"num_samples": samples, "mini_batch_size": 128, "segmentation": "grid", "random_state": 0},
+                 [(samples, 128)]),
+        "occlusion": ({"mask_size": 32, "stride": 16, "mask_clipping": False, "mini_batch_size": 128},
+                      [(1, 1), (169, 128)]),
+    }
 
 
-def bench_masking(model, folder, n, repeats, work) -> dict:
+def bench_masking(model, folder, n, repeats, work, samples: int = 512) -> dict:
     """Each masking method on ``n`` images vs raw ORT on the same images at the same batches."""
     files = sorted(folder.iterdir())[:n]
     sub = pathlib.Path(tempfile.mkdtemp(dir=work)) / "sub"
@@ -131,8 +133,7 @@ def bench_masking(model, folder, n, repeats, work) -> dict:
         (sub / f.name).write_bytes(f.read_bytes())
     px = model.prepare(str(files[0]))[0]
     results = {}
-    for name, (opts, segments) in MASKING.items():
-        segs = segments(opts, None)
+    for name, (opts, segs) in masking_cases(samples).items():
         inputs = {b: model.to_native(np.repeat(px[None], b, axis=0)) for _, b in segs}
 
         def raw() -> float:
@@ -206,6 +207,8 @@ def markdown(rec: dict) -> str:
                   f"({r['ray_1_actor_overhead']:.2f}x)" + "".join(
                       f", {k[4:-8].replace('_', ' ')} {r[k]:.1f} s ({r[k[:-8] + '_overhead']:.2f}x)" for k in extra)
                   + " for the same Grad-CAM run (actor start and model loading included)."]
+    if "ray_error" in rec:
+        lines += ["", f"Ray: not measured ({rec['ray_error']})."]
     if "memory" in rec:
         m = rec["memory"]
         lines += ["", f"Peak RSS: {m['small']['peak_rss_mib']:.0f} MiB for {m['small']['images']} images, "
@@ -218,6 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--masking-images", type=int, default=4)
+    p.add_argument("--masking-samples", type=int, default=512, help="RISE masks / LIME samples per image")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--no-memory", action="store_true")
@@ -235,11 +239,14 @@ def main(argv=None) -> int:
         model = onnxplain.load_model()
         rec["gradcam"] = bench_gradcam(model, folder, args.images, args.batch, args.repeats, work)
         print(json.dumps(rec["gradcam"], default=str)[:400], flush=True)
-        rec["masking"] = bench_masking(model, folder, args.masking_images, args.repeats, work)
+        rec["masking"] = bench_masking(model, folder, args.masking_images, args.repeats, work, args.masking_samples)
         print(json.dumps({k: v["ratio"] for k, v in rec["masking"].items()}), flush=True)
         if not args.no_ray:
-            rec["ray"] = bench_ray(model, folder, args.images, args.batch, work, cores)
-            print(json.dumps(rec["ray"]), flush=True)
+            try:
+                rec["ray"] = bench_ray(model, folder, args.images, args.batch, work, cores)
+            except Exception as exc:  # noqa: BLE001  (Ray may not start on an overloaded machine: say so)
+                rec["ray_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            print(json.dumps(rec.get("ray", rec.get("ray_error"))), flush=True)
         if not args.no_memory:
             big = make_folder(work / "big", 3 * args.images)
             rec["memory"] = bench_memory(folder, big, args.batch)

@@ -8,6 +8,14 @@ Writes ``stability.md`` and ``stability.json`` into ``--out``.
 
     python -m bench.stability --light          # ~2 minutes on 2 CPU cores
     python -m bench.stability                  # heavier sample counts
+    python -m bench.stability --features       # feature weights: LIME / Kernel SHAP vs the lime package
+
+``--features`` writes ``stability-features.md/.json``: the Spearman correlation of the
+per-feature weights (not the painted maps) between seeds, on the same quickshift segments
+of the working image (lime's defaults: kernel_size 4, max_dist 200, ratio 0.2), for
+onnxplain's LIME defaults (ridge, paired sampling), LIME with MATLAB's settings (tree,
+Bernoulli sampling), Kernel SHAP and the ``lime`` package (Ridge, its own sampling and
+superpixel-mean fill), at 250 / 500 / 1000 / 2000 samples.
 """
 from __future__ import annotations
 
@@ -20,7 +28,6 @@ import platform
 import time
 
 import numpy as np
-
 import onnxplain
 from onnxplain.sanity import spearman
 
@@ -66,6 +73,85 @@ def run(methods: list[str], seeds: int, light: bool, image_name: str) -> list[di
     return rows
 
 
+FEATURE_COUNTS = [250, 500, 1000, 2000]
+
+
+def feature_rows(seeds: int, counts: list[int], image_name: str,
+                 only: list[str] | None = None) -> tuple[list[dict], int]:
+    """Seed stability of feature weights on fixed quickshift segments (module notes)."""
+    import skimage.data
+    from skimage.segmentation import quickshift
+
+    model = onnxplain.load_model()
+    pixels = model.prepare(getattr(skimage.data, image_name)())[0]          # the working image (224 x 224)
+    segments = quickshift(pixels / 255.0, kernel_size=4, max_dist=200, ratio=0.2, rng=42)
+    label = model.classify(pixels, top_k=1)[0][0]
+    f = int(segments.max()) + 1
+
+    def ours(**fixed):
+        return lambda n, seed: onnxplain.image_lime(model, pixels, label, segmentation=segments, num_samples=n,
+                                                    random_state=seed, **fixed).feature_importance
+
+    def shap(n, seed):
+        return onnxplain.kernel_shap(model, pixels, label, segmentation=segments, num_samples=n,
+                                     random_state=seed).feature_importance
+
+    def lime_package(n, seed):
+        from lime.lime_image import LimeImageExplainer
+
+        def classify(batch):
+            return model.scores_native(model.to_native(np.asarray(batch, np.float32)))
+
+        exp = LimeImageExplainer(random_state=seed).explain_instance(
+            pixels.astype(np.float64), classify, labels=[label], top_labels=None, num_features=f, num_samples=n,
+            batch_size=128, segmentation_fn=lambda _: segments, random_seed=seed)
+        weights = np.zeros(f)
+        for idx, w in exp.local_exp[label]:
+            weights[idx] = w
+        return weights
+
+    runs = {"lime (onnxplain defaults: ridge, paired)": ours(),
+            "lime (MATLAB: tree, bernoulli)": ours(surrogate="tree", sampling="bernoulli"),
+            "lime (lasso, bernoulli)": ours(surrogate="linear", sampling="bernoulli"),
+            "kernelshap (onnxplain)": shap,
+            "lime package 0.2 (Ridge)": lime_package}
+    rows = []
+    for name, fn in runs.items():
+        if only and not any(o in name for o in only):
+            continue
+        fn(64, 999)                                                          # warm-up
+        for n in counts:
+            t0 = time.perf_counter()
+            weights = [np.asarray(fn(n, seed), np.float64) for seed in range(seeds)]
+            seconds = (time.perf_counter() - t0) / seeds
+            rhos = [spearman(a, b) for a, b in itertools.combinations(weights, 2)]
+            rows.append({"method": name, "samples": n, "seeds": seeds, "features": f,
+                         "mean_pairwise_spearman": float(np.nanmean(rhos)),
+                         "min_pairwise_spearman": float(np.nanmin(rhos)), "seconds_per_run": round(seconds, 3)})
+            print(f"{name:<44} n={n:<5} mean rho {rows[-1]['mean_pairwise_spearman']:.3f} "
+                  f"(min {rows[-1]['min_pairwise_spearman']:.3f}), {seconds:.2f} s/run", flush=True)
+    return rows, f
+
+
+def main_features(args) -> int:
+    counts = [int(c) for c in args.counts.split(",")] if args.counts else FEATURE_COUNTS
+    rows, f = feature_rows(args.seeds, counts, args.image, args.only)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"image": f"skimage.data.{args.image}() at the model's 224 x 224", "features": f"{f} quickshift segments",
+            "model": "bundled EfficientNet-Lite0", "seeds": args.seeds, "versions": _versions()}
+    (out / "stability-features.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n",
+                                                 encoding="utf-8")
+    lines = [f"Seed stability of feature weights, {meta['image']}, {meta['features']}, {meta['model']}, "
+             f"{args.seeds} seeds; " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
+             "| method | samples | mean pairwise Spearman | min | s / run |", "|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['samples']} | {r['mean_pairwise_spearman']:.3f} | {r['min_pairwise_spearman']:.3f} "
+              f"| {r['seconds_per_run']:.2f} |" for r in rows]
+    (out / "stability-features.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {out / 'stability-features.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="seed stability of LIME, RISE and SmoothGrad maps")
     p.add_argument("--methods", nargs="+", default=list(PLAN), choices=list(PLAN))
@@ -73,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--light", action="store_true", help="small sample counts (quick)")
     p.add_argument("--image", default="chelsea", help="a skimage.data sample photograph (default chelsea)")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--features", action="store_true",
+                   help="feature-weight stability of LIME / Kernel SHAP vs the lime package (module notes)")
+    p.add_argument("--counts", default=None, help="with --features: comma-separated sample counts")
+    p.add_argument("--only", nargs="+", default=None, help="with --features: rows whose name contains one of these")
     args = p.parse_args(argv)
+    if args.features:
+        return main_features(args)
     rows = run(args.methods, args.seeds, args.light, args.image)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

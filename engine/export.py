@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .errors import ModelError
 from .model import Model
 
-__all__ = ["export_explainer", "EXPORT_METHODS"]
+__all__ = ["EXPORT_METHODS", "export_explainer"]
 
 EXPORT_METHODS = ("gradcam", "reciprocam", "gradient")
 PIXELS = "pixels"

@@ -61,7 +61,7 @@ def reduction_factor(size: tuple[int, int], working_size: tuple[int, int] | None
     """The integer factor an image of ``size`` (H, W) is reduced by: within the map cap and,
     when ``working_size`` is given, as far as keeps it at least twice the working size."""
     h, w = int(size[0]), int(size[1])
-    k = 1
+    k = max(1, math.isqrt(max(0, h * w - 1) // MAX_MAP_PIXELS))  # a lower bound; a header may claim 2^31 a side
     while math.ceil(h / k) * math.ceil(w / k) > MAX_MAP_PIXELS:
         k += 1
     if working_size is not None:

@@ -71,7 +71,7 @@ _STYLES: dict[str, tuple[str, str]] = {
     "scorecam": ("heat", "Score-CAM: ReLU(score-weighted activations)"),
     "score-cam": ("heat", "Score-CAM: ReLU(score-weighted activations)"),
     "rise": ("heat", "mean score of random masks keeping the pixel"),
-    "reciprocam": ("heat", "Recipro-CAM: class score of single-channel feature masks"),
+    "reciprocam": ("heat", "Recipro-CAM: class logit with the feature map kept around each location"),
     "layercam": ("heat", "LayerCAM: ReLU(sum of ReLU(gradient) x activations)"),
     "hirescam": ("heat", "HiResCAM: ReLU(sum of gradient x activations)"),
     "xgradcam": ("heat", "XGrad-CAM: ReLU(sum of weighted activations)"),

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ..methods.lime import FILLS, SEGMENTATIONS, SURROGATES, UPSAMPLING, image_lime
+from ..methods.lime import FILLS, SAMPLINGS, SEGMENTATIONS, SURROGATES, UPSAMPLING, image_lime
 from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, parse_value, write_result)
 
@@ -30,7 +30,10 @@ def add_parser(sub) -> None:
     p.add_argument("--num-samples", type=int, default=2048, help="synthetic images (default 2048)")
     p.add_argument("--segmentation", default="superpixels", metavar="|".join(SEGMENTATIONS) + "|FILE.npy",
                    help="segmentation method, or a .npy integer matrix of the image's size (default superpixels)")
-    p.add_argument("--surrogate", choices=SURROGATES, default="tree", help="simple model (default tree)")
+    p.add_argument("--surrogate", choices=SURROGATES, default="ridge",
+                   help="simple model (default ridge; MATLAB imageLIME: tree)")
+    p.add_argument("--sampling", choices=SAMPLINGS, default="paired",
+                   help="on/off vectors: paired (stratified antithetic pairs, default) or bernoulli (MATLAB)")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="nearest", help="output upsampling (default nearest)")
     p.add_argument("--fill", default="mean",
                    help=f"value of 'off' features: {', '.join(FILLS)}, a number or R,G,B (default mean)")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     with ProgressBar("lime", enabled=not args.no_progress) as bar:
         result = image_lime(model, image, parse_label(args.label), **extra,
                             num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
-                            surrogate=args.surrogate, output_upsampling=args.upsampling,
+                            surrogate=args.surrogate, sampling=args.sampling, output_upsampling=args.upsampling,
                             mini_batch_size=args.batch_size, allow_long=args.allow_long, random_state=args.seed, fill=parse_value("--fill", args.fill, FILLS),
                             progress=bar)
     stem = f"{name}_lime"

@@ -23,8 +23,16 @@ from ..methods.kernel_shap import kernel_shap
 from ..methods.lime import FILLS, SEGMENTATIONS
 from ..methods.lime import UPSAMPLING as LIME_UPSAMPLING
 from ..methods.reciprocam import KERNELS, SCORES, recipro_cam
-from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
-    parse_value, write_result
+from ._common import (
+    ProgressBar,
+    add_model_args,
+    add_output_args,
+    image_from_args,
+    model_from_args,
+    parse_label,
+    parse_value,
+    write_result,
+)
 from .lime import _segmentation
 
 __all__ = ["add_parser"]

@@ -213,6 +213,12 @@ def _float64_session(m: ModelProto, outputs: Sequence[str]):
 ORT_SHAPE_MISMATCH = "Shape mismatch attempting to re-use buffer"
 
 
+# Steps h and h/2 must agree this closely before a difference is trusted: on LeViT-128S
+# (HardSwish, BatchNorm statistics from data) estimates 10% apart were still 50% off
+# the exact derivative, which smaller steps confirmed.
+_FD_AGREE = 0.03
+
+
 class OrtLog:
     """Lines onnxruntime wrote to stderr while :func:`capture_ort_log` was active."""
 
@@ -324,8 +330,8 @@ def guard_gradient(run_grad, run_forward, x: np.ndarray, seed: np.ndarray, *,
        ``max|a - b| <= rtol * max|b| + 1e-6``.
     2. Directional derivative (``directional``): per sample, ``<grad, v>`` along a random
        unit-RMS direction v against the central difference of ``sum(seed * R)`` at steps
-       h and h/2 (float32, h = 1e-3 * RMS(x)). Where the two steps agree within
-       ``drtol / 3`` the analytic value must agree with the step-h estimate within
+       h and h/2 (float32, h = 1e-3 * RMS(x)). Where the two steps agree within 3 %
+       the analytic value must agree with the step-h estimate within
        ``drtol``; an unreliable difference is skipped, not failed. Float32 differences
        across the rectifier kinks of a deep ReLU network are only good to ~10% (measured
        on EfficientNet-Lite0: 2-10% at h = 1e-4..1e-3), hence the loose default: this
@@ -372,7 +378,7 @@ def guard_gradient(run_grad, run_forward, x: np.ndarray, seed: np.ndarray, *,
         ana = np.sum((g * v).reshape(n, -1), axis=1)
         for i in range(n):
             scale = max((abs(num[i]) + abs(half[i])) / 2, 1e-12)
-            reliable = abs(num[i] - half[i]) <= drtol / 3 * scale
+            reliable = abs(num[i] - half[i]) <= _FD_AGREE * scale
             records.append((float(ana[i]), float(num[i]), bool(reliable)))
             if reliable and abs(ana[i] - num[i]) > drtol * max(scale, abs(ana[i])):
                 raise GraphError(

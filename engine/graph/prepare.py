@@ -327,6 +327,7 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
     probed = [n.input[0] for n in g.node if n.op_type in ("Shape", "Size") and n.input]
     runtime = [U.runtime_shapes(m, probed, b) if probed else {} for b in batches]
     lazy = _LazyConstants(g)
+    unfoldable: set[str] = set()
     for _ in range(100):
         shapes = [U.infer(U.with_batch(m, b, light=True)) for b in batches]
         for k in range(len(batches)):
@@ -347,7 +348,7 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
                 g.initializer.extend(inits)
                 changed = True
                 continue
-            if any(o in dyn for o in node.output):
+            if any(o in dyn or o in unfoldable for o in node.output):
                 new_nodes.append(node)
                 continue
             values = [_try_fold(node, consts, dyn, k, shapes[k], keep)
@@ -355,10 +356,10 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
             if any(v is None for v in values):
                 new_nodes.append(node)
                 continue
-            changed = True
             same = all(set(v) == set(values[0]) and all(
                 v[o].shape == values[0][o].shape and np.array_equal(v[o], values[0][o])
                 for o in v) for v in values[1:])
+            changed = True
             if same:
                 for name, value in values[0].items():
                     g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
@@ -369,6 +370,11 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
                 v0 = values[0][name]
                 if v0.dtype.kind in "iu" and v0.ndim <= 1:
                     dyn[name] = [v[name] for v in values]
+                else:
+                    # batch-dependent and not a shape vector (e.g. a class token expanded
+                    # to the batch): stays computed; never retried (it kept the loop
+                    # running to its 100-pass cap on ViT-B)
+                    unfoldable.add(name)
         del g.node[:]
         g.node.extend(new_nodes)
         if not changed:
@@ -705,9 +711,14 @@ def _finalize(model: ModelProto, fixed: int | None) -> ModelProto:
         s, t = shapes.get(o.name, (None, o.type.tensor_type.elem_type))
         if s is not None:
             U.set_dims(o, _batch_aware(s, batch_dims.get(o.name, ())))
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
-    if fixed is None:
-        _drop_batch_value_info(m, shapes, batch_dims)
+    # value_info straight from the proven shapes (no second inference over the weights)
+    declared = {i.name for i in g.input} | {o.name for o in g.output} | U.initializer_names(g)
+    for n in g.node:
+        for o in n.output:
+            s, t = shapes.get(o, (None, 0))
+            if o and o not in declared and s is not None and t:
+                g.value_info.append(helper.make_tensor_value_info(
+                    o, t, _batch_aware(s, batch_dims.get(o, ())) if fixed is None else list(s)))
     return m
 
 
@@ -721,17 +732,3 @@ def _batch_aware(dims, exact) -> list:
     """
     return [BATCH_DIM if (d is None and k < len(exact) and exact[k]) else d
             for k, d in enumerate(dims)]
-
-
-def _drop_batch_value_info(m: ModelProto, shapes, batch_dims) -> None:
-    """Replace inferred intermediate shapes by batch-aware ones ('N' for the batch)."""
-    g = m.graph
-    keep = []
-    for vi in g.value_info:
-        s = shapes.get(vi.name, (None, 0))[0]
-        if s is None:
-            continue
-        U.set_dims(vi, _batch_aware(s, batch_dims.get(vi.name, ())))
-        keep.append(vi)
-    del g.value_info[:]
-    g.value_info.extend(keep)

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from ..graph import _util as U
 from ..model import Model
 
 FEATURES = "features"
-_CACHE: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Model, dict] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -65,7 +65,6 @@ def tail_model(proto: onnx.ModelProto, feature: str, output: str, feature_shape:
     added: set[int] = set()
     seen: set[str] = set()
     needed_inits: set[str] = set()
-    replaced: dict[int, onnx.NodeProto] = {}
     stack = [output]
     while stack:
         name = stack.pop()

@@ -42,7 +42,7 @@ from ._cam import CAMMethod, GradientCAM, Progress
 from ._tail import tail_for
 from .scorecam import _row_scores, tapped_run
 
-__all__ = ["hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "ablation_cam", "CAM_FUNCTIONS"]
+__all__ = ["CAM_FUNCTIONS", "ablation_cam", "eigen_cam", "hires_cam", "layer_cam", "xgrad_cam"]
 
 
 class HiResCAM(GradientCAM):

@@ -19,18 +19,29 @@ the function it is given.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .._validation import as_generator, check_choice, check_int
+from .._validation import as_generator, check_choice, check_int, describe_seed
 from ..model import Model
 from ..result import Explanation
 from . import _coalitions as C
 from ._common import begin
-from .._validation import describe_seed
-from .lime import (SEGMENTATIONS, UPSAMPLING, _check_fill, _check_matrix, _check_options, _custom_features,
-                   _fill_image, _resize_labels, _score_map, _score_samples, _segment)
+from .lime import (
+    SEGMENTATIONS,
+    UPSAMPLING,
+    _check_fill,
+    _check_matrix,
+    _check_options,
+    _custom_features,
+    _fill_image,
+    _resize_labels,
+    _score_map,
+    _score_samples,
+    _segment,
+)
 
 __all__ = ["kernel_shap"]
 
@@ -129,7 +140,7 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
               "segmentation_options": seg_used, "fill": fill_used, "paired": bool(paired),
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
               "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
-              "working_size": [h, w], "coalitions_scored": int(len(z)) + 2}
+              "working_size": [h, w], "coalitions_scored": len(z) + 2}
     extras: dict[str, Any] = {"feature_map": feature_map, "feature_importance": phi if ctx.multi else phi[:, 0],
                               "base_value": empty.astype(np.float32) if ctx.multi else np.float32(empty[0]),
                               "exact": bool(exact), "num_features": n_feat}

@@ -35,7 +35,7 @@ from ._tail import tail_for
 from .layers import feature_layer_for
 from .scorecam import tapped_run
 
-__all__ = ["recipro_cam", "spatial_masks", "KERNELS", "SCORES"]
+__all__ = ["KERNELS", "SCORES", "recipro_cam", "spatial_masks"]
 
 KERNELS = ("gaussian", "point")
 SCORES = ("logits", "probabilities", "raw")

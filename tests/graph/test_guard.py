@@ -112,3 +112,76 @@ def test_guard_passes_and_costs_one_check_per_graph(folded):
     b = engine.run(x, None)["grad:x"]
     np.testing.assert_array_equal(a, b)
     assert sum(k[0] == "grad" for k in engine._sessions) == 1
+
+
+class TinyMhaViT(nn.Module):
+    """A ViT block on nn.MultiheadAttention (the classic exporter writes its in-projection
+    as a Gemm on [tokens * batch, C] rows: Grad-CAM's layer probe crashed in onnxruntime
+    with 'Gemm /blk/self_attn/Gemm: {1,32} != {65,32}')."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 32, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, 32) * 0.1)
+        self.blk = nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, batch_first=False)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).permute(2, 0, 1)                 # [T, B, C]
+        t = torch.cat([self.cls.expand(1, t.shape[1], -1), t], 0)   # [T + 1, B, C]
+        return self.head(self.blk(t)[0])
+
+
+def test_multihead_attention_vit_gradient_and_grad_cam_probe(tmp_path):
+    """Oracle: torch float64 autograd; Grad-CAM's automatic layer probe runs (it crashed)."""
+    import onnxplain
+
+    torch.manual_seed(0)
+    net = TinyMhaViT().eval()
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), buf, dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    prepared = prepare_model(proto)
+    assert declared_shape_errors(build_gradient_model(prepared), batches=(1, 3)) == []
+    engine = GradientEngine(proto)
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    seed = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    got = engine.run(x, seed)["grad:x"]
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    (net.double()(xt) * torch.tensor(seed, dtype=torch.float64)).sum().backward()
+    want = xt.grad.numpy()
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+    path = tmp_path / "mha_vit.onnx"
+    onnx.save(proto, path)
+    model = onnxplain.load_model(str(path), preprocessing="none")
+    img = np.random.default_rng(2).standard_normal((32, 32, 3)).astype(np.float32)
+    ex = onnxplain.grad_cam(model, img, label=1)
+    assert np.all(np.isfinite(np.asarray(ex.score_map)))
+
+
+def test_guard_directional_check_catches_a_wrong_rule(monkeypatch):
+    """A rule that is off (here Tanh's derivative doubled) on a smooth model is refused at
+    build time by the directional-derivative check. Oracle: central finite differences."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxplain.graph.rules import RULES, Rule
+
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((12, 5)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["m"]),
+             helper.make_node("Tanh", ["m"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                          [numpy_helper.from_array(W, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    GradientEngine(model).run(x, None)  # the true rule passes
+    good = RULES["Tanh"]
+
+    def doubled(b, node, gy):
+        return [b.mul(good.fn(b, node, gy)[0], b.const(2.0))]
+    monkeypatch.setitem(RULES, "Tanh", Rule("Tanh", doubled, good.grads, good.const))
+    with pytest.raises(GraphError, match="directional derivative"):
+        GradientEngine(model).run(x, None)

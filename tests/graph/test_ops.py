@@ -569,6 +569,20 @@ def case_flatten_squeeze_mean():
     return n, ["N", 3, 2, 3], {"ax": _i(1), "c": c}, fn
 
 
+def case_gather_runtime_indices_as_strided():
+    # the dynamo exporter's as_strided: flatten, then Gather at Range-built (batch-dependent)
+    # offsets; repeated offsets must accumulate
+    offs = np.array([0, 0, 5, 11, 7, 7, 7, 2], np.int64)
+    n = [node("Shape", ["x"], ["shp"]), node("Gather", ["shp", "zero"], ["nb"], axis=0),
+         node("Range", ["zero", "nb", "one"], ["rg"]), node("Mul", ["rg", "twelve"], ["base"]),
+         node("Unsqueeze", ["base", "ax1"], ["base2"]), node("Add", ["base2", "offs"], ["idx"]),
+         node("Reshape", ["x", "flat"], ["xf"]), node("Gather", ["xf", "idx"], ["g"], axis=0),
+         node("Tanh", ["g"], ["y"])]
+    inits = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64),
+             "twelve": np.array(12, np.int64), "ax1": _i(1), "offs": offs, "flat": _i(-1)}
+    return n, ["N", 3, 4], inits, lambda x: torch.tanh(x.reshape(x.shape[0], 12)[:, offs])
+
+
 def case_identity_dropout_cast_quant_pair():
     # fake quantization: straight-through inside the range, zero outside (see precision.py)
     s, zp = np.float32(0.05), np.int8(0)

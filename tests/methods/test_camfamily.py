@@ -13,13 +13,13 @@ import pytest
 torch = pytest.importorskip("torch")
 gradcam_lib = pytest.importorskip("pytorch_grad_cam")
 
-import onnxplain  # noqa: E402
-from onnxplain.methods import camfamily as F  # noqa: E402
-from tests.data import zoo  # noqa: E402
+import onnxplain
+from onnxplain.methods import camfamily as F
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
+from tests.data import zoo
 
 LAYERS = {
     "resnet": lambda t: t.layer2[1].relu2,

@@ -11,11 +11,11 @@ import json
 
 import numpy as np
 import onnx
+import onnxplain
 import onnxruntime as ort
 import pytest
-
-import onnxplain
 from onnxplain.cli import main
+
 from tests.data import zoo
 
 

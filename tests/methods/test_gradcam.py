@@ -330,7 +330,8 @@ def test_cli_gradcam(tmp_path, capsys):
     assert "feature layer '/layer2/layer2.1/relu2/Relu_output_0'" in capsys.readouterr().out
     saved = np.load(tmp_path / "chelsea_gradcampp.npy")
     assert saved.shape == (300, 451, 2)
-    assert (tmp_path / "chelsea_gradcampp_3.png").exists() and (tmp_path / "chelsea_gradcampp_cam.npy").exists()
+    # two labels: one PNG with a panel per label
+    assert (tmp_path / "chelsea_gradcampp.png").exists() and (tmp_path / "chelsea_gradcampp_cam.npy").exists()
     rc = main(["gradcam", "--model", zoo.onnx_path("resnet"), "--preprocessing", "none", "--upsampling", "none",
                "--out", str(tmp_path), "--no-progress"])
     assert rc == 0 and np.load(tmp_path / "chelsea_gradcam.npy").shape == (8, 8)

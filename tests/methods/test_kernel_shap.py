@@ -9,10 +9,10 @@ the efficiency constraint is checked exactly.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import onnxplain
+import pytest
 from onnxplain.methods import _coalitions as C
+
 from tests.data import zoo
 
 shap = pytest.importorskip("shap")

@@ -255,7 +255,7 @@ def test_fills_and_progress(quad16):
     (dict(segmentation=np.zeros((5, 5), int)), ValueError, r"image's shape \(16, 16\)"),
     (dict(segmentation=np.zeros((16, 16))), TypeError, "integer dtype"),
     (dict(segmentation=3), TypeError, "'segmentation' parameter"),
-    (dict(surrogate="lasso"), ValueError, "The 'surrogate' parameter must be one of {'tree', 'linear'}; got 'lasso'"),
+    (dict(surrogate="lasso"), ValueError, "The 'surrogate' parameter must be one of {'tree', 'linear', 'ridge'}; got 'lasso'"),
     (dict(output_upsampling="bilinear"), ValueError, "'output_upsampling' parameter"),
     (dict(fill="zero"), ValueError, "'fill' parameter"),
     (dict(fill=(1, 2)), ValueError, "1 or 3 values"),

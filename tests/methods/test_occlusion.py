@@ -269,7 +269,7 @@ def test_cli_occlusion(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     files = sorted(p.name for p in out.iterdir())
     assert "chelsea_occlusion.npy" in files and "chelsea_occlusion.json" in files
-    assert len([f for f in files if f.endswith(".png")]) == 2
+    assert [f for f in files if f.endswith(".png")] == ["chelsea_occlusion.png"]  # one panel per label
     saved = np.load(out / "chelsea_occlusion.npy")
     assert saved.shape == (300, 451, 2)
     rc = main(["occlusion", "--mask-size", "300", "--out", str(out)])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 import numpy as np
+from onnx import TensorProto
 
 from .. import _util as U
 from ..errors import node_error
@@ -151,6 +152,8 @@ def _vjp_gather(b, node, gy):
     s = b.shape(x, node)
     rank = len(s)
     axis = U.attr(node, "axis", 0) % rank
+    if b.value(node.input[1]) is None:
+        return [_gather_runtime_indices(b, node, axis, gy[0]), None]
     idx = b.const_operand(node, 1, "indices")
     dim = b.static_dims(x, node, [axis])[0]
     idx = np.where(idx < 0, idx + dim, idx)
@@ -245,3 +248,22 @@ def _vjp_topk(b, node, gy):
             node.output[1] = b.fresh("topk_indices")
     return [b.op("ScatterElements", [b.zeros_like(x), node.output[1], gy[0]], axis=axis,
                  reduction="add"), None]
+
+
+def _gather_runtime_indices(b, node, axis: int, g: str) -> str:
+    """Gather with indices computed at run time (the dynamo exporter's ``as_strided``:
+    a flattened tensor gathered at Range-built, batch-dependent offsets): scatter-add the
+    gradient back with ScatterND (repeated indices accumulate)."""
+    x, idx = node.input[0], node.input[1]
+    if axis != 0:
+        raise node_error(node, f"run-time indices on axis {axis} are not supported (axis 0 "
+                         "only); indices must be a constant otherwise")
+    if b.shapes.get(idx, (None, 0))[1] not in (TensorProto.INT64, TensorProto.INT32):
+        raise node_error(node, "indices of unknown integer type")
+    i64 = b.op("Cast", [idx], to=TensorProto.INT64)
+    # negative indices count from the end: i + D * (i < 0)
+    dim = b.op("Shape", [x], start=0, end=1)
+    neg = b.op("Cast", [b.op("Less", [i64, b.ints([0])])], to=TensorProto.INT64)
+    i64 = b.op("Add", [i64, b.op("Mul", [neg, dim])])
+    where = b.op("Unsqueeze", [i64, b.ints([-1])])
+    return b.op("ScatterND", [b.zeros_like(x), where, g], reduction="add")
