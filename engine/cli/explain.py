@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OnnxplainError, OptionError
 from ..registry import METHODS, forward_only
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
@@ -81,7 +81,15 @@ def run(args: argparse.Namespace) -> int:
             continue
         bar = ProgressBar(name, enabled=not args.no_progress, unit=UNITS.get(name, "samples"))
         t = time.perf_counter()
-        result = spec(model, image, label, preset="main", progress=bar)
+        try:
+            result = spec(model, image, label, preset="main", progress=bar)
+        except OnnxplainError as exc:  # e.g. no feature map for a CAM: the default job names it and goes on
+            bar.close()
+            if args.methods:
+                raise
+            skipped[name] = str(exc)
+            print(f"skipped {name}: {exc}")
+            continue
         bar.close()
         results.append(result)
         files = write_result(result, image, out, f"{stem}_{name}", model=model, sign=args.sign,

@@ -41,9 +41,9 @@ feature layer").
 What this gives on the zoo (tests/graph/test_real_zoo.py checks it per row): ResNet's last
 ``layer4`` ReLU, MobileNet/EfficientNet's last HardSwish/SiLU map, SqueezeNet's last Fire
 Concat (512 channels, not the class-score Conv), DenseNet's final ReLU, ConvNeXt's last
-block Add, Swin's last block Add in [N, H, W, C], ViT's last block input (class-token
+block Add, Swin's last block output (tokens, 2 x 2 grid), ViT's last block input (class-token
 head), BEiT's last block output, LeViT's last-stage tokens (2 x 2 grid), CoaT-Lite's
-last-stage tokens.
+last-stage tokens (2 x 2 grid + class token).
 
 Channel axis of rank-4 tensors: ONNX convolutions and pools are channels-first, so a map
 produced by them is NCHW; graphs converted from TensorFlow keep NHWC tensors between

@@ -185,3 +185,22 @@ def test_guard_directional_check_catches_a_wrong_rule(monkeypatch):
     monkeypatch.setitem(RULES, "Tanh", Rule("Tanh", doubled, good.grads, good.const))
     with pytest.raises(GraphError, match="directional derivative"):
         GradientEngine(model).run(x, None)
+
+
+@pytest.mark.parametrize("level", [100.0, 0.0])  # p(class 1) = 0.5, and saturated at 4.5e-5
+def test_guard_accepts_a_saturated_softmax_and_the_gradient_is_the_hand_derived_one(tmp_path, level):
+    """The guard's finite differences cannot resolve a saturated Softmax in float32 (1 - p does
+    not move); it must skip that check, not refuse a right graph. Oracle, by hand:
+    p1 = sigmoid(2 (m / 20 - 5)) with m the mean of the top-left 8 x 8 quadrant over 3
+    channels, so dp1/dx = p1 (1 - p1) * 2 / 20 / (3 * 64) inside the quadrant, 0 outside."""
+    import onnxplain
+    from tests.quality.conftest import quadrant_model
+
+    onnx.save(quadrant_model(), str(tmp_path / "quadrant.onnx"))
+    model = onnxplain.load_model(tmp_path / "quadrant.onnx", preprocessing="none")
+    image = np.full((16, 16, 3), level, np.float32)
+    res = onnxplain.gradient_attribution(model, image, 1, method="gradient")
+    p1 = 1.0 / (1.0 + np.exp(-2.0 * (level / 20.0 - 5.0)))
+    want = np.zeros((16, 16, 3))
+    want[:8, :8, :] = p1 * (1.0 - p1) * 2.0 / 20.0 / (3 * 64)
+    np.testing.assert_allclose(res.gradients, want, rtol=1e-3, atol=1e-12)

@@ -53,14 +53,8 @@ FAST = [
 ]
 
 #: (row, exporter) -> measured reason; strict xfail (tests/data/make_real_zoo.py --check, ~/.cache/onnxplain/zoo/STATUS.md)
-_AS_STRIDED = ("dynamo with a dynamic batch writes AdaptiveAvgPool2d as aten.as_strided: a Gather whose indices are "
-               "computed from the batch size (Range); the engine refuses: \"node 'node_as_strided' (Gather): indices "
-               "(input 1) must be a constant\" (issue 12, part A)")
+# (the dynamo as_strided Gather and PoolFormer's InstanceNormalization were fixed by issue 12 part A: XPASS, removed)
 KNOWN: dict[tuple[str, str], str] = {
-    **{(r, "dynamo"): _AS_STRIDED for r in ("resnet18", "mobilenetv3_small", "efficientnet_b0", "efficientnetv2",
-                                            "squeezenet", "convnext", "poolformer")},
-    ("poolformer", "torchscript"): "GroupNorm(1, C) exports as InstanceNormalization: \"no backward rule for this op "
-                                   "type\" (issue 12 item 2, part A)",
     ("beit", "dynamo"): "torch's dynamo exporter itself fails on timm BEiT (\"ConversionError: Failed to decompose the "
                         "FX graph for ONNX compatibility\"), with a dynamic and with a static batch: no ONNX file",
 }
@@ -81,6 +75,10 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "regnet": (r"block4[./-]block4-5", (440, 2, 2)),                  # last Y block's output ReLU
     "vit": (r"blocks[./]blocks\.0[./]", (17, 192)),                   # last block's input (class-token head)
     "beit": (r"blocks\.1[./]Add_1", (17, 64)),                         # last block's output (mean-pooled head)
+    "googlenet": (r"inception5b", (1024, 2, 2)),                       # last Inception block's Concat
+    "levit": (r"stages\.2.*blocks\.0", (4, 384)),                      # last stage's block output, 2x2 token grid
+    "coat": (r"serial_blocks4", (5, 320)),                             # last serial stage, 2x2 grid + class token
+    "swin": (r"layers\.3.*blocks\.0", (4, 256)),                       # last stage's block output, 2x2 token grid
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
