@@ -91,6 +91,11 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "inception_v3": (r"Mixed_6e[./]", (768, 3, 3)),
     "densenet": (r"^/?[Rr]elu(_\d+)?(_output_0)? \|", (64, 2, 2)),     # forward()'s F.relu after norm5 (no module)
     "ghostnet": (r"blocks\.9[./].*act", (480, 2, 2)),                  # last ConvBnAct (blocks[9]); conv_head is after the pool
+    "hgnetv2": (r"stages\.3.*blocks\.0.*aggregation\.1.*lab", (1024, 2, 2)),  # last HG block's output (affine Add)
+    "repvit": (r"stages\.3.*blocks\.0[./][Aa]dd", (384, 2, 2)),          # last block's channel-mixer residual Add
+    # last block's GELU after its 1x1 conv; the block's literal output is the BatchNorm after it, which the
+    # rule skips on purpose (a normalisation inside a block is not taken; layers.py rule 3)
+    "convmixer": (r"blocks[./]blocks\.1[./]blocks\.1\.2[./]", (64, 16, 16)),
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
