@@ -96,6 +96,8 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     # last block's GELU after its 1x1 conv; the block's literal output is the BatchNorm after it, which the
     # rule skips on purpose (a normalisation inside a block is not taken; layers.py rule 3)
     "convmixer": (r"blocks[./]blocks\.1[./]blocks\.1\.2[./]", (64, 16, 16)),
+    "mobilevit": (r"final_conv[./]", (320, 2, 2)),                      # final 1x1 ConvBnAct's SiLU
+    "edgenext": (r"stages\.3.*blocks\.0[./][Aa]dd", (168, 2, 2)),        # last (split-transpose) block's residual Add
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
