@@ -64,6 +64,11 @@ KNOWN: dict[tuple[str, str], str] = {
                                      "moves both exports to 0.997 / 0.998 vs that twin's float64 gradient, so this row "
                                      "sits near a ReLU / MaxPool kink on the test image; not yet shown to be a float32 "
                                      "floor rather than a rule error",
+    **{("efficientformer", ex): "Grad-CAM's automatic layer is the final `norm` LayerNorm output (49 x 448 tokens), "
+                                "not the last block's output stages.3.blocks.2 Add that feeds it (measured "
+                                "2026-11-29): rule 3 of engine/methods/layers.py skips a normalisation for rank-4 "
+                                "maps (Swin) but not for tokens; the gradient checks pass (corr 1 - 2e-13)"
+       for ex in ("torchscript", "dynamo")},
 }
 
 #: (row, exporter) -> measured float32 floor of the gradient correlation (documented per row), default 0.9999
@@ -98,6 +103,10 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "convmixer": (r"blocks[./]blocks\.1[./]blocks\.1\.2[./]", (64, 16, 16)),
     "mobilevit": (r"final_conv[./]", (320, 2, 2)),                      # final 1x1 ConvBnAct's SiLU
     "edgenext": (r"stages\.3.*blocks\.0[./][Aa]dd", (168, 2, 2)),        # last (split-transpose) block's residual Add
+    "fastvit": (r"final_conv[./]", (768, 2, 2)),                        # final MobileOne conv's GELU
+    # last MetaBlock1d's output (7x7 tokens, mean-pooled head); the automatic choice is the final `norm`
+    # LayerNorm after it (KNOWN below): Swin's final norm (rank 4) is skipped as a normalisation, this one is not
+    "efficientformer": (r"stages\.3.*blocks\.2[./][Aa]dd", (49, 448)),
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
