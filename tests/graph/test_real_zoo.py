@@ -107,6 +107,9 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     # last MetaBlock1d's output (7x7 tokens, mean-pooled head); the automatic choice is the final `norm`
     # LayerNorm after it (KNOWN below): Swin's final norm (rank 4) is skipped as a normalisation, this one is not
     "efficientformer": (r"stages\.3.*blocks\.2[./][Aa]dd", (49, 448)),
+    "efficientformerv2": (r"stages\.3.*blocks\.1[./][Aa]dd", (176, 2, 2)),  # last block's MLP residual Add (BN norm after)
+    "tinyvit": (r"stages\.3.*blocks\.0[./][Aa]dd", (16, 320)),           # last block's output, 4x4 token grid
+    "deit": (r"blocks[./]blocks\.0[./]", (18, 192)),                    # last block's input (class + distillation heads)
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
