@@ -110,6 +110,7 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "efficientformerv2": (r"stages\.3.*blocks\.1[./][Aa]dd", (176, 2, 2)),  # last block's MLP residual Add (BN norm after)
     "tinyvit": (r"stages\.3.*blocks\.0[./][Aa]dd", (16, 320)),           # last block's output, 4x4 token grid
     "deit": (r"blocks[./]blocks\.0[./]", (18, 192)),                    # last block's input (class + distillation heads)
+    "vit_torchvision": (r"encoder[./].*encoder_layer_0[./]", (17, 64)),  # last layer's input (class-token head)
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
