@@ -69,6 +69,12 @@ KNOWN: dict[tuple[str, str], str] = {
                                 "2026-11-29): rule 3 of engine/methods/layers.py skips a normalisation for rank-4 "
                                 "maps (Swin) but not for tokens; the gradient checks pass (corr 1 - 2e-13)"
        for ex in ("torchscript", "dynamo")},
+    ("maxvit", "dynamo"): "torch's dynamo exporter itself fails on timm MaxViT (\"ConversionError: Failed to decompose "
+                          "the FX graph for ONNX compatibility\", measured 2026-11-29): no ONNX file",
+    **{("resmlp", ex): "Grad-CAM's automatic layer is the final Affine `norm` output (16 x 384 tokens), not the last "
+                       "block's output that feeds it (measured 2026-11-29; same rank-3 normalisation gap as "
+                       "EfficientFormer); the gradient checks pass (corr 1 - 7e-14)"
+       for ex in ("torchscript", "dynamo")},
 }
 
 #: (row, exporter) -> measured float32 floor of the gradient correlation (documented per row), default 0.9999
@@ -111,6 +117,9 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "tinyvit": (r"stages\.3.*blocks\.0[./][Aa]dd", (16, 320)),           # last block's output, 4x4 token grid
     "deit": (r"blocks[./]blocks\.0[./]", (18, 192)),                    # last block's input (class + distillation heads)
     "vit_torchvision": (r"encoder[./].*encoder_layer_0[./]", (17, 64)),  # last layer's input (class-token head)
+    "maxvit": (r"stages\.3.*blocks\.0[./]attn_grid[./][Aa]dd", (2, 2, 256)),  # last block's grid-attention residual
+    # last block's output (4x4 tokens, mean-pooled head); the automatic choice is the final Affine `norm` (KNOWN)
+    "resmlp": (r"blocks[./]blocks\.1[./]", (16, 384)),
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
