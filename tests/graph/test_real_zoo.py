@@ -75,6 +75,10 @@ KNOWN: dict[tuple[str, str], str] = {
                        "block's output that feeds it (measured 2026-11-29; same rank-3 normalisation gap as "
                        "EfficientFormer); the gradient checks pass (corr 1 - 7e-14)"
        for ex in ("torchscript", "dynamo")},
+    **{("mixer", ex): "Grad-CAM's automatic layer is the final LayerNorm `norm` output (16 x 512 tokens), not the "
+                      "last block's output that feeds it (measured 2026-11-29; same rank-3 normalisation gap as "
+                      "EfficientFormer); the gradient checks pass (corr 1 - 3e-13)"
+       for ex in ("torchscript", "dynamo")},
 }
 
 #: (row, exporter) -> measured float32 floor of the gradient correlation (documented per row), default 0.9999
@@ -120,6 +124,7 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "maxvit": (r"stages\.3.*blocks\.0[./]attn_grid[./][Aa]dd", (2, 2, 256)),  # last block's grid-attention residual
     # last block's output (4x4 tokens, mean-pooled head); the automatic choice is the final Affine `norm` (KNOWN)
     "resmlp": (r"blocks[./]blocks\.1[./]", (16, 384)),
+    "mixer": (r"blocks[./]blocks\.1[./]", (16, 512)),                   # likewise: the final LayerNorm is chosen (KNOWN)
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
