@@ -316,8 +316,8 @@ def _fmt_corr(r: dict) -> str:
 def _verdict(r: dict) -> str:
     if r.get("passed"):
         return "pass"
-    if "error" in r:
-        return "FAIL " + r["error"].replace("|", "/")[:160]
+    if "error" in r:  # exporter messages carry terminal colour codes: not for a Markdown table
+        return "FAIL " + re.sub(r"\x1b\[[0-9;]*m", "", r["error"]).replace("|", "/")[:160]
     bits = []
     if not r.get("top1_ok"):
         bits.append(f"top-1 {r.get('top1_onnxplain')} != torch {r.get('top1_torch')}")
