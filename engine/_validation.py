@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numbers
+
+import numpy as np
 from typing import Any, Iterable
 
 from .errors import OptionError, OptionTypeError
@@ -60,17 +62,17 @@ def check_pair(name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
 
 def as_generator(random_state: Any):
     """Return a numpy Generator for an int / Generator / None random_state."""
-    import numpy as np
-
     if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(random_state, bool):
-            raise OptionTypeError(f"The 'random_state' parameter must be an int, a numpy Generator or None; got {random_state!r}.")
+            raise OptionTypeError("The 'random_state' parameter must be an int, a numpy Generator or None; "
+                                  f"got {random_state!r}.")
         if isinstance(random_state, numbers.Integral) and random_state < 0:
             raise OptionError(f"The 'random_state' parameter must be a non-negative integer; got {random_state}.")
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.Generator):
         return random_state
-    raise OptionTypeError(f"The 'random_state' parameter must be an int, a numpy Generator or None; got {type(random_state).__name__}.")
+    raise OptionTypeError("The 'random_state' parameter must be an int, a numpy Generator or None; "
+                          f"got {type(random_state).__name__}.")
 
 
 def describe_seed(random_state: Any) -> Any:

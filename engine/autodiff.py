@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from onnx import ModelProto
 
 from .errors import ModelError, OptionError
-from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model
-from .graph._util import real_inputs
+from .graph.check import capture_ort_log, declared_shape_errors, guard_gradient, kinked_ops
+from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model, real_inputs, tap_model
 from .graph.errors import GraphError
 from .graph.reverse import RELU_MODES, SEED, TARGET
+from .runtime import make_session
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,12 @@ class GradientEngine:
     ----------
     model : onnx.ModelProto
         The exported model; not modified.
-    providers : list, optional
-        onnxruntime execution providers (default CPU).
-    session_options : onnxruntime.SessionOptions, optional
-        Used for every session the engine creates.
+    session_factory : callable(model, graph, **options) -> InferenceSession, optional
+        Builds every session of the engine (``graph`` names it for the runtime record;
+        ``options`` are :func:`onnxplain.runtime.make_session` keywords: ``config``, session
+        config entries, and ``log_severity`` for the guard's warning-reading session). Default: CPU sessions from
+        :func:`onnxplain.runtime.make_session`; :meth:`onnxplain.Model.gradient_engine` passes
+        the model's provider and threads.
     input_shape : dict, optional
         Passed to :func:`prepare_model` (needed when non-batch dims are symbolic).
     prepare : bool
@@ -47,37 +50,27 @@ class GradientEngine:
         forward run on a batch of 2 per graph built.
     """
 
-    def __init__(self, model: ModelProto, providers: Sequence[Any] | None = None,
-                 session_options: Any = None, *, input_shape=None, prepare: bool = True,
-                 keep: Sequence[str] = (), verify: bool = True):
+    def __init__(self, model: ModelProto, *, session_factory: Callable[..., Any] | None = None,
+                 input_shape=None, prepare: bool = True, keep: Sequence[str] = (), verify: bool = True):
         self.verify = verify
         try:
             self.model = prepare_model(model, input_shape, keep=keep) if prepare else model
         except GraphError as exc:
             raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
-        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
-        self.session_options = session_options
+        self.session_factory = session_factory or (lambda proto, graph, **options: make_session(proto, **options))
         inputs = real_inputs(self.model.graph)
         self.input_name = inputs[0].name
         self.output_name = self.model.graph.output[0].name
         self.fixed_batch = fixed_batch(self.model)
         self._sessions: dict[tuple, Any] = {}
 
-    def _session(self, model: ModelProto, *, warnings: bool = False):
-        import onnxruntime as ort
-
-        options = self.session_options
-        if options is None:
-            options = ort.SessionOptions()
-            if warnings:
-                # session-level warnings (the buffer-reuse shape mismatch) for the guard
-                options.log_severity_level = 1
-            # QDQ graphs mean float arithmetic with fake quantization: keep onnxruntime's
-            # QDQ rewrites (pair removal, int8 kernel fusion) from changing what the
-            # gradient is taken of. No effect on float graphs.
-            options.add_session_config_entry("session.disable_quant_qdq", "1")
-        return ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=self.providers)
+    def _session(self, model: ModelProto, graph: str, *, warnings: bool = False):
+        # QDQ graphs mean float arithmetic with fake quantization: keep onnxruntime's QDQ
+        # rewrites (pair removal, int8 kernel fusion) from changing what the gradient is
+        # taken of. No effect on float graphs. ``warnings``: session-level warnings (the
+        # buffer-reuse shape mismatch) reach stderr, where the build-time guard reads them.
+        return self.session_factory(model, graph, config={"session.disable_quant_qdq": "1"},
+                                    log_severity=1 if warnings else 4)
 
     def forward(self, inputs: np.ndarray, outputs: Sequence[str] | None = None
                 ) -> dict[str, np.ndarray]:
@@ -94,12 +87,10 @@ class GradientEngine:
         -------
         dict of str to ndarray
         """
-        from .graph import tap_model
-
         names = tuple(outputs) if outputs else tuple(o.name for o in self.model.graph.output)
         key = ("forward", names)
         if key not in self._sessions:
-            self._sessions[key] = self._session(tap_model(self.model, list(names)))
+            self._sessions[key] = self._session(tap_model(self.model, list(names)), "prepared graph (forward)")
         sess = self._sessions[key]
         if "float16" in sess.get_inputs()[0].type:  # a half-precision input (see reverse)
             inputs = np.asarray(inputs, dtype=np.float16)
@@ -172,10 +163,7 @@ class GradientEngine:
     def _new_gradient_session(self, gm: ModelProto, reduction: str, wrt, relu_mode: str):
         """A session for a new gradient graph, checked by the build-time guard."""
         if not self.verify:
-            return self._session(gm)
-        from .graph.check import (capture_ort_log, declared_shape_errors, guard_gradient,
-                                  kinked_ops)
-        from .graph.reverse import SEED as SEED_NAME
+            return self._session(gm, f"gradient graph ({relu_mode})")
 
         rng = np.random.default_rng(0)
         dims = [d.dim_value for d in real_inputs(self.model.graph)[0].type.tensor_type.shape.dim]
@@ -183,7 +171,7 @@ class GradientEngine:
         x = rng.standard_normal(shape).astype(np.float32)
         seed_shape = None
         for vi in gm.graph.input:
-            if vi.name == SEED_NAME:
+            if vi.name == SEED:
                 seed_shape = [2] + [d.dim_value for d in vi.type.tensor_type.shape.dim[1:]]
         seed = rng.standard_normal(seed_shape).astype(np.float32) if seed_shape else None
         directional = relu_mode == "standard" and self.input_name in wrt
@@ -194,14 +182,14 @@ class GradientEngine:
         def run_grad(xx, sd):
             feeds = {self.input_name: xx}
             if sd is not None:
-                feeds[SEED_NAME] = sd
+                feeds[SEED] = sd
             return dict(zip(names, self._run(sess, feeds, names)))
 
         def run_forward(xx):
             return self.forward(xx, list(dict.fromkeys([self.output_name, reduction])))
 
         with capture_ort_log() as ort_log:
-            sess = self._session(gm, warnings=True)
+            sess = self._session(gm, f"gradient graph ({relu_mode})", warnings=True)
             try:
                 if seed is None:  # seed chosen in the graph: the one-hot of the top entry
                     probe = run_grad(x, None)

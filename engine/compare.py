@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import onnx
+from onnx import helper
 
 from .errors import OptionError
 from ._validation import check_choice, check_float
@@ -288,10 +290,6 @@ def on_quantity(model: Model, quantity: str) -> Model:
     """
     import copy
 
-    from onnx import helper
-
-    from .model import Model as _Model
-
     if quantity == "as-is" or (quantity == "logits" and model.output_kind == "logits") or \
             (quantity == "probabilities" and model.output_kind == "probabilities"):
         return model
@@ -316,9 +314,10 @@ def on_quantity(model: Model, quantity: str) -> Model:
     del graph.output[:]
     graph.output.append(new_out)
     _prune(graph)
-    return _Model(proto, path=f"{model.path} ({kind})", preprocessing=model.preprocessing,
-                  labels=list(model.class_names), execution_environment=model.execution_environment,
-                  layout=model.layout, output_kind=kind, manifest=None)
+    return Model(proto, path=f"{model.path} ({kind})", preprocessing=model.preprocessing,
+                 labels=list(model.class_names), provider=model.provider, threads=model.threads,
+                 precision=model.precision, layout=model.layout, output_kind=kind, manifest=None,
+                 max_image_pixels=model.max_image_pixels)
 
 
 def _explainer(original: Model, derived: Model, method: str, quantity: str) -> tuple[Model, dict[str, Any]]:
@@ -342,8 +341,6 @@ def _dims(value_info) -> list:
 
 def _shape_of(proto, name: str, fallback) -> list:
     """The inferred shape of tensor ``name`` (the old output's shape when inference has none)."""
-    import onnx
-
     try:
         inferred = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # noqa: BLE001 - inference is a convenience here

@@ -48,6 +48,10 @@ from ._validation import check_choice, check_int
 from .errors import ImageError, LabelError, OnnxplainError, OptionError
 from .model import Model, load_model
 from .result import Explanation
+from .methods import gradcam as G, gradients as GR
+from .registry import METHODS
+from .evaluate import DEFAULT_BLUR_SIGMA, DEFAULT_STEPS, auc, energy_in_region, perturbation_curve, pointing_game
+from .images import resize_map
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +277,6 @@ class MethodRun:
 def resolve_methods(methods: Sequence[str] | str, preset: str = "main",
                     options: Mapping[str, Mapping[str, Any]] | None = None) -> list[MethodRun]:
     """Check method names, presets and options (against each function's signature)."""
-    from .methods import gradcam as G
-    from .methods import gradients as GR
-    from .registry import METHODS
-
     check_choice("preset", preset, PRESETS)
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     if not names:
@@ -729,16 +729,6 @@ def _row(model: Model, d: Decoded, run: MethodRun, t: Any, e: Explanation | None
 def _metrics(model: Model, d: Decoded, smap: np.ndarray, label: int, config: RunConfig) -> dict[str, Any]:
     """The asked metrics of one working-size map (definitions of :func:`onnxplain.evaluate`)."""
     import math
-
-    from .evaluate import (
-        DEFAULT_BLUR_SIGMA,
-        DEFAULT_STEPS,
-        auc,
-        energy_in_region,
-        perturbation_curve,
-        pointing_game,
-    )
-    from .images import resize_map
 
     opts = config.metric_options
     out: dict[str, Any] = {}

@@ -37,6 +37,10 @@ import numpy as np
 
 from .errors import EnvironmentUnavailableError, ModelError
 from .model import Model
+from .model import load_model
+from .preprocessing import Preprocessing
+from .dataset import Item, _FirstBatchGuard, decode, process_batch
+from .results import rows_to_table
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,6 @@ def model_spec(model: Model) -> dict[str, Any]:
 
 
 def load_spec(spec: dict[str, Any]) -> Model:
-    from .model import load_model
-
     import inspect
 
     extra = {}
@@ -65,8 +67,6 @@ def load_spec(spec: dict[str, Any]) -> Model:
 
 
 def _preprocessing(d: dict[str, Any]):
-    from .preprocessing import Preprocessing
-
     fields = Preprocessing.__dataclass_fields__
     kwargs = {k: v for k, v in d.items() if k in fields}
     for k in ("mean", "std"):
@@ -89,8 +89,6 @@ def _record(item) -> dict[str, Any]:
 
 
 def _item(rec: dict[str, Any]):
-    from .dataset import Item
-
     array = None
     raw = rec["array"]
     if raw is not None and len(raw):
@@ -109,9 +107,6 @@ class Explainer:
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, decode_threads)) if decode_threads else None
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        from .dataset import decode, process_batch
-        from .results import rows_to_table
-
         keys = list(batch)
         n = len(batch[keys[0]])
         items = [_item({k: batch[k][i] for k in keys}) for i in range(n)]
@@ -131,8 +126,6 @@ def run_on_ray(model: Model, source: Any, config: Any, writer: Any, report: Any,
     except ImportError:
         raise EnvironmentUnavailableError("ray=... / --ray needs Ray Data: pip install \"onnxplain[ray]\" (or "
                                           "\"ray[data]\").") from None
-    from .dataset import _FirstBatchGuard
-
     spec = model_spec(model)
     keys_per_image = [(r.name, str(t)) for r in config.methods for t in config.targets]
     records, skipped = [], 0

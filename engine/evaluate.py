@@ -26,7 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import ModelError, OptionError
+from .graph import GraphError
+from .kernels.perturb import perturbation_batch, rank_from_map
+from .methods.context import begin
 from ._validation import check_choice, check_float, check_int, shared_names
 from .images import resize_map
 from .model import Model
@@ -127,9 +130,6 @@ def evaluate(model: Model, image: Any, label: Any = None, score_map: np.ndarray 
         Unknown metric or substrate; a region metric without ``box``/``mask``; a map or
         mask that is not 2-D; an empty region.
     """
-    from .errors import OptionError
-    from .methods._common import begin
-
     if isinstance(label, Explanation):
         if score_map is not None:
             raise OptionError("evaluate() got an Explanation as 'label' and a 'score_map' as well; give one map.")
@@ -205,8 +205,6 @@ def perturbation_curve(model: Model, pixels: np.ndarray, label: int, score_map: 
     y : float64 ndarray (S,)
         The class probability after each step.
     """
-    from onnxplain.kernels.perturb import perturbation_batch, rank_from_map
-
     check_choice("mode", mode, ("deletion", "insertion"))
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if score_map.shape != pixels.shape[:2]:
@@ -262,7 +260,8 @@ def region_mask(shape: tuple[int, int], *, box: Any = None, mask: np.ndarray | N
             x0, y0, x1, y1 = b
             region[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     if not region.any():
-        raise OptionError(f"the ground-truth region is empty (box={box!r}, mask with {0 if mask is None else int(np.count_nonzero(mask))} "
+        pixels = 0 if mask is None else int(np.count_nonzero(mask))
+        raise OptionError(f"the ground-truth region is empty (box={box!r}, mask with {pixels} "
                          f"pixels) in an image of {tuple(shape)}.")
     return region
 
@@ -309,9 +308,6 @@ def energy_in_region(score_map: np.ndarray, *, box: Any = None, mask: np.ndarray
 # ---- failures the quality tools fall back from -------------------------------------------
 def is_gradient_failure(exc: BaseException) -> bool:
     """True for the errors that mean "this model has no usable gradient graph" (fallback to forward-only)."""
-    from .errors import ModelError
-    from .graph.errors import GraphError
-
     return isinstance(exc, (GraphError, ModelError))
 
 

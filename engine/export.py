@@ -37,6 +37,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ModelError
 from .model import Model
+from ._validation import check_choice
+from .graph import (SEED, build_gradient_model, gradient_name, prepare_model, subgraph_inputs, topo_sort,
+                    value_info_shape)
+from .methods import FEATURES, per_sample_shape, tail_model
+from .methods.layers import _facts, engine_for, feature_layer_for
+from .methods.reciprocam import score_tensor, spatial_masks
 
 __all__ = ["EXPORT_METHODS", "export_explainer"]
 
@@ -74,8 +80,6 @@ def export_explainer(model: Model, method: str = "gradcam", path: str | os.PathL
     ValueError
         Unknown method; a model or layer the method cannot export (message says which).
     """
-    from ._validation import check_choice
-
     check_choice("method", method, EXPORT_METHODS)
     if not isinstance(model, Model):
         raise TypeError(f"The 'model' parameter must be an onnxplain Model; got {type(model).__name__}.")
@@ -85,8 +89,6 @@ def export_explainer(model: Model, method: str = "gradcam", path: str | os.PathL
     if model.output_kind == "sigmoid":
         raise ValueError(f"{model.path}: export_explainer needs an (N, K) class-score output; this model has a "
                          "single sigmoid output.")
-    from .methods._targets import per_sample_shape
-
     shape = per_sample_shape(model, model.output_name, True)
     if len(shape) != 1:
         raise ValueError(f"{model.path}: export_explainer needs an (N, K) class-score output; output "
@@ -183,8 +185,6 @@ def _float_scores(b: _Builder, model: Model, output: str) -> str:
 
 
 def _layer(model: Model, feature_layer: str | None, forward_only: bool):
-    from .methods.layers import feature_layer_for
-
     layer = feature_layer_for(model, feature_layer, allow_probe=not forward_only)
     if layer.layout == "tokens":
         raise ValueError(f"export_explainer: feature layer {layer.name!r} is a token tensor; exported CAMs take a "
@@ -194,10 +194,6 @@ def _layer(model: Model, feature_layer: str | None, forward_only: bool):
 
 # ---- gradient methods ----------------------------------------------------------------------
 def _gradient_method(model: Model, method: str, feature_layer: str | None) -> onnx.ModelProto:
-    from .graph import build_gradient_model, gradient_name
-    from .graph.reverse import SEED
-    from .methods._targets import engine_for
-
     if model.input_dtype == np.uint8:
         raise ModelError(f"{model.path}: the model takes uint8 input, which has no gradient; export 'reciprocam'.")
     layer = _layer(model, feature_layer, False) if method == "gradcam" else None
@@ -240,25 +236,16 @@ def _gradient_method(model: Model, method: str, feature_layer: str | None) -> on
 
 
 def U_shape(vi) -> list:
-    from .graph._util import value_info_shape
-
     return list(value_info_shape(vi) or [])
 
 
 # ---- ReciproCAM ---------------------------------------------------------------------------
 def _reciprocam(model: Model, feature_layer: str | None, kernel: str) -> onnx.ModelProto:
-    from .graph import prepare_model
-    from .methods._tail import FEATURES, tail_model
-    from .methods.layers import _facts
-    from .methods.reciprocam import spatial_masks
-
     layer = _layer(model, feature_layer, True)
     fused = model.fused_model()
     tensors = _facts(model)[0]
     shapes = {n: t.shape for n, t in tensors.items() if t.shape is not None}
     base = prepare_model(fused, keep=[layer.name]) if model.input_dtype != np.uint8 else fused
-    from .methods.reciprocam import score_tensor
-
     output = model.output_name
     target = score_tensor(model, "logits")
     feature_type = TensorProto.FLOAT16 if model.input_dtype == np.float16 else TensorProto.FLOAT
@@ -310,8 +297,6 @@ def _reciprocam(model: Model, feature_layer: str | None, kernel: str) -> onnx.Mo
 
 
 def _order(g: onnx.GraphProto) -> None:
-    from .graph._util import topo_sort
-
     nodes = topo_sort(g)
     del g.node[:]
     g.node.extend(nodes)
@@ -326,8 +311,6 @@ def _clean(m: onnx.ModelProto) -> onnx.ModelProto:
         if any(o in needed for o in node.output):
             keep.append(node)
             needed.update(i for i in node.input if i)
-            from .graph._util import subgraph_inputs
-
             needed.update(subgraph_inputs(node))
     keep.reverse()
     del m.graph.node[:]

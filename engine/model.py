@@ -30,12 +30,15 @@ import onnx
 from onnx import TensorProto
 
 from . import preprocessing as _pre
+from .autodiff import GradientEngine, GradientGraphError
+from .graph import GraphError, tap_model
+from .graph.preprocess import fuse_preprocessing
 from ._validation import check_choice, check_int, shared_names
 from .errors import ModelError, OnnxplainWarning, OptionError
 from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, reduced_size,
                      reduction_factor, resize_image)
 from .labels import read_labels, resolve_label
-from .runtime import ENVIRONMENTS, make_session, session_device
+from .runtime import check_precision, check_provider, check_threads, make_session, session_device, session_report
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,8 @@ class Model:
     """An ONNX image classifier ready for explanation. Build with :func:`load_model`."""
 
     def __init__(self, proto: onnx.ModelProto, *, path: str, preprocessing: Any, labels: Any,
-                 execution_environment: str, layout: str | None, output_kind: str | None,
+                 provider: str = "auto", threads: int | None = None, precision: str = "f32",
+                 layout: str | None, output_kind: str | None,
                  manifest: dict | None, folder: str | None = None,
                  max_image_pixels: int | None = MAX_PIXELS) -> None:
         self.path = path
@@ -114,10 +118,13 @@ class Model:
                                           model_size=model_size)
         self._output_index, self.output_name = self._find_output(path)
         self.output_kind, self.logits_name = self._detect_output_kind(output_kind)
-        self.execution_environment = check_choice("execution_environment", execution_environment, ENVIRONMENTS)
+        self.provider = check_provider(provider)
+        self.threads = check_threads(threads)
+        self.precision = check_precision(precision)
         self._sessions: dict[str, Any] = {}
+        self._ran_on: dict[str, dict[str, dict[str, Any]]] = {}  # provider -> graph -> session_report
         self._run_proto, self._loop = self._batchable_graph()
-        self.session  # create now: a broken graph fails at load time, not in a method
+        self.session_for(self.provider)  # create now: a broken graph fails at load time, not in a method
         self.class_names = self._resolve_labels(labels)
         self._engines: dict[str, Any] = {}
 
@@ -152,9 +159,30 @@ class Model:
                          self.preprocessing.channel_source, a, b)
 
     @property
+    def execution_environment(self) -> str:
+        """The provider requested at load time (older name of :attr:`provider`)."""
+        return self.provider
+
+    @property
     def device(self) -> str:
         """"gpu" or "cpu": where the default session runs."""
         return session_device(self.session)
+
+    def runtime(self, provider: str | None = None) -> dict[str, Any]:
+        """What ran this model: the requested provider, threads, precision, and for every graph
+        onnxplain ran on ``provider`` (the model, tapped graphs, gradient graphs) the providers
+        ONNX Runtime assigned its nodes to (:func:`onnxplain.runtime.session_report`)."""
+        provider = self.provider if provider is None else check_provider(provider)
+        return {"provider": provider, "threads": self.threads, "precision": self.precision,
+                "graphs": {k: dict(v) for k, v in self._ran_on.get(provider, {}).items()}}
+
+    def new_session(self, model: Any, provider: str | None = None, *, graph: str, **kwargs: Any):
+        """A session on this model's runtime options, recorded under ``graph`` in :meth:`runtime`."""
+        provider = self.provider if provider is None else check_provider(provider)
+        session = make_session(model, provider, threads=self.threads, precision=self.precision, **kwargs)
+        report = session_report(session)
+        self._ran_on.setdefault(provider, {})[graph] = report["nodes"] or {"providers": report["providers"]}
+        return session
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary (used by ``onnxplain inspect`` and result files)."""
@@ -164,6 +192,7 @@ class Model:
                 "output": {"name": self.output_name, "kind": self.output_kind, "logits": self.logits_name,
                            "num_classes": self.num_classes},
                 "preprocessing": self.preprocessing.to_dict(), "device": self.device,
+                "runtime": self.runtime(),
                 "opset": max((o.version for o in self._proto.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
     def with_graph(self, proto: onnx.ModelProto, *, path: str | None = None) -> "Model":
@@ -172,7 +201,8 @@ class Model:
         For derived graphs: randomised weights (sanity checks), quantized or float16 builds.
         """
         return Model(proto, path=path or f"{self.path} (derived)", preprocessing=self.preprocessing,
-                     labels=list(self.class_names), execution_environment=self.execution_environment,
+                     labels=list(self.class_names), provider=self.provider, threads=self.threads,
+                     precision=self.precision,
                      layout=self.layout, output_kind=self.output_kind, manifest=None,
                      max_image_pixels=self.max_image_pixels)
 
@@ -182,12 +212,10 @@ class Model:
         Static shape inference gives up behind run-time shape arithmetic (TF "same" padding
         exports); one forward run tells the sizes.
         """
-        from .graph.tap import tap_model
-
         names = list(names)
         if not names:
             return {}
-        session = make_session(tap_model(self._run_proto, names).SerializeToString(), "cpu")
+        session = make_session(tap_model(self._run_proto, names), "cpu", threads=self.threads)
         x = self.to_native(np.zeros((1, *self.input_spec.size, 3), np.float32))
         values = session.run(names, {self.input_name: x})
         return {n: (tuple(int(d) for d in v.shape[1:]), str(v.dtype)) for n, v in zip(names, values)}
@@ -195,15 +223,15 @@ class Model:
     # ---- sessions ----------------------------------------------------------------------
     @property
     def session(self):
-        """The InferenceSession for the model's own execution environment."""
-        return self.session_for(self.execution_environment)
+        """The InferenceSession for the model's own provider."""
+        return self.session_for(self.provider)
 
     def session_for(self, environment: str):
-        """A cached InferenceSession of the batch-ready graph for ``environment``."""
-        check_choice("execution_environment", environment, ENVIRONMENTS)
+        """A cached InferenceSession of the batch-ready graph for the provider ``environment``."""
+        environment = check_provider(environment)
         if environment not in self._sessions:
             try:
-                self._sessions[environment] = make_session(self._run_proto.SerializeToString(), environment)
+                self._sessions[environment] = self.new_session(self._run_proto, environment, graph="model")
             except Exception as exc:  # ORT raises its own types with long messages
                 if isinstance(exc, ValueError) and type(exc).__module__.startswith("onnxplain"):
                     raise
@@ -352,8 +380,6 @@ class Model:
     # ---- gradients ---------------------------------------------------------------------
     def fused_model(self) -> onnx.ModelProto:
         """The graph with preprocessing in front: input ``pixels`` float32 (N, h, w, 3) raw pixels."""
-        from .graph.fuse import fuse_preprocessing
-
         return fuse_preprocessing(self._run_proto, self.input_name, self.input_spec)
 
     def gradient_engine(self, environment: str | None = None, keep: Sequence[str] = ()):
@@ -362,25 +388,21 @@ class Model:
         ``keep`` names inner tensors that graph preparation must not fold away or rename
         (layers a method will ask for); one engine is cached per (environment, keep).
         """
-        env = environment or self.execution_environment
+        env = check_provider(environment or self.provider)
         key = (env, tuple(sorted(set(keep))))
         if key not in self._engines:
             if self.input_dtype == np.uint8:
                 raise ModelError(f"{self.path}: the model takes uint8 input, which has no gradient; use a "
                                  "forward-only method (LIME, occlusion, RISE, Score-CAM).")
-            from .autodiff import GradientEngine
-            from .graph.errors import GraphError
-            from .runtime import providers_for
+            def session(proto: onnx.ModelProto, graph: str, **options: Any):
+                return self.new_session(proto, env, graph=graph, **options)
 
             try:
-                self._engines[key] = GradientEngine(self.fused_model(), providers=providers_for(env),
-                                                    keep=list(key[1]))
+                self._engines[key] = GradientEngine(self.fused_model(), session_factory=session, keep=list(key[1]))
             except GraphError as exc:
                 # preparation compares its graph with the original on random images: a model whose
                 # own output is NaN/inf fails that check, and the fault is the model's, not preparation's
                 self._check_finite_on_probes()
-                from .autodiff import GradientGraphError
-
                 raise GradientGraphError(f"{self.path}: the gradient engine cannot use this graph: {exc}") from None
         return self._engines[key]
 
@@ -460,8 +482,8 @@ class Model:
                 dims[0].dim_param = "N"
         del proto.graph.value_info[:]
         try:
-            batched = make_session(proto.SerializeToString(), "cpu")
-            single = make_session(self._proto.SerializeToString(), "cpu")
+            batched = make_session(proto, "cpu", threads=self.threads)
+            single = make_session(self._proto, "cpu", threads=self.threads)
             shape = list(self.input_spec.native_shape(2)) if self.input_size else None
             if shape is None:
                 raise ModelError("dynamic size")
@@ -516,8 +538,9 @@ class Model:
 
 @shared_names
 def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = None, labels: Any = None,
-               execution_environment: str = "auto", layout: str | None = None,
-               output_kind: str | None = None, max_image_pixels: int | None = MAX_PIXELS) -> Model:
+               provider: str | None = None, threads: int | None = None, precision: str = "f32",
+               layout: str | None = None, output_kind: str | None = None,
+               execution_environment: str | None = None, max_image_pixels: int | None = MAX_PIXELS) -> Model:
     """Load an ONNX image classifier.
 
     Parameters
@@ -530,8 +553,19 @@ def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = No
         ``onnxplain.preprocessing``; a model declaring none must be given one.
     labels : list of str, or path to a .txt / .json file, optional
         Class names; else from the manifest, ONNX metadata ``onnxplain.labels``, or indices.
-    execution_environment : {"auto", "cpu", "gpu"}
-        "auto" uses CUDA when onnxruntime-gpu and a GPU are present; "gpu" without one is an error.
+    provider : str, optional
+        Where ONNX Runtime runs every graph: "auto" (default: CUDA when onnxruntime-gpu sees a
+        GPU, else CPU), "cpu", "cuda" (or "gpu"), "tensorrt", "openvino" (needs
+        ``onnxplain[openvino]``), or any ONNX Runtime provider name. A provider that cannot be
+        used is an EnvironmentUnavailableError, never a silent CPU fallback (see
+        :mod:`onnxplain.runtime`; :meth:`Model.runtime` tells which provider ran which graph).
+    threads : int, optional
+        ONNX Runtime intra-op threads for every session (default: ORT's, one per core).
+    precision : {"f32", "reduced"}
+        "f32" (default) keeps float32 arithmetic where a provider could lower it (OpenVINO's
+        bf16 / f16); "reduced" lets the provider choose, and results record it.
+    execution_environment : {"auto", "cpu", "gpu"}, optional
+        The older name of ``provider`` (give one or the other).
     layout : {"NCHW", "NHWC"}, optional
         Overrides the layout detected from the input shape.
     output_kind : {"probabilities", "logits", "sigmoid", "score"}, optional
@@ -573,8 +607,13 @@ def load_model(path: str | os.PathLike | None = None, *, preprocessing: Any = No
             if layout is not None and layout not in ("NCHW", "NHWC"):
                 raise ModelError(f"manifest {str(manifest_path)!r}: input layout must be 'NCHW' or 'NHWC'; "
                                  f"got {layout!r}.")
+    if execution_environment is not None and provider is not None and \
+            check_provider(execution_environment) != check_provider(provider):
+        raise OptionError(f"give 'provider' or its older name 'execution_environment', not both "
+                          f"(got {provider!r} and {execution_environment!r}).")
+    provider = provider or execution_environment or "auto"
     return Model(proto, path=str(path), preprocessing=preprocessing, labels=labels,
-                 execution_environment=execution_environment, layout=layout, output_kind=output_kind,
+                 provider=provider, threads=threads, precision=precision, layout=layout, output_kind=output_kind,
                  manifest=manifest, max_image_pixels=max_image_pixels)
 
 

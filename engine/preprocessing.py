@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import OptionError, OptionTypeError
 from ._validation import check_choice
+from .errors import OnnxplainWarning
 
 _PRESETS: dict[str, dict[str, Any]] = {
     "imagenet": {"scale": 1.0 / 255.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
@@ -249,8 +250,6 @@ def warn_if_out_of_range(pixels: np.ndarray, pre: Preprocessing, what: str) -> N
     else:
         return
     import warnings
-
-    from .errors import OnnxplainWarning
 
     warnings.warn(f"{what} has values in [{lo:.3g}, {hi:.3g}] but the model's preprocessing ({pre.name}: scale "
                   f"{pre.scale:g}, mean {list(pre.mean)}, std {list(pre.std)}) expects pixels in 0..{expected:g}; "

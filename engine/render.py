@@ -35,6 +35,9 @@ import numpy as np
 
 from ._validation import check_choice, check_float
 from .errors import ImageError, OptionError
+from .registry import METHODS
+from .images import load_image, resize_map
+from .result import Explanation
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -100,8 +103,6 @@ def style_for(method: str, params: dict[str, Any] | None = None) -> Style:
     """The drawing rule of a method's map (unknown methods: "heat", quantity "importance")."""
     kind, quantity = _STYLES.get(method, (None, "importance"))
     if kind is None:  # a method this table does not know: the registry's render field, else heat
-        from .registry import METHODS
-
         spec = METHODS.get(method)
         kind = spec.render if spec is not None and spec.render in KINDS else "heat"
     if method == "lime" and (params or {}).get("surrogate", "tree") == "tree":
@@ -237,8 +238,6 @@ def scale_stops(scale: ColorScale, n: int = 11) -> list[str]:
 def display_image(image: Any) -> np.ndarray:
     """A path, PIL image or array (uint8 0..255 or float 0..1 / 0..255) as float (H, W, 3) in [0, 1]."""
     if isinstance(image, (str, os.PathLike)):
-        from .images import load_image
-
         arr = load_image(image)
     elif _is_pil(image):
         arr = np.asarray(image.convert("RGB"), dtype=np.float32)
@@ -307,8 +306,6 @@ def overlay_figure(image: Any, score_map: "np.ndarray | Explanation", path: str 
     -------
     matplotlib.figure.Figure
     """
-    from .result import Explanation
-
     if kind is not None:
         check_choice("kind", kind, KINDS)
     check_choice("sign", sign, SIGNS)
@@ -340,8 +337,6 @@ def overlay_figure(image: Any, score_map: "np.ndarray | Explanation", path: str 
         maps = maps if maps.ndim == 3 else maps[..., None]
         kind = kind or "heat"
     if maps.shape[:2] != img.shape[:2]:
-        from .images import resize_map
-
         if maps.shape[0] > img.shape[0] or maps.shape[1] > img.shape[1] or not isinstance(score_map, Explanation):
             raise OptionError(f"map shape {maps.shape[:2]} does not match image shape {img.shape[:2]}; upsample "
                               "first (onnxplain.images.resize_map) or pass the image the map was computed for.")
@@ -374,8 +369,6 @@ def overview_figure(image: Any, explanations: "Sequence[Explanation]", path: str
         signed = st.kind == "gradient" and sign == "signed" and isinstance(exp.extras.get("gradients"), np.ndarray)
         m = _explanation_maps(exp, "signed" if signed else "absolute")[..., label_position]
         if m.shape != img.shape[:2]:
-            from .images import resize_map
-
             m = resize_map(m[..., None], img.shape[:2], "nearest")[..., 0]
         maps.append(m)
         kinds.append(st.kind)

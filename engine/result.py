@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import OnnxplainError
+
 
 @dataclass
 class Explanation:
@@ -145,8 +147,6 @@ def load_explanation(path: Any) -> Explanation:
     import json
     import os
     import zipfile
-
-    from .errors import OnnxplainError
 
     p = os.fspath(path)
     if not os.path.exists(p):

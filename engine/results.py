@@ -79,6 +79,7 @@ import numpy as np
 
 from .errors import OnnxplainError
 from .result import Explanation
+from .result import _jsonable
 
 SCHEMA_VERSION = 1
 KEY = ("image", "method", "target")
@@ -418,8 +419,6 @@ def row_to_explanation(row: dict[str, Any]) -> Explanation:
 
 
 def jsonable(value: Any) -> str:
-    from .result import _jsonable
-
     return json.dumps(_jsonable(value), sort_keys=True, default=str)
 
 

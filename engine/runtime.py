@@ -1,49 +1,234 @@
-"""ONNX Runtime sessions and execution environments ("auto", "cpu", "gpu")."""
+"""The one ONNX Runtime session factory: providers, threads, precision, memory settings.
+
+Every InferenceSession onnxplain runs is built by :func:`make_session` (the model's own
+session, tapped graphs, gradient graphs, probes), so one set of runtime options holds for
+all of them.
+
+Providers (the ``provider`` option of :func:`onnxplain.load_model`, ``--provider`` on the
+command line):
+
+- ``"cpu"``: ONNX Runtime's CPU provider.
+- ``"cuda"`` (alias ``"gpu"``), ``"tensorrt"``: need ``onnxruntime-gpu`` and a device.
+- ``"openvino"``: the ``onnxruntime-ep-openvino`` plugin (``pip install onnxplain[openvino]``),
+  registered with onnxruntime >= 1.23 through ``register_execution_provider_library``. The
+  plugin only offers devices it supports (Intel CPUs, GPUs, NPUs); on other hardware the
+  request is an error. Precision is float32 by default (``INFERENCE_PRECISION_HINT=f32``:
+  OpenVINO's CPU device would otherwise drop to bf16 on CPUs that have it and move outputs by
+  up to ~3e-2); ``precision="reduced"`` lets the device choose and is recorded.
+- ``"auto"``: CUDA when onnxruntime-gpu sees a device, else CPU (the default; what was
+  chosen is recorded).
+- any other ONNX Runtime provider name (``"...ExecutionProvider"``) is passed through.
+
+A request that cannot be met (CUDA without a GPU, OpenVINO not installed or without a
+device) is an :class:`~onnxplain.errors.EnvironmentUnavailableError`, never a silent CPU
+fallback. ONNX Runtime can still place single nodes of a graph on the CPU provider when the
+requested one lacks a kernel; :func:`session_report` reads that placement back from ORT's
+graph-assignment record (``session.record_ep_graph_assignment_info``) and results carry it.
+
+Threads: ``threads=N`` sets ORT's intra-op threads (and OpenVINO's ``INFERENCE_NUM_THREADS``);
+None leaves ORT's default (one per physical core). Inter-op parallelism stays off (ORT's
+sequential executor), as before.
+
+Memory: all sessions share one CPU memory arena, registered once per process with ONNX
+Runtime's environment (``create_and_register_allocator`` + ``session.use_env_allocators``).
+With an arena per session (ORT's default) each session kept its own largest batch's buffers
+for its lifetime; with a model session, tapped graphs and several gradient graphs that added
+up to 3.4 GB in ``onnxplain explain``. Without any arena every run page-faults its buffers
+afresh (measured here: ~1.4x the CPU time of a batch); the shared arena costs nothing and
+holds one peak, not one per session.
+"""
 from __future__ import annotations
 
+import collections
 import logging
+from typing import Any, Mapping
 
 import onnxruntime as ort
 
-from ._validation import check_choice
-from .errors import EnvironmentUnavailableError
+from .errors import EnvironmentUnavailableError, OptionError, OptionTypeError
 
 log = logging.getLogger(__name__)
+
+#: short provider names -> ONNX Runtime provider names
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+             "openvino": "OpenVINOExecutionProvider"}
+#: older spellings (the ``execution_environment`` / ``--device`` words) -> provider names
+ALIASES = {"gpu": "cuda"}
+#: legacy execution-environment words, still accepted everywhere a provider is
 ENVIRONMENTS = ("auto", "cpu", "gpu")
+PRECISIONS = ("f32", "reduced")
+_GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+_LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+           "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
 
 
-def providers_for(environment: str) -> list[str]:
-    """Execution providers for an environment; "gpu" without CUDA support is an error."""
-    check_choice("execution_environment", environment, ENVIRONMENTS)
-    available = ort.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in available
-    if environment == "gpu" and not has_cuda:
+def check_provider(provider: Any) -> str:
+    """The provider as onnxplain names it: "auto", a key of :data:`PROVIDERS`, or a full ORT name."""
+    if not isinstance(provider, str):
+        raise OptionTypeError(f"The 'provider' parameter must be a string; got {type(provider).__name__}.")
+    name = ALIASES.get(provider.lower(), provider.lower())
+    if name == "auto" or name in PROVIDERS:
+        return name
+    if provider.endswith("ExecutionProvider"):
+        short = {v: k for k, v in PROVIDERS.items()}.get(provider)
+        return short or provider
+    raise OptionError(f"The 'provider' parameter must be 'auto', one of {', '.join(PROVIDERS)} ('gpu' = 'cuda'), or "
+                      f"an ONNX Runtime provider name ending in 'ExecutionProvider'; got {provider!r}.")
+
+
+def check_threads(threads: Any) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise OptionTypeError(f"The 'threads' parameter must be a positive integer or None; got {threads!r}.")
+    if threads < 1:
+        raise OptionError(f"The 'threads' parameter must be >= 1; got {threads}.")
+    return threads
+
+
+def check_precision(precision: Any) -> str:
+    if precision not in PRECISIONS:
+        raise OptionError(f"The 'precision' parameter must be one of {PRECISIONS}; got {precision!r}.")
+    return precision
+
+
+def ort_provider(provider: str) -> str:
+    """The ONNX Runtime provider name a request resolves to ("auto": CUDA if usable, else CPU)."""
+    name = check_provider(provider)
+    if name == "auto":
+        return "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else \
+            "CPUExecutionProvider"
+    return PROVIDERS.get(name, name)
+
+
+def _openvino_devices() -> list[Any]:
+    """The OpenVINO plugin's devices, registering the plugin library once."""
+    try:
+        import onnxruntime_ep_openvino as ov
+    except ImportError:
         raise EnvironmentUnavailableError(
-            "execution_environment='gpu' needs onnxruntime-gpu with CUDAExecutionProvider; this onnxruntime "
-            f"offers {available}. Install onnxruntime-gpu (see README) or use 'cpu'/'auto'.")
-    if environment == "cpu" or not has_cuda:
-        return ["CPUExecutionProvider"]
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            "provider 'openvino' needs the OpenVINO plugin for onnxruntime: pip install 'onnxplain[openvino]' "
+            "(the onnxruntime-ep-openvino package, onnxruntime >= 1.23).") from None
+    name = ov.get_ep_name()
+    if not any(d.ep_name == name for d in ort.get_ep_devices()):
+        try:
+            ort.register_execution_provider_library(name, ov.get_library_path())
+        except Exception as exc:  # already registered under this name, or an ABI mismatch
+            if "already registered" not in str(exc).lower():
+                raise EnvironmentUnavailableError(f"the OpenVINO plugin cannot be registered with onnxruntime "
+                                                  f"{ort.__version__}: {exc}") from None
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == name]
+    if not devices:
+        seen = ", ".join(sorted({f"{d.ep_name} on {d.device.type.name} ({d.device.vendor})" for d in ort.get_ep_devices()}))
+        raise EnvironmentUnavailableError(
+            "provider 'openvino': the OpenVINO plugin is installed but offers no device on this machine (it "
+            f"supports Intel CPUs, GPUs and NPUs); onnxruntime sees only: {seen}.")
+    return devices
 
 
-def make_session(model_bytes: bytes, environment: str, *, optimize: bool = True) -> ort.InferenceSession:
-    """An InferenceSession on the providers of ``environment``.
+def _openvino_options(devices: list[Any], threads: int | None, precision: str) -> tuple[list[Any], dict[str, str]]:
+    import json
 
-    "gpu" is checked after creation too: ORT silently falls back to CPU when no device is
-    present, which we refuse rather than hide.
+    cpu = [d for d in devices if d.device.type == ort.OrtHardwareDeviceType.CPU]
+    chosen = cpu[:1] or devices[:1]
+    kind = chosen[0].device.type.name  # CPU / GPU / NPU
+    config: dict[str, str] = {}
+    if precision == "f32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    if threads is not None and kind == "CPU":
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    options = {"device_type": kind}
+    if config:
+        options["load_config"] = json.dumps({kind: config})
+    return chosen, options
+
+
+_SHARED_ARENA: list[bool] = []
+
+
+def _shared_arena() -> bool:
+    """Register the process-wide CPU arena once; False when this onnxruntime cannot."""
+    if not _SHARED_ARENA:
+        try:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            # kSameAsRequested: grow by what a run needs, not by doubling chunks
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+            _SHARED_ARENA.append(True)
+        except Exception as exc:  # an older onnxruntime: per-session arenas, as ORT's default
+            log.info("no shared CPU arena (%s); sessions keep their own", exc)
+            _SHARED_ARENA.append(False)
+    return _SHARED_ARENA[0]
+
+
+def make_session(model: Any, provider: str = "cpu", *, threads: int | None = None, precision: str = "f32",
+                 optimization: str = "all", optimized_model_path: str | None = None,
+                 config: Mapping[str, str] | None = None, log_severity: int = 4) -> ort.InferenceSession:
+    """An InferenceSession for ``model`` (bytes, a path or an onnx.ModelProto) on ``provider``.
+
+    ``optimization`` is ORT's graph optimisation level ("all", "basic" or "none");
+    ``optimized_model_path`` saves the optimised graph there (graph preparation uses ORT's
+    basic level as a constant folder); ``config`` adds session config entries.
+    ``log_severity`` is ORT's session log level: 4 (fatal only) by default, since failures
+    still raise and ORT's own ERROR line would repeat them on stderr; the gradient graph's
+    build-time guard asks for 1 (warnings) to read ORT's buffer-reuse shape warnings.
+
+    Raises EnvironmentUnavailableError when the provider is not available or, once the
+    session exists, not the one running it.
     """
-    providers = providers_for(environment)
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    name = ort_provider(provider)
+    threads = check_threads(threads)
+    precision = check_precision(precision)
     options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures still raise; ORT's own ERROR log would repeat them on stderr
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
-    if environment == "gpu" and session.get_providers()[0] != "CUDAExecutionProvider":
-        raise EnvironmentUnavailableError(
-            "execution_environment='gpu': onnxruntime-gpu is installed but no CUDA device could be used.")
+    options.log_severity_level = log_severity
+    if _shared_arena():  # see the module notes on memory
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimization not in _LEVELS:
+        raise OptionError(f"The 'optimization' parameter must be one of {tuple(_LEVELS)}; got {optimization!r}.")
+    options.graph_optimization_level = _LEVELS[optimization]
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    if name == "OpenVINOExecutionProvider":
+        devices, ov_options = _openvino_options(_openvino_devices(), threads, precision)
+        options.add_provider_for_devices(devices, ov_options)
+        session = ort.InferenceSession(model, sess_options=options)
+    else:
+        available = ort.get_available_providers()
+        if name not in available:
+            package = "onnxruntime-gpu with " if name in _GPU else ""
+            raise EnvironmentUnavailableError(f"provider {provider!r} needs {package}ONNX Runtime's {name}; this "
+                                              f"onnxruntime {ort.__version__} offers {available}"
+                                              + (" (install onnxruntime-gpu, see README)." if package else "."))
+        providers = [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
+        session = ort.InferenceSession(model, sess_options=options, providers=providers)
+    if session.get_providers()[0] != name:
+        raise EnvironmentUnavailableError(f"provider {provider!r}: onnxruntime created the session on "
+                                          f"{session.get_providers()} instead of {name} (no usable device).")
     return session
 
 
+def session_report(session: ort.InferenceSession) -> dict[str, Any]:
+    """Which provider ran which part of a session's graph, as ORT recorded it.
+
+    Returns ``{"providers": [...], "nodes": {provider: node count}}`` (nodes after ORT's graph
+    optimisation; empty when the record is unavailable).
+    """
+    nodes: collections.Counter[str] = collections.Counter()
+    try:
+        for sub in session.get_provider_graph_assignment_info():
+            nodes[sub.ep_name] += len(sub.get_nodes())
+    except Exception as exc:  # an onnxruntime without the record (< 1.23)
+        log.debug("no graph-assignment record: %s", exc)
+    return {"providers": list(session.get_providers()), "nodes": dict(nodes)}
+
+
 def session_device(session: ort.InferenceSession) -> str:
-    """"gpu" if the session runs on CUDA, else "cpu"."""
-    return "gpu" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    """"gpu" if the session runs on CUDA/TensorRT, else "cpu" (the older, coarser description)."""
+    return "gpu" if session.get_providers()[0] in _GPU else "cpu"

@@ -38,7 +38,9 @@ MEAN, STD = 127.0, 128.0
 
 
 def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in index order (models/imagenet_classes.txt: first WordNet lemma of each synset, from the timm wheel's imagenet_synset_to_lemma.txt; the two duplicate names are disambiguated)."""
+    """The 1000 ImageNet-1k class names in index order (models/imagenet_classes.txt: first WordNet
+    lemma of each synset, from the timm wheel's imagenet_synset_to_lemma.txt; the two duplicate
+    names are disambiguated)."""
     path = HERE / "imagenet_classes.txt"
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(names) != 1000:

@@ -18,14 +18,17 @@ from typing import Sequence
 
 from ..errors import ModelError, OptionError
 from . import basic, explain, lime
-from . import evaluate as quality
+from . import quality
 from . import gradcam, gradients
-from . import gradcheck, occlusion, report
+from . import gradcheck, occlusion, report, rise
 from . import run as dataset_run
 from . import more
+from .. import __version__
+from ._common import looks_like_image
+from ._output import check_writable
 
 #: subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, gradcheck, dataset_run, report, more]
+COMMANDS = [basic, explain, lime, quality, gradcam, gradients, occlusion, rise, gradcheck, dataset_run, report, more]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,8 +59,6 @@ class _CommandParser(_Parser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="onnxplain", description="Explain ONNX image classifiers (LIME, Grad-CAM, gradients, "
                      "occlusion) on ONNX Runtime.")
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"onnxplain {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
@@ -98,8 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _trailing_images(args: argparse.Namespace) -> None:
     """Image files swallowed by a trailing many-valued option become the positional image(s)."""
-    from ._common import looks_like_image
-
     for flag in ("label", "methods", "layers", "outputs"):
         values = getattr(args, flag, None)
         if not isinstance(values, list) or not values:
@@ -109,7 +108,7 @@ def _trailing_images(args: argparse.Namespace) -> None:
             moved.insert(0, values.pop())
         if not moved:
             continue
-        if hasattr(args, "image") and getattr(args, "image") is None and len(moved) == 1:
+        if hasattr(args, "image") and args.image is None and len(moved) == 1:
             args.image = moved[0]
         elif isinstance(getattr(args, "images", None), list):
             args.images.extend(moved)
@@ -125,8 +124,6 @@ def _trailing_images(args: argparse.Namespace) -> None:
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an --out that is not a writable folder before any work is done (not after minutes
     of it): the folder is created and a probe file written and removed."""
-    from ._output import check_writable
-
     for flag in ("out", "cache_dir"):
         value = getattr(args, flag, None)
         if not isinstance(value, str) or not value:

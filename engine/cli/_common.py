@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ..images import MAX_PIXELS, load_image
+from ..images import MAX_PIXELS, block_reduce, load_image, resize_map
 from ..model import Model, load_model
 from ..render import overlay_figure
 from ..result import Explanation
@@ -22,7 +22,7 @@ DEFAULT_IMAGE = "chelsea"  # skimage.data.chelsea(): the bundled sample photogra
 
 
 def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
-    """--model/--preprocessing/--labels/--device (and the optional IMAGE positional)."""
+    """--model/--preprocessing/--labels/--layout, the runtime options (and the optional IMAGE positional)."""
     if image:
         p.add_argument("image", nargs="?", default=None,
                        help="image file (default: the bundled sample photograph, skimage.data.chelsea)")
@@ -32,10 +32,29 @@ def add_model_args(p: argparse.ArgumentParser, *, image: bool = True) -> None:
     p.add_argument("--labels", default=None,
                    help="class names: a file (.txt one per line, or .json list) or an inline JSON list '[\"cat\", \"dog\"]'")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override the detected input layout")
-    p.add_argument("--device", "--execution-environment", dest="device", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="where to run (Python: device=; MATLAB alias ExecutionEnvironment)")
+    add_runtime_args(p)
     p.add_argument("--max-pixels", type=_pixels, default=MAX_PIXELS, metavar="N",
                    help=f"largest image file decoded, in pixels (default {MAX_PIXELS:_}; 'none' for no limit)")
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """--provider/--threads/--precision (and --device / --execution-environment, older spellings of --provider)."""
+    p.add_argument("--provider", default=None, metavar="NAME",
+                   help="ONNX Runtime provider for every graph: auto (default: cuda if available, else cpu), cpu, "
+                        "cuda, tensorrt, openvino, or any ORT provider name; one that cannot run is an error")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--precision", choices=("f32", "reduced"), default="f32",
+                   help="f32 (default) or reduced: let the provider lower precision (OpenVINO bf16/f16)")
+    p.add_argument("--device", "--execution-environment", dest="device", choices=("auto", "cpu", "gpu"), default=None,
+                   help="older spelling of --provider (gpu = cuda; Python: device=; MATLAB alias ExecutionEnvironment)")
+
+
+def runtime_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The load_model keyword arguments of --provider/--threads/--precision/--device."""
+    if args.provider is not None and args.device is not None:
+        raise OptionError("give --provider or its older spelling --device, not both.")
+    return {"provider": args.provider or args.device, "threads": args.threads, "precision": args.precision}
 
 
 def add_allow_long(p: argparse.ArgumentParser) -> None:
@@ -57,8 +76,8 @@ def model_from_args(args: argparse.Namespace) -> Model:
         except json.JSONDecodeError as exc:
             raise OptionError(f"--preprocessing is not valid JSON: {exc}") from None
     return load_model(args.model, preprocessing=pre, labels=parse_labels_arg(args.labels),
-                      execution_environment=args.device, layout=args.layout,
-                      max_image_pixels=getattr(args, "max_pixels", MAX_PIXELS))
+                      layout=args.layout, max_image_pixels=getattr(args, "max_pixels", MAX_PIXELS),
+                      **runtime_from_args(args))
 
 
 def parse_labels_arg(value: str | None) -> Any:
@@ -218,8 +237,6 @@ def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathL
     maps = result.score_map if result.score_map.ndim == 3 else result.score_map[..., None]
     grads = result.extras.get("gradients") if sign == "signed" else None
     if maps.shape[:2] != image.shape[:2]:
-        from ..images import resize_map
-
         maps = resize_map(maps, image.shape[:2], "nearest")
         grads = None  # per-channel gradients come at the image size only; signed needs them
         extra = {**(extra or {}), "map_shape": list(result.score_map.shape), "png": "map upsampled nearest for display"}
@@ -252,6 +269,34 @@ def write_result(result: Explanation, image: np.ndarray, out_dir: str | os.PathL
     return written
 
 
+def write_and_report(result, image: np.ndarray, model, out: str, stem: str, what: str) -> None:
+    """Write the result files and print a one-line summary per label."""
+    written = write_result(result, image, out, stem, model=model)
+    for k, (idx, label) in enumerate(zip(result.labels, result.label_names)):
+        m = result.score_map if result.score_map.ndim == 2 else result.score_map[..., k]
+        print(f"{label} ({idx}), score {float(result.scores[k]):.4g}: map range [{m.min():.3g}, {m.max():.3g}]")
+    print(f"{result.method}: {what}, {result.timings['total']:.1f} s -> " + ", ".join(written))
+
+
+def add_label_arg(p: argparse.ArgumentParser) -> None:
+    """--label/-l: one or more class indices or names."""
+    p.add_argument("--label", "-l", nargs="+", action="extend", default=None, metavar="L",
+                   help="class index or name, several from one pass (default: the top class)")
+
+
+def parse_pair(flag: str, value: str, *, auto: bool = True) -> Any:
+    """'auto', 'N' or 'H,W' -> 'auto', int or (int, int)."""
+    if auto and value == "auto":
+        return value
+    try:
+        numbers = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise OptionError(f"{flag} must be {'auto, ' if auto else ''}an integer N or H,W; got {value!r}.") from None
+    if len(numbers) not in (1, 2):
+        raise OptionError(f"{flag} must be N or H,W; got {value!r}.")
+    return numbers[0] if len(numbers) == 1 else tuple(numbers)
+
+
 #: largest side of the image drawn in an overlay PNG (the figure itself is ~520 x 440 pixels)
 DISPLAY_SIDE = 1024
 
@@ -262,7 +307,5 @@ def _for_display(image: np.ndarray, maps: np.ndarray, boundaries: np.ndarray | N
     k = -(-max(image.shape[:2]) // DISPLAY_SIDE)
     if k <= 1:
         return image, maps, boundaries
-    from ..images import block_reduce
-
     small = block_reduce(image, k)
     return small, block_reduce(maps, k), None if boundaries is None else np.asarray(boundaries)[::k, ::k]

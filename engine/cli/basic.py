@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import onnx
+
 from ..errors import OptionError
+from ..graph import list_tensors
 from ._common import add_model_args, image_from_args, model_from_args
+from ..model import BUNDLED_MODEL
 
 
 def add_parser(sub) -> None:
@@ -43,25 +47,21 @@ def run_inspect(args: argparse.Namespace) -> int:
             raise
         return _inspect_graph_only(args, str(exc))
     info = model.describe()
-    try:
-        from ..graph import list_tensors
-    except ImportError:  # the graph layer is optional for inspect's summary
-        list_tensors = None
-    tensors = []
-    if list_tensors is not None:
-        tensors = [{"name": t.name, "op_type": t.op_type, "shape": list(t.shape) if t.shape is not None else None,
-                    "dtype": t.dtype} for t in list_tensors(model.onnx_model)]
-        unknown = [t["name"] for t in tensors if t["shape"] is None or not all(isinstance(d, int) for d in t["shape"][1:])]
-        if unknown and model.input_size is not None:
-            # static inference gives up behind run-time padding arithmetic; one run tells the sizes
-            for t, (shape, dtype) in zip([t for t in tensors if t["name"] in set(unknown)],
-                                         model.probe_shapes(unknown).values()):
-                t["shape"], t["dtype"] = ["N", *shape], dtype
+    tensors = [{"name": t.name, "op_type": t.op_type, "shape": list(t.shape) if t.shape is not None else None,
+                "dtype": t.dtype} for t in list_tensors(model.onnx_model)]
+    unknown = [t["name"] for t in tensors if t["shape"] is None or not all(isinstance(d, int) for d in t["shape"][1:])]
+    if unknown and model.input_size is not None:
+        # static inference gives up behind run-time padding arithmetic; one run tells the sizes
+        for t, (shape, dtype) in zip([t for t in tensors if t["name"] in set(unknown)],
+                                     model.probe_shapes(unknown).values()):
+            t["shape"], t["dtype"] = ["N", *shape], dtype
     info["tensors"] = tensors
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
-    print(f"model   {info['path']} (opset {info['opset']}, device {info['device']})")
+    rt = info["runtime"]
+    print(f"model   {info['path']} (opset {info['opset']}, provider {rt['provider']}: "
+          f"{', '.join(f'{g} on {sorted(p)}' for g, p in rt['graphs'].items())})")
     i, o = info["input"], info["output"]
     print(f"input   {i['name']}: {i['dtype']} {i['layout']} size {i['size']}"
           + (" static batch 1 (run image by image)" if i["batched_by_loop"] else ""))
@@ -79,11 +79,6 @@ def run_inspect(args: argparse.Namespace) -> int:
 def _inspect_graph_only(args: argparse.Namespace, why: str) -> int:
     """inspect for a model that declares no preprocessing: inputs, outputs and tensors of the graph,
     and a note that the methods need --preprocessing (nothing is guessed)."""
-    import onnx
-
-    from ..graph import list_tensors
-    from ..model import BUNDLED_MODEL
-
     path = args.model or str(BUNDLED_MODEL)
     proto = onnx.load(path)
     init = {t.name for t in proto.graph.initializer}

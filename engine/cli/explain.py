@@ -19,6 +19,8 @@ from ..registry import METHODS, forward_only
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
 from ._output import RunRecord, atomic_write
+from ..render import overview_figure
+from ..report import explain_record, write_report
 
 #: what each method's progress counts (for the rate and ETA of progress lines)
 UNITS = {"lime": "samples", "occlusion": "images", "rise": "images", "integrated-gradients": "samples",
@@ -62,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
     top = model.classify(image, top_k=5)
     label = parse_label(args.label)
     label = top[0][0] if label is None else label
-    print(f"model  {model.path} ({model.device})")
+    print(f"model  {model.path} ({_runtime_line(model)})")
     print(f"image  {stem} {image.shape[1]}x{image.shape[0]}; top-5: "
           + ", ".join(f"{n} ({i}) {s:.3f}" for i, n, s in top))
     image_file = DEFAULT_IMAGE if args.image in (None, DEFAULT_IMAGE) else str(pathlib.Path(args.image).resolve())
-    summary = {"model": model.describe(), "image": stem, "image_file": image_file, "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
+    summary = {"model": model.describe(), "image": stem, "image_file": image_file,
+               "top5": [{"index": i, "name": n, "score": s} for i, n, s in top],
                "label": label, "methods": {}, "skipped": skipped}
     if skipped:
         print(f"skipped {', '.join(skipped)}: the model takes uint8 input, which has no gradient")
@@ -99,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
     if results:
         import matplotlib.pyplot as plt
 
-        from ..render import overview_figure
-
         sheet = out / f"{stem}_overview.png"
         title = (f"{stem}: {top[0][1]} ({top[0][0]}) {top[0][2]:.3f}; explained {results[0].label_names[0]} "
                  f"({results[0].labels[0]})")
@@ -110,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"overview sheet         -> {sheet}")
     summary["total_seconds"] = round(time.perf_counter() - t0, 3)
     if results and not args.no_report:
-        from ..report import explain_record, write_report
-
         run_record = explain_record(summary, out, str(out / "summary.json"))
         for mrec, result in zip(run_record.images[0].maps, results):  # signed pictures need the gradients
             mrec.gradients = result.extras.get("gradients")
@@ -123,3 +122,11 @@ def run(args: argparse.Namespace) -> int:
     record.finish(summary)  # last: "complete": true
     print(f"done in {summary['total_seconds']:.1f} s; summary: {out / 'summary.json'}")
     return 0
+
+
+def _runtime_line(model) -> str:
+    """e.g. "cpu, 2 threads, f32": what the sessions run on (details per graph in summary.json)."""
+    rt = model.runtime()
+    threads = "default threads" if rt["threads"] is None else f"{rt['threads']} threads"
+    ran = sorted({p for graph in rt["graphs"].values() for p in graph})
+    return f"provider {rt['provider']} ({', '.join(ran)}), {threads}, {rt['precision']}"

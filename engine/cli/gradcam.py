@@ -11,8 +11,7 @@ import argparse
 
 import numpy as np
 
-from ..methods._cam import UPSAMPLING
-from ..methods.gradcam import grad_cam, grad_cam_plus_plus
+from ..methods.gradcam import UPSAMPLING, grad_cam, grad_cam_plus_plus
 from ..methods.scorecam import score_cam
 from ._common import ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args, parse_label, \
     write_result

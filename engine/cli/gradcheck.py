@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import onnx
+
 from ..errors import ModelError, OptionError
+from ..graph import gradcheck
+from ..graph.check import kinked_ops
+from ..model import BUNDLED_MODEL
 
 
 def add_parser(sub) -> None:
@@ -20,11 +25,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import onnx
-
-    from ..graph import gradcheck
-    from ..model import BUNDLED_MODEL
-
     if args.model and args.model_positional:
         raise OptionError(f"give the model once: --model {args.model} or {args.model_positional}, not both.")
     path = args.model or args.model_positional or str(BUNDLED_MODEL)
@@ -34,8 +34,6 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError(f"{path}: not an ONNX model file or corrupt ({str(exc).splitlines()[-1][:200]})") from None
     if args.directions < 1:
         raise OptionError(f"--directions must be >= 1; got {args.directions}.")
-    from ..graph.check import kinked_ops
-
     records = gradcheck(proto, outputs=args.outputs, directions=args.directions, random_state=args.seed)
     kinks = kinked_ops(proto)
     if args.json:

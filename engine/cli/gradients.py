@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="VALUE|R,G,B",
                    help="integrated-gradients baseline in pixel units (default black)")
     p.add_argument("--seed", type=int, default=None, help="random seed for SmoothGrad (same seed, same result)")
-    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32, help="images per engine run (default 32)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=32,
+                   help="images per engine run (default 32)")
     add_allow_long(p)
     add_output_args(p, "onnxplain-out")
     p.set_defaults(func=run)
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     extra = {k: getattr(args, k) for k in ("num_steps", "num_samples", "noise_level") if getattr(args, k) is not None}
     with ProgressBar(args.method, enabled=not args.no_progress) as bar:
         result = gradient_attribution(model, image, parse_label(args.label), method=args.method,
-                                      baseline=None if args.baseline is None else parse_value("--baseline", args.baseline), mini_batch_size=args.batch_size, allow_long=args.allow_long,
+                                      baseline=None if args.baseline is None else parse_value("--baseline", args.baseline),
+                                      mini_batch_size=args.batch_size, allow_long=args.allow_long,
                                       random_state=args.seed, progress=bar, **extra)
     stem = f"{name}_{args.method}"
     written = write_result(result, image, args.out, stem, model=model,

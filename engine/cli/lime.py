@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--upsampling", choices=UPSAMPLING, default="nearest", help="output upsampling (default nearest)")
     p.add_argument("--fill", default="mean",
                    help=f"value of 'off' features: {', '.join(FILLS)}, a number or R,G,B (default mean)")
-    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128, help="synthetic images per model call (default 128)")
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128,
+                   help="synthetic images per model call (default 128)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
     add_allow_long(p)
     add_output_args(p, "onnxplain-out")
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         result = image_lime(model, image, parse_label(args.label), **extra,
                             num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
                             surrogate=args.surrogate, sampling=args.sampling, output_upsampling=args.upsampling,
-                            mini_batch_size=args.batch_size, allow_long=args.allow_long, random_state=args.seed, fill=parse_value("--fill", args.fill, FILLS),
+                            mini_batch_size=args.batch_size, allow_long=args.allow_long, random_state=args.seed,
+                            fill=parse_value("--fill", args.fill, FILLS),
                             progress=bar)
     stem = f"{name}_lime"
     written = write_result(result, image, args.out, stem, model=model, boundaries=result.feature_map,

@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 
 from ..export import EXPORT_METHODS, export_explainer
-from ..methods._cam import UPSAMPLING
+from ..methods.gradcam import UPSAMPLING
 from ..methods.camfamily import CAM_FUNCTIONS
 from ..methods.kernel_shap import kernel_shap
 from ..methods.lime import FILLS, SEGMENTATIONS

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import ProgressBar
+from ..report import read_results, write_report
 
 
 def add_parser(sub) -> None:
@@ -22,8 +23,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import pathlib
-
-    from ..report import read_results, write_report
 
     records = read_results(args.results)
     src = pathlib.Path(args.results)

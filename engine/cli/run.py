@@ -11,6 +11,10 @@ import json
 from typing import Any
 
 from ._common import add_model_args, model_from_args
+from ..registry import METHODS
+from ..dataset import explain_dataset
+from ..report import read_results, write_report
+from ._common import ProgressBar
 
 
 def add_parser(sub) -> None:
@@ -22,8 +26,6 @@ def add_parser(sub) -> None:
     p.add_argument("--images", required=True, metavar="SRC",
                    help="folder (recursive; class sub-folders = true labels), glob pattern, .csv listing (path, "
                         "label, x0, y0, x1, y1) or .txt listing (one path per line)")
-    from ..registry import METHODS
-
     p.add_argument("--methods", default="gradcam", metavar="M[,M...]",
                    help="comma-separated, default gradcam; any of: " + ", ".join(METHODS))
     p.add_argument("--label", "-l", nargs="+", default=None, metavar="LABEL",
@@ -74,8 +76,6 @@ def parse_sets(values: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dataset import explain_dataset
-
     labels = None
     if args.label:
         labels = [int(v) if v.lstrip("-").isdigit() else v for v in args.label]
@@ -90,9 +90,6 @@ def run(args: argparse.Namespace) -> int:
           f"{result.backend})")
     if not args.no_report:
         import pathlib
-
-        from ..report import read_results, write_report
-        from ._common import ProgressBar
 
         out = pathlib.Path(str(result.out))
         folder = args.report or str(out.with_name(out.stem + "-report"))

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
+from ..runtime import make_session
 from .errors import GraphError
 
 MIN_OPSET = 13
@@ -310,10 +311,6 @@ def np_dtype(elem_type: int):
     return helper.tensor_dtype_to_np_dtype(elem_type)
 
 
-def make_initializer(name: str, value: np.ndarray) -> TensorProto:
-    return numpy_helper.from_array(np.asarray(value), name)
-
-
 def unique_namer(graph: onnx.GraphProto, prefix: str):
     """A function giving fresh tensor/node names that cannot clash with the graph's."""
     taken = {i.name for i in graph.input} | {o.name for o in graph.output}
@@ -336,8 +333,6 @@ def unique_namer(graph: onnx.GraphProto, prefix: str):
 
 def runtime_shapes(model: ModelProto, names: list[str], batch: int) -> dict:
     """Actual shapes of tensors when the model runs on zeros at the given batch size."""
-    import onnxruntime as ort
-
     m = with_batch(model, batch)
     have = {o.name for o in m.graph.output}
     for name in names:
@@ -349,11 +344,8 @@ def runtime_shapes(model: ModelProto, names: list[str], batch: int) -> dict:
         if dims is None or any(not isinstance(d, int) for d in dims):
             return {}
         feeds[vi.name] = np.zeros(dims, np_dtype(vi.type.tensor_type.elem_type))
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = make_session(m, "cpu", optimization="none")
         res = sess.run(names, feeds)
     except Exception:
         return {}

@@ -11,9 +11,6 @@ step make a single direction fail legitimately; use smooth models or several dir
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -21,7 +18,12 @@ import numpy as np
 from onnx import ModelProto, TensorProto, numpy_helper
 
 from . import _util as U
+from ..runtime import make_session
+from .diagnose import ORT_SHAPE_MISMATCH, OrtLog, capture_ort_log, declared_shape_errors  # noqa: F401 (re-exported)
 from .errors import GraphError
+from .prepare import prepare_model
+from .reverse import SEED, build_gradient_model, gradient_name
+from .tap import tap_model
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,6 @@ def gradcheck(
     list of GradcheckRecord
         One per (output, direction).
     """
-    import onnxruntime as ort
-
-    from .prepare import prepare_model
-    from .reverse import SEED, build_gradient_model, gradient_name
-
     m = prepare_model(model, input_shape) if prepare else U.copy_model(model)
     inp = U.real_inputs(m.graph)[0]
     shape = [batch] + list(U.value_info_shape(inp)[1:])
@@ -121,13 +118,12 @@ def gradcheck(
     precision = "float64" if f64 is not None else "float32"
     h = step if step is not None else (1e-4 if f64 is not None else 1e-2)
     tol = rtol if rtol is not None else (1e-3 if f64 is not None else 3e-2)
-    fwd = f64 or ort.InferenceSession(_tapped(m, outputs).SerializeToString(),
-                                      providers=["CPUExecutionProvider"])
+    fwd = f64 or make_session(_tapped(m, outputs), "cpu")
     kinks = kinked_ops(m)
     records = []
     for out in outputs:
         gm = build_gradient_model(m, reduction=out)
-        sess = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = make_session(gm, "cpu")
         r_shape = sess.get_inputs()[-1].shape
         for k in range(directions):
             seed = rng.standard_normal([batch] + list(r_shape[1:])).astype(np.float32)
@@ -165,17 +161,11 @@ def kinked_ops(model: ModelProto) -> list[str]:
 
 
 def _tapped(m: ModelProto, outputs: Sequence[str]) -> ModelProto:
-    from .tap import tap_model
-
     return tap_model(m, outputs)
 
 
 def _float64_session(m: ModelProto, outputs: Sequence[str]):
     """A float64 copy of the model in onnxruntime, or None where kernels are missing."""
-    import onnxruntime as ort
-
-    from .tap import tap_model
-
     d = tap_model(m, outputs)
     g = d.graph
     for t in g.initializer:
@@ -195,10 +185,7 @@ def _float64_session(m: ModelProto, outputs: Sequence[str]):
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             vi.type.tensor_type.elem_type = TensorProto.DOUBLE
     try:
-        so = ort.SessionOptions()
-        so.log_severity_level = 4
-        sess = ort.InferenceSession(d.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = make_session(d, "cpu")
         inp = sess.get_inputs()[0]
         shape = [1 if not isinstance(s, int) else s for s in inp.shape]
         sess.run(None, {inp.name: np.zeros(shape, np.float64)})
@@ -209,106 +196,12 @@ def _float64_session(m: ModelProto, outputs: Sequence[str]):
         return None
 
 
-# ----------------------------------------------------------------- build-time guard
-ORT_SHAPE_MISMATCH = "Shape mismatch attempting to re-use buffer"
 
 
 # Steps h and h/2 must agree this closely before a difference is trusted: on LeViT-128S
 # (HardSwish, BatchNorm statistics from data) estimates 10% apart were still 50% off
 # the exact derivative, which smaller steps confirmed.
 _FD_AGREE = 0.03
-
-
-class OrtLog:
-    """Lines onnxruntime wrote to stderr while :func:`capture_ort_log` was active."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def mismatches(self) -> list[str]:
-        return [ln for ln in self.lines if ORT_SHAPE_MISMATCH in ln]
-
-
-@contextmanager
-def capture_ort_log():
-    """Capture onnxruntime's C++ log (written to file descriptor 2) for inspection.
-
-    onnxruntime has no Python logging hook; its warnings go to stderr. The descriptor is
-    redirected to a temporary file for the duration; afterwards every captured line that
-    is not an onnxruntime warning is written back to stderr, so nothing else is lost.
-    Sessions must be created with ``log_severity_level <= 1`` for warnings to appear.
-    """
-    import sys
-
-    result = OrtLog()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield result
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
-            result.lines = text.splitlines()
-            rest = [ln for ln in result.lines if ":onnxruntime:" not in ln]
-            if rest:
-                sys.stderr.write("\n".join(rest) + "\n")
-
-
-def declared_shape_errors(model: ModelProto, batches: Sequence[int] = (1, 3),
-                          limit: int = 5) -> list[str]:
-    """Tensors whose declared value_info shape differs from the shape at run time.
-
-    Runs the model (graph optimisations off, every declared tensor exposed) on random
-    inputs at each batch size; ``N`` must equal the batch, ints must match, unnamed dims
-    are free. Returns up to ``limit`` messages naming tensor and producing node, in
-    topological order. Costs one run holding every declared tensor: a diagnostic, not a
-    hot path.
-    """
-    import onnxruntime as ort
-
-    from onnx import helper
-
-    m = U.copy_model(model)
-    declared = {v.name: U.value_info_shape(v) for v in list(m.graph.value_info) + list(m.graph.output)
-                if U.value_info_shape(v) is not None}
-    del m.graph.value_info[:]
-    have = {o.name for o in m.graph.output}
-    order = [o for n in U.topo_sort(m.graph) for o in n.output if o in declared]
-    producer = {o: n for n in m.graph.node for o in n.output}
-    for name in order:
-        if name not in have:
-            m.graph.output.append(helper.make_empty_tensor_value_info(name))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    errors: list[str] = []
-    for b in batches:
-        feeds = {}
-        for i in sess.get_inputs():
-            dims = [b if not isinstance(d, int) else d for d in i.shape]
-            feeds[i.name] = rng.standard_normal(dims).astype(
-                {"tensor(float)": np.float32, "tensor(double)": np.float64,
-                 "tensor(float16)": np.float16}.get(i.type, np.float32))
-        values = dict(zip(order, sess.run(order, feeds)))
-        for name in order:
-            want, got = declared[name], np.shape(values[name])
-            ok = len(want) == len(got) and all(
-                d is None or (d == "N" and g == b) or (isinstance(d, str) and d != "N") or d == g
-                for d, g in zip(want, got))
-            if not ok:
-                n = producer[name]
-                errors.append(f"tensor {name!r} (output of node {n.name!r} ({n.op_type})) is "
-                              f"declared {list(want)} but is {list(got)} at batch {b}")
-                if len(errors) >= limit:
-                    return errors
-    return errors
 
 
 @dataclass(frozen=True)

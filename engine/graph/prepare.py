@@ -32,6 +32,8 @@ import onnx
 from onnx import ModelProto, helper, numpy_helper
 
 from . import _util as U
+from ..runtime import make_session
+from .diagnose import declared_shape_errors
 from .errors import GraphError, node_error
 
 log = logging.getLogger(__name__)
@@ -199,8 +201,6 @@ def _run_prepared(model: ModelProto, sess, feeds, batch: int):
     try:
         return sess.run(None, feeds)
     except Exception as exc:
-        from .check import declared_shape_errors
-
         first = str(exc).splitlines()[0][:300]
         try:
             detail = declared_shape_errors(model, batches=(batch,), limit=1)
@@ -211,19 +211,13 @@ def _run_prepared(model: ModelProto, sess, feeds, batch: int):
 
 
 def _session(model: ModelProto):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     # Compare ONNX semantics: a QDQ graph means float arithmetic with fake quantization.
     # onnxruntime would otherwise fuse DequantizeLinear -> Conv -> QuantizeLinear of the
     # original into int8 kernels (QLinearConv) whose requantisation rounds differently,
     # while the prepared graph (weights folded to float) stays float: a difference of
     # one quantisation step that says nothing about the folding. No effect on float graphs.
-    so.add_session_config_entry("session.disable_quant_qdq", "1")
     try:
-        return ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        return make_session(model, "cpu", config={"session.disable_quant_qdq": "1"})
     except Exception as exc:
         raise GraphError(f"onnxruntime cannot load the model: {exc}") from exc
 
@@ -597,7 +591,6 @@ def _debatch_reshapes(model: ModelProto) -> ModelProto:
 
 def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
     """onnxruntime's basic (portable) optimisations, kept names exposed so they survive."""
-    import onnxruntime as ort
 
     m = U.copy_model(model)
     outputs = {o.name for o in m.graph.output}
@@ -607,17 +600,13 @@ def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
     fd, path = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        so.optimized_model_filepath = path
         # onnxruntime's QDQ transformers (Q/DQ propagation, DQ duplication, S8->U8, ...)
         # run at the basic level too and are not value-preserving for a QDQ graph
         # evaluated in float (EfficientNet-Lite0 int8: probabilities off by 0.06-0.2);
         # only folding is wanted here.
-        so.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
-            ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            make_session(m, "cpu", optimization="basic", optimized_model_path=path,
+                         config={"session.disable_quant_qdq": "1"})
         except Exception as exc:
             raise GraphError(f"onnxruntime cannot load the folded model: {exc}") from exc
         opt = onnx.load(path)

@@ -27,8 +27,8 @@ from ..model import Model
 from ..result import Explanation
 from ..runtime import ENVIRONMENTS
 from . import _targets as T
-from ._common import check_finite_scores, start
-from .layers import FeatureLayer, feature_layer_for
+from .context import check_finite_scores, start
+from .layers import FeatureLayer, engine_for, feature_layer_for
 
 UPSAMPLING = ("bicubic", "bilinear", "nearest", "none")
 Progress = Callable[[int, int], None] | None
@@ -85,7 +85,7 @@ class CAMMethod:
         timings["total"] = time.perf_counter() - started
         params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
                   "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
-                  "execution_environment": env}
+                  "execution_environment": env, "runtime": model.runtime(env)}
         extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
@@ -165,7 +165,7 @@ class GradientCAM(CAMMethod):
 
     def top_class_run(self, model, pixels, layer, env):
         # the graph picks the top class: no separate forward pass to find it
-        engine = T.engine_for(model, env, [layer.name])
+        engine = engine_for(model, env, [layer.name])
         return engine.run(pixels[None], None, wrt=[layer.name], activations=[layer.name])
 
     def explain_batch(self, model: Model, pixels: np.ndarray, labels: Sequence[Any] | None = None, *,
@@ -213,7 +213,7 @@ class GradientCAM(CAMMethod):
         rows: list[tuple[int, int]] = []          # (image, k) per engine row
         chosen: list[list[int]] = []
         if labels is None:
-            engine = T.engine_for(model, env, [layer.name])
+            engine = engine_for(model, env, [layer.name])
             outs = [engine.run(pixels[s:s + mini_batch_size], None, wrt=[layer.name], activations=[layer.name])
                     for s in range(0, count, mini_batch_size)]
             chosen = [[int(t)] for o in outs for t in o["target"]]
@@ -224,7 +224,7 @@ class GradientCAM(CAMMethod):
             targets = [T.resolve_targets(model, pixels[b], labels[b], None, tensor, is_output, shape,
                                          _no_evaluate, env, differentiate=True) for b in range(count)]
             rows = [(b, k) for b in range(count) for k in range(targets[b].count)]
-            engine = T.engine_for(model, env, [layer.name] + ([] if is_output else [tensor]))
+            engine = engine_for(model, env, [layer.name] + ([] if is_output else [tensor]))
             reduction = None if is_output else tensor
             outs = []
             for s in range(0, len(rows), mini_batch_size):
@@ -262,7 +262,7 @@ class GradientCAM(CAMMethod):
         maps = cam_hwk if output_upsampling == "none" else upsample(cam_hwk, pixels.shape[:2], output_upsampling)
         params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
                   "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
-                  "execution_environment": env}
+                  "execution_environment": env, "runtime": model.runtime(env)}
         extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
@@ -318,7 +318,7 @@ def feature_gradients(model: Model, pixels: np.ndarray, layer: FeatureLayer, tar
     The image is replicated once per target; each row carries its own seed, so K targets
     cost ceil(K / mini_batch_size) engine runs.
     """
-    engine = T.engine_for(model, env, [layer.name] + ([] if targets.is_output else [targets.tensor]))
+    engine = engine_for(model, env, [layer.name] + ([] if targets.is_output else [targets.tensor]))
     reduction = None if targets.is_output else targets.tensor
     acts, grads, rs = [], [], []
     total = targets.count

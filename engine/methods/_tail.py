@@ -26,8 +26,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..graph import _util as U
+from .. import graph as U
 from ..model import Model
+from .layers import _facts
 
 FEATURES = "features"
 _CACHE: weakref.WeakKeyDictionary[Model, dict] = weakref.WeakKeyDictionary()
@@ -158,9 +159,6 @@ def _shape_from_features(node: onnx.NodeProto, feature: str, shapes: dict) -> li
 def tail_for(model: Model, layer, environment: str, output: str | None = None) -> Tail:
     """The cached runnable tail of ``model`` from feature layer ``layer`` (a FeatureLayer) to
     ``output`` (default the model's explained output; an inner tensor for a reduction layer)."""
-    from ..runtime import make_session
-    from .layers import _facts
-
     cache = _CACHE.setdefault(model, {})
     output = output or model.output_name
     key = (layer.name, environment, output)
@@ -173,7 +171,7 @@ def tail_for(model: Model, layer, environment: str, output: str | None = None) -
     dtype = info.get(layer.name, (None, 0))[1] or (TensorProto.FLOAT16 if model.input_dtype == np.float16
                                                    else TensorProto.FLOAT)
     tail = tail_model(proto, layer.name, output, layer.shape, dtype, shapes)
-    session = make_session(tail.SerializeToString(), environment)
+    session = model.new_session(tail, environment, graph="network tail")
     probe = np.zeros((2, *layer.shape), U.np_dtype(dtype))
     try:
         batched = session.run([output], {FEATURES: probe})[0].shape[0] == 2

@@ -19,15 +19,18 @@ Every form of the ``reduction`` parameter becomes such a seed:
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import LabelError, OptionError, OptionTypeError
+from ..images import resize_map
 from ..model import Model
+from .layers import tapped_run, tensor_names, tensor_shape
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,6 @@ class Targets:
 
 def resolve_reduction_layer(model: Model, reduction_layer: str | None) -> tuple[str, bool]:
     """(tensor name, is the model output) for ``reduction_layer`` (None, "logits" or a tensor name)."""
-    from .layers import tensor_names
 
     if reduction_layer is not None and not isinstance(reduction_layer, str):
         raise OptionTypeError(f"The 'reduction_layer' parameter must be None, 'logits' or a tensor name; got "
@@ -98,7 +100,6 @@ def resolve_reduction_layer(model: Model, reduction_layer: str | None) -> tuple[
         return name, False
     names = tensor_names(model)
     if reduction_layer not in names:
-        import difflib
 
         close = difflib.get_close_matches(reduction_layer, names, n=3, cutoff=0.6)
         raise OptionError(f"The 'reduction_layer' parameter names no tensor of the model: {reduction_layer!r}."
@@ -119,7 +120,6 @@ def reduction_value(model: Model, pixels: np.ndarray, tensor: str, is_output: bo
     """The reduction tensor's per-sample value at the working image (one forward run)."""
     if is_output:
         return model.run_native(model.to_native(pixels[None]), environment=env)[0]
-    from .scorecam import tapped_run
 
     return tapped_run(model, env, [tensor], model.to_native(pixels[None]))[0][0]
 
@@ -286,7 +286,6 @@ def _region_seed(model: Model, region: ClassRegion, shape, working_size):
             raise OptionError(f"ClassRegion mask must be a 2-D boolean array; got shape {mask.shape}, dtype "
                              f"{mask.dtype}.")
         if mask.shape != (h, w):
-            from ..images import resize_map
 
             mask = resize_map(mask.astype(np.float32), (h, w), "nearest")
         seed[idx] = (mask != 0).astype(np.float32)
@@ -343,7 +342,6 @@ def is_multi(label: Any, reduction: Any) -> bool:
 
 def per_sample_shape(model: Model, tensor: str, is_output: bool) -> tuple[int, ...]:
     """The per-sample shape of the reduction tensor (from the graph's static shapes, else a forward run)."""
-    from .layers import tensor_shape
 
     shape = tensor_shape(model, tensor)
     if shape is not None:
@@ -352,26 +350,3 @@ def per_sample_shape(model: Model, tensor: str, is_output: bool) -> tuple[int, .
         x = model.to_native(np.zeros((1, *model.input_size, 3), np.float32))
         return tuple(model.run_native(x).shape[1:])
     raise OptionError(f"the shape of reduction tensor {tensor!r} is not static; name a tensor with a known shape.")
-
-
-
-# ---- the gradient engine ----------------------------------------------------------------
-def engine_for(model: Model, env: str, names: Sequence[str] = ()):
-    """The model's gradient engine for ``env`` whose prepared graph still has every tensor in ``names``.
-
-    Preparation (folding) may remove or rename inner tensors that nobody asked to keep; a
-    name the shared engine lost gets an engine prepared with ``keep=names`` (cached by the model).
-    """
-    base = model.gradient_engine(env)
-    if _has_tensors(base, names):
-        return base
-    log.info("preparing a gradient engine that keeps %s", sorted(set(names)))
-    return model.gradient_engine(env, keep=names)
-
-
-def _has_tensors(engine, names: Sequence[str]) -> bool:
-    if not names:
-        return True
-    graph = engine.model.graph
-    produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
-    return all(n in produced for n in names)

@@ -40,7 +40,8 @@ from ..model import Model
 from ..result import Explanation
 from ._cam import CAMMethod, GradientCAM, Progress
 from ._tail import tail_for
-from .scorecam import _row_scores, tapped_run
+from .layers import tapped_run
+from .scorecam import _row_scores
 
 __all__ = ["CAM_FUNCTIONS", "ablation_cam", "eigen_cam", "hires_cam", "layer_cam", "xgrad_cam"]
 

@@ -18,10 +18,12 @@ from .._validation import shared_names
 from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
-from ._cam import GradientCAM, Progress
+from ._cam import UPSAMPLING, GradientCAM, Progress
+from .gradients import gradient_attribution
+from .layers import tensor_shape
 from ._targets import ClassRegion
 
-__all__ = ["grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "ClassRegion"]
+__all__ = ["grad_cam", "grad_cam_plus_plus", "guided_grad_cam", "ClassRegion", "UPSAMPLING"]
 
 
 class GradCAM(GradientCAM):
@@ -156,7 +158,6 @@ def guided_grad_cam(model: Model, image: Any, label: Any = None, *, reduction: A
         ``gradients`` (H, W, 3[, K]) the signed per-channel product, ``cam`` and
         ``feature_layer`` / ``reduction_layer`` as in :func:`grad_cam`.
     """
-    from .gradients import gradient_attribution
 
     started = time.perf_counter()
     if label is None and reduction is None:  # resolve the top class once for both halves
@@ -189,7 +190,6 @@ def guided_grad_cam(model: Model, image: Any, label: Any = None, *, reduction: A
 
 
 def _is_classifier(model: Model) -> bool:
-    from .layers import tensor_shape
 
     shape = tensor_shape(model, model.output_name)
     return shape is None or len(shape) <= 1

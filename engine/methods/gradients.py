@@ -2,7 +2,8 @@
 
 All methods differentiate the class score ``S_c`` (the model output's class entry:
 the probability for a model ending in Softmax, as MATLAB's example; or any ``reduction``
-as in Grad-CAM, see :mod:`onnxplain.methods._targets`) with respect to the raw image pixels: preprocessing is fused in front of the graph, so gradients are in the
+as in Grad-CAM, see :mod:`onnxplain.methods._targets`) with respect to the raw image pixels:
+preprocessing is fused in front of the graph, so gradients are in the
 image's own units, laid out (H, W, C) like the image.
 
 - "gradient": ``dS_c/dI`` (captum ``Saliency(abs=False)``);
@@ -45,8 +46,9 @@ from ..model import Model
 from ..result import Explanation
 from ..runtime import ENVIRONMENTS
 from . import _targets as T
-from ._common import Progress, check_finite_scores, start
 from ._limits import check_allow_long, check_work
+from .context import Progress, check_finite_scores, start
+from .layers import engine_for
 
 __all__ = ["BATCHABLE", "METHODS", "gradient_attribution", "gradient_attribution_batch"]
 
@@ -128,7 +130,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
     base = _baseline(baseline, pixels, original) if method == "integrated-gradients" else None
     rng = as_generator(random_state) if method == "smoothgrad" else None
     plan = _Plan.build(method, pixels, base, num_steps, num_samples, noise_level, rng)
-    engine = T.engine_for(model, env, [] if is_output else [tensor])
+    engine = engine_for(model, env, [] if is_output else [tensor])
     relu_mode = _RELU_MODE.get(method, "standard")
     t0 = time.perf_counter()
     first = None
@@ -180,7 +182,7 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         raise ModelError(f"{model.path}: the gradient of {targets.tensor!r} is NaN or inf on "
                          f"{describe_image(image)} although the scores are finite (an op whose derivative "
                          "is infinite at this input, e.g. sqrt or log at 0).")
-    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env, "runtime": model.runtime(env),
               "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
     if method == "integrated-gradients":
         params.update(num_steps=num_steps, baseline="black" if baseline is None else "custom")
@@ -230,7 +232,7 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
     check_choice("execution_environment", env, ENVIRONMENTS)
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
-    engine = T.engine_for(model, env, [] if is_output else [tensor])
+    engine = engine_for(model, env, [] if is_output else [tensor])
     relu_mode = _RELU_MODE.get(method, "standard")
     count = len(pixels)
     if labels is None and not T.top_in_graph(model, None, None, is_output, shape):
@@ -262,6 +264,7 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
     output = np.concatenate([np.asarray(o["output"]) for o in outs])
     inference = time.perf_counter() - t0
     params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+              "runtime": model.runtime(env),
               "relu_mode": relu_mode, "reduction_layer": tensor}
     results, first_rows = [], []
     for b in range(count):

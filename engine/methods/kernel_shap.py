@@ -26,9 +26,10 @@ import numpy as np
 
 from .._validation import as_generator, check_choice, check_int, describe_seed
 from ..model import Model
+from ..kernels import lime as K
 from ..result import Explanation
 from . import _coalitions as C
-from ._common import begin
+from .context import begin
 from .lime import (
     SEGMENTATIONS,
     UPSAMPLING,
@@ -112,8 +113,6 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
         raise ValueError(f"kernel_shap: the segmentation gave {n_feat} feature; Shapley values need at least 2.")
     timings["segmentation"] = time.perf_counter() - t
 
-    from onnxplain.kernels import lime as K
-
     t = time.perf_counter()
     h, w = labels.shape
     spec = model.spec_for((h, w))
@@ -139,7 +138,8 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
     params = {"num_features": num_features, "num_samples": num_samples, "segmentation": seg_name,
               "segmentation_options": seg_used, "fill": fill_used, "paired": bool(paired),
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
+              "execution_environment": ctx.environment,
+              "runtime": model.runtime(ctx.environment), "random_state": describe_seed(random_state),
               "working_size": [h, w], "coalitions_scored": len(z) + 2}
     extras: dict[str, Any] = {"feature_map": feature_map, "feature_importance": phi if ctx.multi else phi[:, 0],
                               "base_value": empty.astype(np.float32) if ctx.multi else np.float32(empty[0]),

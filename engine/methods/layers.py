@@ -1,7 +1,8 @@
 """Choosing and describing the feature layer of the CAM family (Grad-CAM, Grad-CAM++, Score-CAM).
 
 The automatic rule: **the last feature map with a spatial or token-grid layout that feeds
-the classifier head** (REFERENCE.md, GRADIENTS.md "Choosing the Grad-CAM feature layer").
+the classifier head** (as MATLAB ``gradCAM`` picks its layer; see the README, "Grad-CAM
+feature layer").
 
 1. Candidates are float tensors on every path from the image input to the model output
    (articulation tensors: nothing inside a residual block or a branch) laid out as a map:
@@ -57,16 +58,18 @@ by Reshape); when both or neither do it is taken as NCHW and logged. Pass
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
 
 from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice
+from ..graph import articulation_tensors, list_tensors, tap_model, topo_sort
 from ..model import Model
 
 log = logging.getLogger(__name__)
@@ -343,7 +346,6 @@ def _as_tokens(model, t: _Tensor, order, tensors) -> FeatureLayer:
 
 def _tokens_with_patch_gradient(model: Model, named_grids, environment) -> list[str]:
     """Token tensors (in the given order) whose patch tokens get non-zero gradient at a random image."""
-    from ._targets import engine_for
 
     names = [n for n, _ in named_grids]
     engine = engine_for(model, environment or model.execution_environment, names)
@@ -354,7 +356,7 @@ def _tokens_with_patch_gradient(model: Model, named_grids, environment) -> list[
     seed = rng.standard_normal((1, width)).astype(np.float32).reshape((1, *_output_shape(model)))
     out = engine.run(pixels, seed, wrt=names)
     live = []
-    for name, (grid, extra) in named_grids:
+    for name, (_grid, extra) in named_grids:
         g = np.asarray(out[f"grad:{name}"])
         patches = g[:, extra:, :]
         if np.any(patches != 0):
@@ -387,8 +389,6 @@ def _facts(model: Model) -> tuple[dict[str, _Tensor], list[str], set[str]]:
     """(tensors by name, names in topological order, articulation names) of the model graph."""
     if model in _FACTS_CACHE:
         return _FACTS_CACHE[model]
-    from ..graph.analysis import articulation_tensors
-    from ..graph.tap import list_tensors
 
     proto = model.onnx_model
     tensors: dict[str, _Tensor] = {}
@@ -451,7 +451,6 @@ def _channel_axes(model: Model) -> dict[str, int]:
     rank = {n: (len(t.shape) + 1 if t.shape is not None else None) for n, t in tensors.items()}
     axes: dict[str, int] = {model.input_name: 1 if model.layout == "NCHW" else 3}
     graph = model.onnx_model.graph
-    from ..graph._util import topo_sort
 
     for node in topo_sort(graph):
         outs = [o for o in node.output if o and rank.get(o) == 4]
@@ -477,6 +476,45 @@ def _channel_axes(model: Model) -> dict[str, int]:
 
 
 def _close_names(name: str, names: list[str]) -> list[str]:
-    import difflib
 
     return difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+
+
+# ---- the gradient engine ----------------------------------------------------------------
+def engine_for(model: Model, env: str, names: Sequence[str] = ()):
+    """The model's gradient engine for ``env`` whose prepared graph still has every tensor in ``names``.
+
+    Preparation (folding) may remove or rename inner tensors that nobody asked to keep; a
+    name the shared engine lost gets an engine prepared with ``keep=names`` (cached by the model).
+    """
+    base = model.gradient_engine(env)
+    if _has_tensors(base, names):
+        return base
+    log.info("preparing a gradient engine that keeps %s", sorted(set(names)))
+    return model.gradient_engine(env, keep=names)
+
+
+def _has_tensors(engine, names: Sequence[str]) -> bool:
+    if not names:
+        return True
+    graph = engine.model.graph
+    produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    return all(n in produced for n in names)
+
+
+# ---- tapped graphs ---------------------------------------------------------------------------
+#: model -> {(provider, tensor names): session of the graph with those tensors as outputs}
+_TAPPED: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def tapped_run(model: Model, env: str, names: Sequence[str], native: np.ndarray) -> list[np.ndarray]:
+    """Values of the named tensors for a native input batch (a cached session of the tapped graph)."""
+    cache = _TAPPED.setdefault(model, {})
+    key = (env, tuple(names))
+    if key not in cache:
+        cache[key] = model.new_session(tap_model(model.onnx_model, list(names)), env, graph="tapped graph")
+    session = cache[key]
+    if model.static_batch == 1 and len(native) > 1:
+        parts = [session.run(list(names), {model.input_name: native[i:i + 1]}) for i in range(len(native))]
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(names))]
+    return session.run(list(names), {model.input_name: native})

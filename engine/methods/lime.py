@@ -1,11 +1,11 @@
-"""Image LIME with MATLAB ``imageLIME`` semantics (shared/REFERENCE.md, "Image LIME").
+"""Image LIME with MATLAB ``imageLIME`` semantics (and the ``lime`` package's tree-free options).
 
 Steps: segment the working image (the image resized to the model input) into features;
 draw ``num_samples`` on/off vectors (each feature on with p = 0.5, drawn as stratified
-antithetic pairs by default; sample 0 all on, i.e. the unperturbed image); write each mini-batch of synthetic images straight into the
-model's native input buffer with numba (``kernels.lime``); score it with ONNX Runtime;
-fit one surrogate per label on (on/off matrix -> class score); paint each feature's
-importance onto its pixels.
+antithetic pairs by default; sample 0 all on, i.e. the unperturbed image); write each
+mini-batch of synthetic images straight into the model's native input buffer with numba
+(``kernels.lime``); score it with ONNX Runtime; fit one surrogate per label on (on/off matrix
+-> class score); paint each feature's importance onto its pixels.
 
 Decisions (where MATLAB is vague or the Python ``lime`` package differs):
 
@@ -72,10 +72,12 @@ import numpy as np
 from ..errors import OptionError, OptionTypeError, WorkLimitError
 from .._validation import as_generator, check_choice, check_float, check_int, describe_seed, shared_names
 from ..images import resize_map
+from ..kernels import lime as K
 from ..model import InputSpec, Model
 from ..result import Explanation
-from ._common import Context, begin
 from ._limits import check_allow_long, check_work
+from .context import Context, begin
+from ._coalitions import random_coalitions, stratified_sizes
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +206,6 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         seg_name = segmentation
     timings["segmentation"] = time.perf_counter() - t
 
-    from onnxplain.kernels import lime as K
-
     t = time.perf_counter()
     h, w = labels.shape
     spec = model.spec_for((h, w))
@@ -244,7 +244,8 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         "segmentation": seg_name,
         "segmentation_options": seg_used, "surrogate": surrogate, "surrogate_options": sur_used,
         "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-        "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
+        "execution_environment": ctx.environment, "runtime": model.runtime(ctx.environment),
+        "random_state": describe_seed(random_state),
         "fill": fill_used, "sample_weights": bool(sample_weights), "kernel_width": kernel_width,
         "sampling": sampling_mode,
         "working_size": [h, w],
@@ -396,8 +397,6 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
                    runs: tuple[np.ndarray, np.ndarray, np.ndarray], batch: int, progress: Any,
                    sampling: float) -> tuple[np.ndarray, float, float]:
     """Scores (N, K) float64 of the explained labels; returns (scores, sampling s, inference s)."""
-    from onnxplain.kernels import lime as K
-
     n = onoff.shape[0]
     batch = min(batch, n)
     buf = np.empty(spec.native_shape(batch), dtype=on.dtype)
@@ -436,8 +435,6 @@ def draw_onoff(num_samples: int, num_features: int, sampling: str, rng: np.rando
     estimate, is MATLAB's). An odd leftover row is a uniform random vector.
     """
     from math import comb
-
-    from ._coalitions import random_coalitions, stratified_sizes
 
     if sampling == "bernoulli" or num_features < 2:
         onoff = rng.integers(0, 2, size=(num_samples, num_features), dtype=np.uint8)
@@ -519,8 +516,6 @@ def _fit_surrogates(onoff: np.ndarray, scores: np.ndarray, weights: np.ndarray, 
 def _score_map(ctx: Context, importance: np.ndarray, ptr: np.ndarray, index: np.ndarray, size: tuple[int, int],
                grid: tuple[int, int] | None, upsampling: str) -> np.ndarray:
     """Paint importances and resize per ``upsampling``; drops the K axis for a single label."""
-    from onnxplain.kernels import lime as K
-
     if grid is not None and upsampling in ("bicubic", "none"):
         cells = importance.reshape(grid[0], grid[1], -1)
         out = cells if upsampling == "none" else resize_map(cells, ctx.original_size, "bicubic")

@@ -40,8 +40,8 @@ from ..errors import OptionError, OptionTypeError
 from .._validation import check_choice, check_int, check_pair, shared_names
 from ..model import Model
 from ..result import Explanation
-from ._common import begin
 from ._limits import check_allow_long, check_work
+from .context import begin
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bicubic", "nearest", "none")
@@ -166,6 +166,7 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     params = {"mask_size": list(window), "stride": list(step), "mask_value": [float(v) for v in fill],
               "mask_clipping": bool(mask_clipping), "output_upsampling": output_upsampling,
               "mini_batch_size": mini_batch_size, "execution_environment": ctx.environment,
+              "runtime": model.runtime(ctx.environment),
               "num_positions": [len(row_starts), len(col_starts)], "working_size": [h, w]}
     extras = {"position_map": position_map if ctx.multi else position_map[..., 0],
               "window_rows": row_starts, "window_cols": col_starts, "coverage": counts}

@@ -30,10 +30,10 @@ from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
 from ._cam import UPSAMPLING, Progress
-from ._common import start
+from .context import start
 from ._tail import tail_for
 from .layers import feature_layer_for
-from .scorecam import tapped_run
+from .layers import tapped_run
 
 __all__ = ["KERNELS", "SCORES", "recipro_cam", "spatial_masks"]
 
@@ -143,7 +143,7 @@ def recipro_cam(model: Model, image: Any, label: Any = None, *, feature_layer: s
     timings["total"] = time.perf_counter() - started
     params = {"feature_layer": layer.name, "feature_layout": layer.layout, "kernel": kernel, "score": score,
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": env}
+              "execution_environment": env, "runtime": model.runtime(env)}
     extras = {"class_maps": class_maps, "feature_layer": layer.name, "feature_layout": layer.layout,
               "kernel": kernel}
     return Explanation("reciprocam", maps if multi else maps[..., 0], labels,

@@ -41,8 +41,8 @@ from ..errors import OptionError
 from .._validation import as_generator, check_choice, check_float, check_int, check_pair, describe_seed, shared_names
 from ..model import Model
 from ..result import Explanation
-from ._common import begin
 from ._limits import check_allow_long, check_work
+from .context import begin
 from ._masking import resolve_fill, stream
 
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")
@@ -174,7 +174,8 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     params = {"num_masks": num_masks, "cell_size": list(grid), "keep_probability": p,
               "fill": [float(v) for v in fill_rgb], "fill_rule": fill if isinstance(fill, str) else "value",
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": ctx.environment, "random_state": describe_seed(random_state),
+              "execution_environment": ctx.environment,
+              "runtime": model.runtime(ctx.environment), "random_state": describe_seed(random_state),
               "working_size": [h, w], "cell_pixels": list(cell)}
     return Explanation("rise", score_map, list(labels), list(ctx.label_names), base_scores.astype(np.float32),
                        params, {}, timings)

@@ -19,8 +19,7 @@ token model needs the gradient probe, so name the layer there).
 """
 from __future__ import annotations
 
-import weakref
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,26 +29,10 @@ from ..images import resize_map
 from ..model import Model
 from ..result import Explanation
 from ._cam import CAMMethod, Progress
+from .layers import tapped_run
 
 __all__ = ["score_cam"]
 
-_TAPPED: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
-
-
-def tapped_run(model: Model, env: str, names: Sequence[str], native: np.ndarray) -> list[np.ndarray]:
-    """Values of the named tensors for a native input batch (a cached session of the tapped graph)."""
-    from ..graph.tap import tap_model
-    from ..runtime import make_session
-
-    cache = _TAPPED.setdefault(model, {})
-    key = (env, tuple(names))
-    if key not in cache:
-        cache[key] = make_session(tap_model(model.onnx_model, list(names)).SerializeToString(), env)
-    session = cache[key]
-    if model.static_batch == 1 and len(native) > 1:
-        parts = [session.run(list(names), {model.input_name: native[i:i + 1]}) for i in range(len(native))]
-        return [np.concatenate([p[j] for p in parts]) for j in range(len(names))]
-    return session.run(list(names), {model.input_name: native})
 
 
 def native_zero_pixel(model: Model) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..render import OUTLIER_PERCENT, colorize, scale_stops, style_for
 from .records import ReportError, RunRecord
+from ..images import resize_map
 
 #: widths in pixels of the per-image view and of the table thumbnails
 VIEW_WIDTH = 600
@@ -141,8 +142,6 @@ def _fit(image: np.ndarray, width: int | None, height: int | None = None) -> np.
 def _resize(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if m.shape[:2] == size:
         return m
-    from ..images import resize_map
-
     return resize_map(np.asarray(m, np.float32)[..., None], size, "bilinear")[..., 0]
 
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import OnnxplainError
+from ..images import load_image
 
 #: the name ``onnxplain explain`` records for the bundled photograph (skimage.data.chelsea)
 SAMPLE_IMAGE = "chelsea"
@@ -76,8 +77,6 @@ class ImageRecord:
         return self.true_label == self.predicted
 
     def load_image(self) -> np.ndarray | None:
-        from ..images import load_image
-
         if self.image is None:
             return None
         if isinstance(self.image, str) and self.image == SAMPLE_IMAGE and not os.path.exists(self.image):

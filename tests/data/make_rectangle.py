@@ -1,5 +1,5 @@
-"""The "grey rectangle" toy task of the LIME-for-CNN blog post
-(shared/seeds/lime-cnn-blog.zh.txt), rebuilt without Keras or ``randimage``.
+"""The "grey rectangle" toy task of a LIME-for-CNN blog post (a small CNN learns whether a grey
+rectangle is in a noise image), rebuilt without Keras or ``randimage``.
 
 Regenerate (from the repository root, CPU, ~45 s on one thread):
 

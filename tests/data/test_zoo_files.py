@@ -10,6 +10,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import pytest
+pytest.importorskip("torch")  # this module's oracles/zoo helpers import torch
 import torch
 
 from tests.data import zoo

@@ -52,7 +52,11 @@ def _same(single, batched):
     assert single.labels == batched.labels and single.label_names == batched.label_names
     np.testing.assert_array_equal(single.score_map, batched.score_map)
     np.testing.assert_array_equal(single.scores, batched.scores)
-    assert single.params == batched.params
+    # every option alike; "runtime" is the model's record of the graphs it has run so far (which
+    # grows as calls build new graphs), not an option of the call
+    assert {k: v for k, v in single.params.items() if k != "runtime"} == \
+        {k: v for k, v in batched.params.items() if k != "runtime"}
+    assert single.params["runtime"]["provider"] == batched.params["runtime"]["provider"]
 
 
 @pytest.mark.parametrize("cam, func", [(_GRADCAM, grad_cam), (_GRADCAMPP, grad_cam_plus_plus)])

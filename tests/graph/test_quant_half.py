@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxplain.autodiff import GradientEngine
 from onnxplain.graph import build_gradient_model, prepare_model
 from onnxplain.graph.reverse import SEED
+pytest.importorskip("torch")  # this module's oracles/zoo helpers import torch
 from graph_helpers import rel_err, session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -15,7 +15,6 @@ import tempfile
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st

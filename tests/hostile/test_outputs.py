@@ -14,6 +14,7 @@ from onnx import helper, numpy_helper
 import onnxplain
 from onnxplain.cli import main
 from onnxplain.errors import ModelError
+pytest.importorskip("torch")  # this module's oracles/zoo helpers import torch
 from tests.data import zoo
 
 

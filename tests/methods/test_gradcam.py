@@ -252,7 +252,7 @@ def test_grad_cam_plus_plus_and_score_cam(models, image):
     assert sc.method == "score-cam" and sc.feature_layer == gc.feature_layer
     # by hand: the masked-image class probabilities (softmax of the logits, as the paper's
     # code) are the channel weights
-    from onnxplain.methods.scorecam import tapped_run
+    from onnxplain.methods.layers import tapped_run
     from onnxplain.images import resize_map
 
     acts = tapped_run(model, "cpu", [gc.feature_layer], model.to_native(image[None]))[0][0]

@@ -13,6 +13,7 @@ import pytest
 
 import onnxplain
 from onnxplain.cli import main
+pytest.importorskip("torch")  # this module's oracles/zoo helpers import torch
 from tests.data import zoo
 
 from ._linear import linear_model, linear_scores

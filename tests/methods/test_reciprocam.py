@@ -42,7 +42,7 @@ def test_every_class_from_one_batch_equals_the_definition(image):
     assert got.class_maps.shape == (h, w, 10) and got.score_map.shape == (h, w, 2)
     np.testing.assert_array_equal(got.score_map[..., 1], got.class_maps[..., 5])
     import onnxruntime as ort
-    from onnxplain.methods.scorecam import tapped_run
+    from onnxplain.methods.layers import tapped_run
 
     acts = tapped_run(model, "cpu", [got.feature_layer], model.to_native(model.prepare(image)[0][None]))[0]
     # feeding an inner tensor overrides it in onnxruntime when the producer is removed: build that graph

@@ -17,6 +17,7 @@ from skimage.transform import resize
 
 import onnxplain
 from onnxplain.cli import main
+pytest.importorskip("torch")  # this module's oracles/zoo helpers import torch
 from tests.data import zoo
 
 from ._linear import linear_model

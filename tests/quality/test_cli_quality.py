@@ -39,7 +39,7 @@ def test_evaluate_folder_with_boxes(files, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| img0.png | occlusion |" in text and "mean over images" in text
     rows = list(csv.DictReader(open(out / "evaluate.csv")))
-    assert len(rows) == 4 and all(r["status"] == "ok" and r["pointing_game"] != "" for r in rows)
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["pointing_game"] != "" for r in rows), rows
     occ = [r for r in rows if r["method"] == "occlusion"][0]
     assert float(occ["deletion"]) < float(occ["insertion"])
     assert (out / "curves_img0.png").stat().st_size > 1000 and (out / "evaluate.md").exists()

@@ -21,7 +21,7 @@ from .conftest import conv_model
 
 def test_layers_output_first_with_bias():
     layers = weight_layers(conv_model())
-    assert [(l.index, l.node, l.op_type) for l in layers] == [(0, "fc", "Gemm"), (1, "conv", "Conv")]
+    assert [(layer.index, layer.node, layer.op_type) for layer in layers] == [(0, "fc", "Gemm"), (1, "conv", "Conv")]
     assert layers[1].initializers == ("conv_w", "conv_b") and layers[0].initializers == ("fc_w", "fc_b")
 
 

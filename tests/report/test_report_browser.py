@@ -38,7 +38,7 @@ def report(tmp_path_factory):
 
     model = onnxplain.load_model()
     items, evaluations, truths = [], [], []
-    for name, (fn, truth) in PHOTOS.items():
+    for fn, truth in PHOTOS.values():
         image = getattr(data, fn)()
         cam = onnxplain.grad_cam(model, image)
         grad = onnxplain.gradient_attribution(model, image)

@@ -32,8 +32,6 @@ def _vjp_relu(b, node, gy):
 def _vjp_clip(b, node, gy):
     lo = b.const_operand(node, 1, "min") if len(node.input) > 1 and node.input[1] else None
     hi = b.const_operand(node, 2, "max") if len(node.input) > 2 and node.input[2] else None
-    if b.opset < 11:  # pragma: no cover - models are upgraded to >= 13
-        lo, hi = U.attr(node, "min"), U.attr(node, "max")
     g = gy[0]
     # The mask is read from the output (y > lo iff x > lo, y < hi iff x < hi), so the
     # forward Conv -> Clip pair stays fusable in onnxruntime.

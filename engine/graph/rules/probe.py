@@ -1,11 +1,11 @@
 """Rules that measure onnxruntime's own behaviour on a probe graph (interpolation matrices, pool divisors)."""
 from __future__ import annotations
 
-
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import _util as U
+from ...runtime import make_session
 from ..errors import node_error
 
 
@@ -16,8 +16,6 @@ def avgpool_weights(b, node, in_sizes, out_sizes, kernel, strides, dilations, be
     the valid counts follow from the geometry, so 1/divisor = AveragePool(ones)/valid.
     This honours count_include_pad and ceil_mode overhang exactly as onnxruntime does.
     """
-    import onnxruntime as ort
-
     rank = len(kernel)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     graph = helper.make_graph(
@@ -26,7 +24,7 @@ def avgpool_weights(b, node, in_sizes, out_sizes, kernel, strides, dilations, be
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)],
                               ir_version=U.PROBE_IR_VERSION)
-    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = make_session(probe, "cpu")
     avg = sess.run(None, {"x": np.ones([1, 1] + list(in_sizes), np.float32)})[0][0, 0]
     if list(avg.shape) != list(out_sizes):
         raise node_error(node, f"probe output {avg.shape} differs from inferred {out_sizes}")
@@ -43,8 +41,6 @@ def avgpool_weights(b, node, in_sizes, out_sizes, kernel, strides, dilations, be
 
 def resize_matrices(b, node, s, ys) -> dict[int, np.ndarray]:
     """Per-axis interpolation matrices [out, in], measured by running the node itself."""
-    import onnxruntime as ort
-
     if any(d is None for d in s[1:]) or any(d is None for d in ys[1:]):
         raise node_error(node, "Resize needs static non-batch sizes")
     axes = [a for a in range(1, len(s)) if s[a] != ys[a]]
@@ -70,7 +66,7 @@ def resize_matrices(b, node, s, ys) -> dict[int, np.ndarray]:
                               initializer=inits)
     probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)],
                               ir_version=U.PROBE_IR_VERSION)
-    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = make_session(probe, "cpu")
     mats = {}
     for a in axes:
         d = s[a]

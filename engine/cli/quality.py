@@ -16,11 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from ..compare import compare_models
 from ..evaluate import DEFAULT_BLUR_SIGMA, SUBSTRATES, evaluate, is_gradient_failure
 from ..registry import METHODS, check_methods
 from ..images import load_image
+from ..model import load_model
+from ..sanity import sanity_check
+from ..variants import variant_model
+from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, add_runtime_args, image_from_args,
+                      model_from_args, parse_label, parse_labels_arg, runtime_from_args)
 from ._output import atomic_text, atomic_write
-from ._common import DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, model_from_args, parse_label
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -77,8 +82,7 @@ def add_parser(sub) -> None:
     for flag in ("--preprocessing", "--labels"):
         p.add_argument(flag, default=None, help="as for the other commands (applies to both models)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
-    p.add_argument("--device", "--execution-environment", dest="device", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="where to run (Python: device=; MATLAB alias ExecutionEnvironment)")
+    add_runtime_args(p)
     add_output_args(p, "onnxplain-compare")
     p.set_defaults(func=run_compare)
 
@@ -162,9 +166,6 @@ def _plot_curves(curves: dict[str, dict], path: pathlib.Path, title: str) -> Non
 
 # ---- sanity --------------------------------------------------------------------------------
 def run_sanity(args: argparse.Namespace) -> int:
-    from ..sanity import sanity_check
-    from ._common import image_from_args
-
     methods = check_methods(args.methods)
     model = model_from_args(args)
     image, stem = image_from_args(args)
@@ -192,10 +193,6 @@ def run_sanity(args: argparse.Namespace) -> int:
 
 # ---- compare -------------------------------------------------------------------------------
 def run_compare(args: argparse.Namespace) -> int:
-    from ..compare import compare_models
-    from ..model import load_model
-    from ..variants import variant_model
-
     methods = check_methods(args.methods)
     models = list(args.model or []) + [a for a in args.inputs if a.lower().endswith(".onnx")]
     rest = [a for a in args.inputs if not a.lower().endswith(".onnx")]
@@ -206,10 +203,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if len(models) < 2 and not args.variant:
         raise ValueError("compare needs two models (--model A.onnx --model B.onnx) or one model (default: bundled) and "
                          "--variant int8|fp16.")
-    from ._common import parse_labels_arg
-
-    common = dict(preprocessing=_pre(args.preprocessing), labels=parse_labels_arg(args.labels), execution_environment=args.device,
-                  layout=args.layout)
+    common = dict(preprocessing=_pre(args.preprocessing), labels=parse_labels_arg(args.labels), layout=args.layout,
+                  **runtime_from_args(args))
     model_a = load_model(models[0] if models else None, **common)
     if args.variant:
         print(f"building/using the {args.variant} build of {model_a.path} ...")

@@ -8,10 +8,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import OptionError, OptionTypeError
-from .._validation import check_choice
 from ..images import describe_image, resize_map
-from ..model import Model
-from ..runtime import ENVIRONMENTS
+from ..model import Model, check_finite_output
+from ..runtime import check_provider
 
 Progress = Callable[[int, int], None] | None
 
@@ -46,8 +45,11 @@ def start(model: Model, image: Any, execution_environment: str | None) -> tuple[
     if not isinstance(model, Model):
         raise OptionTypeError(f"The 'model' parameter must be an engine Model (see onnxplain.load_model); got "
                         f"{type(model).__name__}.")
-    env = model.execution_environment if execution_environment is None else execution_environment
-    check_choice("execution_environment", env, ENVIRONMENTS)
+    env = model.provider if execution_environment is None else execution_environment
+    try:
+        env = check_provider(env)
+    except OptionError as exc:
+        raise type(exc)(str(exc).replace("'provider'", "'execution_environment'")) from None
     model.session_for(env)  # "gpu" without a GPU fails here, before any work
     pixels, original = model.prepare(image)
     return pixels, original, env
@@ -71,6 +73,4 @@ def begin(model: Model, image: Any, label: Any, execution_environment: str | Non
 
 def check_finite_scores(model: Model, tensor: str, values: np.ndarray, image: Any) -> None:
     """ModelError naming ``tensor`` and the image when explained scores (K,) are NaN/inf."""
-    from ..model import check_finite_output
-
     check_finite_output(np.asarray(values, np.float64).reshape(1, -1), model.path, tensor, describe_image(image))

@@ -1,0 +1,124 @@
+"""The session factory (onnxplain.runtime): providers, threads, precision, and the record of
+which provider ran which graph. Oracles: ONNX Runtime's own account of each session (its
+session options, get_providers(), the graph-assignment record) and the CPU provider's outputs
+for the OpenVINO comparison."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import onnxplain
+from onnxplain import runtime
+from onnxplain.errors import OptionError
+from onnxplain.cli import main
+
+RECT = pathlib.Path(__file__).parent / "data" / "rectangle"
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.parametrize("name, want", [("cpu", "cpu"), ("CPU", "cpu"), ("gpu", "cuda"), ("cuda", "cuda"),
+                                        ("auto", "auto"), ("openvino", "openvino"),
+                                        ("OpenVINOExecutionProvider", "openvino"),
+                                        ("DmlExecutionProvider", "DmlExecutionProvider")])
+def test_provider_names(name, want):
+    assert runtime.check_provider(name) == want
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(provider="tpu"), OptionError, "'provider' parameter must be 'auto'"),
+    (dict(threads=0), OptionError, "'threads' parameter must be >= 1"),
+    (dict(threads=1.5), TypeError, "'threads' parameter must be a positive integer"),
+    (dict(precision="bf16"), OptionError, "'precision' parameter"),
+    (dict(provider="cpu", execution_environment="gpu"), OptionError, "not both"),
+    (dict(provider="NoSuchExecutionProvider"), onnxplain.EnvironmentUnavailableError, "offers"),
+])
+def test_bad_runtime_options(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        onnxplain.load_model(**kwargs)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA; the refusal cannot be exercised")
+@pytest.mark.parametrize("provider", ["cuda", "gpu", "tensorrt"])
+def test_gpu_request_without_gpu_is_refused_not_downgraded(provider):
+    with pytest.raises(onnxplain.EnvironmentUnavailableError, match="onnxruntime-gpu"):
+        onnxplain.load_model(provider=provider)
+
+
+def test_threads_reach_every_session_and_results_record_the_providers():
+    """Model, tapped (Score-CAM) and gradient sessions all carry the thread count (ORT's own
+    session options say so), and each result lists every graph with ORT's node placement."""
+    model = onnxplain.load_model(RECT / "rectangle_cnn.onnx", preprocessing="none",
+                                 labels=["no_rectangle", "rectangle"], provider="cpu", threads=2)
+    image = np.load(RECT / "samples.npz")["images"][0]
+    grad = onnxplain.METHODS["gradcam"](model, image, 1)
+    onnxplain.METHODS["score-cam"](model, image, 1)
+    sessions = [model.session]
+    sessions += [s for engine in model._engines.values() for s in engine._sessions.values()]
+    from onnxplain.methods.layers import _TAPPED
+
+    sessions += list(_TAPPED[model].values())
+    assert len(sessions) >= 3
+    for s in sessions:
+        assert s.get_session_options().intra_op_num_threads == 2
+        assert s.get_providers() == ["CPUExecutionProvider"]
+    record = model.runtime()
+    assert record["provider"] == "cpu" and record["threads"] == 2 and record["precision"] == "f32"
+    assert {"model", "tapped graph", "gradient graph (standard)"} <= set(record["graphs"])
+    for graph, placed in record["graphs"].items():
+        assert set(placed) == {"CPUExecutionProvider"} and min(placed.values()) > 0, graph
+    # the model graph: one assigned node per node ORT kept after optimisation
+    report = runtime.session_report(model.session)
+    assert report["nodes"]["CPUExecutionProvider"] == len(model.session.get_provider_graph_assignment_info())
+    assert grad.params["runtime"]["graphs"]["model"] == record["graphs"]["model"]
+
+
+def test_cli_runtime_flags(tmp_path, capsys):
+    assert main(["classify", "--provider", "cpu", "--threads", "2"]) == 0
+    assert "Egyptian cat" in capsys.readouterr().out
+    assert main(["classify", "--provider", "cpu", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--provider or its older spelling --device" in err and len(err.splitlines()) == 1
+    if not HAS_CUDA:
+        assert main(["classify", "--provider", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "onnxruntime-gpu" in err and len(err.splitlines()) == 1
+
+
+# ---- OpenVINO (the onnxruntime-ep-openvino plugin) --------------------------------------------
+def _openvino_usable() -> bool:
+    try:
+        runtime.make_session(str(onnxplain.model.BUNDLED_MODEL), "openvino")
+    except onnxplain.EnvironmentUnavailableError:
+        return False
+    return True
+
+
+def test_openvino_is_used_or_refused_never_replaced():
+    """With the plugin installed, --provider openvino either runs on OpenVINO or is an error
+    that says why (on hardware the plugin offers no device for); never a CPU session."""
+    pytest.importorskip("onnxruntime_ep_openvino")
+    if _openvino_usable():
+        pytest.skip("OpenVINO offers a device here: test_openvino_matches_cpu_in_f32 covers it")
+    with pytest.raises(onnxplain.EnvironmentUnavailableError, match="offers no device on this machine"):
+        onnxplain.load_model(provider="openvino", threads=2)
+
+
+def test_openvino_matches_cpu_in_f32(tmp_path):
+    """Oracle: ORT's CPU provider. In f32 the two agree to 1e-4 in probability (measured where
+    OpenVINO runs: bf16 moves them by up to ~3e-2, which is why f32 is the default)."""
+    pytest.importorskip("onnxruntime_ep_openvino")
+    if not _openvino_usable():
+        pytest.skip("the OpenVINO plugin offers no device on this machine")
+    ov = onnxplain.load_model(provider="openvino", threads=2)
+    cpu = onnxplain.load_model(provider="cpu", threads=2)
+    assert ov.session.get_providers()[0] == "OpenVINOExecutionProvider"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 224, 224, 3)).astype(np.uint8)
+    np.testing.assert_allclose(ov.predict(images), cpu.predict(images), atol=1e-4)
+    placed = ov.runtime()["graphs"]["model"]
+    assert "OpenVINOExecutionProvider" in placed
+    assert main(["explain", "--provider", "openvino", "--threads", "2", "--methods", "occlusion", "gradient",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
