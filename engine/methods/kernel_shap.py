@@ -26,7 +26,6 @@ import numpy as np
 
 from .._validation import as_generator, check_choice, check_int, describe_seed
 from ..model import Model
-from ..kernels import lime as K
 from ..result import Explanation
 from . import _coalitions as C
 from .context import begin
@@ -37,7 +36,7 @@ from .lime import (
     _check_matrix,
     _check_options,
     _custom_features,
-    _fill_image,
+    _feature_images,
     _resize_labels,
     _score_map,
     _score_samples,
@@ -115,13 +114,7 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
 
     t = time.perf_counter()
     h, w = labels.shape
-    spec = model.spec_for((h, w))
-    ptr, index = K.feature_csr(labels.ravel(), n_feat)
-    counts = np.diff(ptr)
-    fill_image, fill_used = _fill_image(ctx.pixels, fill_spec, labels, counts)
-    runs = K.element_runs(ptr, index, h * w, spec.layout)
-    on = K.native_image(ctx.pixels, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
-    off = K.native_image(fill_image, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
+    spec, ptr, index, counts, runs, on, off, fill_used = _feature_images(model, ctx, labels, n_feat, fill_spec)
     z, weights, exact = C.shapley_design(n_feat, num_samples, rng, paired=bool(paired))
     onoff = np.concatenate([np.ones((1, n_feat), np.uint8), np.zeros((1, n_feat), np.uint8), z])
     sampling = time.perf_counter() - t

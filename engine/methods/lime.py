@@ -208,13 +208,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
 
     t = time.perf_counter()
     h, w = labels.shape
-    spec = model.spec_for((h, w))
-    ptr, index = K.feature_csr(labels.ravel(), n_feat)
-    counts = np.diff(ptr)
-    fill_image, fill_used = _fill_image(ctx.pixels, fill_spec, labels, counts)
-    runs = K.element_runs(ptr, index, h * w, spec.layout)
-    on = K.native_image(ctx.pixels, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
-    off = K.native_image(fill_image, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
+    spec, ptr, index, counts, runs, on, off, fill_used = _feature_images(model, ctx, labels, n_feat, fill_spec)
     try:
         onoff = draw_onoff(num_samples, n_feat, sampling_mode, rng)
     except MemoryError:
@@ -392,6 +386,21 @@ def _fill_image(pixels: np.ndarray, fill: Any, labels: np.ndarray,
     const = np.asarray(fill, dtype=np.float32)
     return np.broadcast_to(const, pixels.shape).copy(), {"constant": const.tolist()}
 
+
+
+def _feature_images(model: Model, ctx: Context, labels: np.ndarray, n_feat: int, fill_spec: Any) -> tuple:
+    """What LIME and Kernel SHAP sample from, for a working-size label image: the input spec, the
+    features' pixel lists (CSR ``ptr``/``index`` and ``counts``), the kernel's element runs, and
+    the image with every feature on / off in the model's native layout (plus the fill used)."""
+    h, w = labels.shape
+    spec = model.spec_for((h, w))
+    ptr, index = K.feature_csr(labels.ravel(), n_feat)
+    counts = np.diff(ptr)
+    fill_image, fill_used = _fill_image(ctx.pixels, fill_spec, labels, counts)
+    runs = K.element_runs(ptr, index, h * w, spec.layout)
+    on = K.native_image(ctx.pixels, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
+    off = K.native_image(fill_image, spec.channel_source, spec.scale, spec.offset, spec.layout, spec.dtype)
+    return spec, ptr, index, counts, runs, on, off, fill_used
 
 def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarray, onoff: np.ndarray,
                    runs: tuple[np.ndarray, np.ndarray, np.ndarray], batch: int, progress: Any,
