@@ -25,9 +25,8 @@ from ..errors import ModelError
 from ..images import describe_image, resize_map
 from ..model import Model
 from ..result import Explanation
-from ..runtime import ENVIRONMENTS
 from . import _targets as T
-from .context import check_finite_scores, start
+from .context import check_finite_scores, start, start_batch
 from .layers import FeatureLayer, engine_for, feature_layer_for
 
 UPSAMPLING = ("bicubic", "bilinear", "nearest", "none")
@@ -194,11 +193,7 @@ class GradientCAM(CAMMethod):
         started = time.perf_counter()
         check_choice("output_upsampling", output_upsampling, UPSAMPLING)
         mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
-        pixels = np.asarray(pixels, dtype=np.float32)
-        if pixels.ndim != 4 or pixels.shape[-1] != 3:
-            raise ValueError(f"explain_batch takes working images (B, h, w, 3); got shape {pixels.shape}.")
-        env = model.execution_environment if execution_environment is None else execution_environment
-        check_choice("execution_environment", env, ENVIRONMENTS)
+        pixels, env = start_batch(model, pixels, execution_environment, "explain_batch")
         layer = feature_layer_for(model, feature_layer, feature_layout=feature_layout, environment=env,
                                   allow_probe=self.uses_gradients)
         tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)

@@ -7,10 +7,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._validation import check_choice
 from ..errors import OptionError, OptionTypeError
 from ..images import describe_image, resize_map
 from ..model import Model, check_finite_output
-from ..runtime import check_provider
+from ..runtime import ENVIRONMENTS, check_provider
 
 Progress = Callable[[int, int], None] | None
 
@@ -39,6 +40,17 @@ class Context:
         out = resize_map(maps_k, self.original_size, method) if method != "none" else maps_k
         return out if self.multi else out[..., 0]
 
+
+
+def start_batch(model: Model, pixels: Any, execution_environment: str | None, who: str) -> tuple[np.ndarray, str]:
+    """The batched entry points' :func:`start`: working images (B, h, w, 3) as float32 and the
+    execution environment (the model's unless given), checked."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"{who} takes working images (B, h, w, 3); got shape {pixels.shape}.")
+    env = model.execution_environment if execution_environment is None else execution_environment
+    check_choice("execution_environment", env, ENVIRONMENTS)
+    return pixels, env
 
 def start(model: Model, image: Any, execution_environment: str | None) -> tuple[np.ndarray, tuple[int, int], str]:
     """Validate model and environment, prepare the image: (pixels (h, w, 3), original size, environment)."""

@@ -44,10 +44,9 @@ from ..errors import ModelError, OptionError, OptionTypeError
 from ..images import describe_image, load_image, resize_image, resize_map
 from ..model import Model
 from ..result import Explanation
-from ..runtime import ENVIRONMENTS
 from . import _targets as T
 from ._limits import check_allow_long, check_work
-from .context import Progress, check_finite_scores, start
+from .context import Progress, check_finite_scores, start, start_batch
 from .layers import engine_for
 
 __all__ = ["BATCHABLE", "METHODS", "gradient_attribution", "gradient_attribution_batch"]
@@ -225,11 +224,7 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
     started = time.perf_counter()
     check_choice("method", method, BATCHABLE)
     mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
-    pixels = np.asarray(pixels, dtype=np.float32)
-    if pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise ValueError(f"gradient_attribution_batch takes working images (B, h, w, 3); got shape {pixels.shape}.")
-    env = model.execution_environment if execution_environment is None else execution_environment
-    check_choice("execution_environment", env, ENVIRONMENTS)
+    pixels, env = start_batch(model, pixels, execution_environment, "gradient_attribution_batch")
     tensor, is_output = T.resolve_reduction_layer(model, reduction_layer)
     shape = T.per_sample_shape(model, tensor, is_output)
     engine = engine_for(model, env, [] if is_output else [tensor])
