@@ -18,7 +18,8 @@ Presets (one meaning per method, written down once):
   own defaults instead.
 
 Both presets fix every random seed (``random_state=0``) so reruns are identical, and run the
-perturbation methods 32 images per model call, which keeps the main job under 1 GB of memory.
+perturbation methods (LIME, Kernel SHAP, occlusion, RISE) 8 images per model call, as fast per image
+as larger batches on 2 cores and small in the shared arena (see ``_BATCH``).
 """
 from __future__ import annotations
 
@@ -108,9 +109,10 @@ class MethodSpec:
 
 
 _SEED = {"random_state": 0}
-#: images per model call: 32 keeps a run's buffers (EfficientNet-Lite0 at 224: ~0.4 GB in the shared
-#: arena) inside the main job's 1 GB; the functions' default of 128 is ~1.6 GB and ~15 % less CPU time.
-_BATCH = {"mini_batch_size": 32}
+#: images per model call. The shared CPU arena (onnxplain.runtime) grows to the largest batch any session ran
+#: and keeps it: on EfficientNet-Lite0 at 224, batch 8 holds ~80 MB, 32 ~450 MB, 64 ~0.9 GB, 128 ~1.6 GB.
+#: Measured on 2 cores (bench/results/mainjob-*.md): 8 images per call is as fast per image as 32 or 64.
+_BATCH = {"mini_batch_size": 8}
 #: gradient images per engine run: a reverse pass keeps every activation of its batch (16 path points
 #: of integrated gradients at once: +0.4 GB); 4 at a time holds a quarter of that.
 _GRAD_BATCH = {"mini_batch_size": 4}
@@ -164,8 +166,8 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in [
                presets={"main": {"stride": 16, **_BATCH}, "quick": {**_BATCH}},
                summary="occlusion sensitivity: score drop when a sliding window is filled"),
     MethodSpec("kernelshap", kernel_shap, needs_gradients=False, render="signed",
-               presets={"main": {"num_samples": 1024, "num_features": 49, "segmentation": "superpixels", **_SEED},
-                        "quick": {"num_samples": 256, "num_features": 49, "segmentation": "grid", **_SEED}},
+               presets={"main": {"num_samples": 1024, "num_features": 49, "segmentation": "superpixels", **_BATCH, **_SEED},
+                        "quick": {"num_samples": 256, "num_features": 49, "segmentation": "grid", **_BATCH, **_SEED}},
                summary="Kernel SHAP: Shapley values of superpixels (efficiency: they add up to f(x) - base_value)"),
     MethodSpec("rise", rise, needs_gradients=False, render="heat",
                presets={"main": {"num_masks": 2000, "cell_size": 7, **_BATCH, **_SEED},
