@@ -21,6 +21,7 @@ import logging
 import os
 import pathlib
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -38,7 +39,8 @@ from .errors import ModelError, OnnxplainWarning, OptionError
 from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, reduced_size,
                      reduction_factor, resize_image)
 from .labels import read_labels, resolve_label
-from .runtime import check_precision, check_provider, check_threads, make_session, session_device, session_report
+from .runtime import (check_precision, check_provider, check_threads, make_session, return_free_memory,
+                      session_device, session_report, shared_arena_in_use)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,23 @@ BUNDLED_MODEL = pathlib.Path(str(importlib.resources.files("onnxplain.models") /
 _DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.UINT8: np.uint8}
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Cast"}
 OUTPUT_KINDS = ("probabilities", "logits", "sigmoid", "score")
+
+
+class RecordedSession:
+    """An ONNX Runtime InferenceSession that notes the time of each ``run`` under its graph name
+    (for :meth:`Model.runtime` ``since=``); every other attribute is the session's."""
+
+    __slots__ = ("session", "_log", "_graph", "_nodes")
+
+    def __init__(self, session: Any, log: dict, graph: str, nodes: dict[str, Any]) -> None:
+        self.session, self._log, self._graph, self._nodes = session, log, graph, nodes
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self._log[self._graph] = (time.perf_counter(), self._nodes)
+        return self.session.run(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,8 @@ class Model:
         self.precision = check_precision(precision)
         self._sessions: dict[str, Any] = {}
         self._ran_on: dict[str, dict[str, dict[str, Any]]] = {}  # provider -> graph -> session_report
+        # provider -> graph -> (perf_counter of its latest run, its report): runtime(since=...)
+        self._last_run: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         self._run_proto, self._loop = self._batchable_graph()
         self.session_for(self.provider)  # create now: a broken graph fails at load time, not in a method
         self.class_names = self._resolve_labels(labels)
@@ -168,21 +189,64 @@ class Model:
         """"gpu" or "cpu": where the default session runs."""
         return session_device(self.session)
 
-    def runtime(self, provider: str | None = None) -> dict[str, Any]:
-        """What ran this model: the requested provider, threads, precision, and for every graph
-        onnxplain ran on ``provider`` (the model, tapped graphs, gradient graphs) the providers
-        ONNX Runtime assigned its nodes to (:func:`onnxplain.runtime.session_report`)."""
+    def runtime(self, provider: str | None = None, *, since: float | None = None) -> dict[str, Any]:
+        """What ran this model: the requested provider, threads, precision, and per graph the
+        providers ONNX Runtime assigned its nodes to (:func:`onnxplain.runtime.session_report`).
+
+        ``since=None``: every graph onnxplain built on ``provider`` for this model (the model,
+        tapped graphs, gradient graphs). ``since=t`` (a ``time.perf_counter()`` value): only the
+        graphs run at or after ``t``, which is what each method records in
+        ``Explanation.params["runtime"]`` (taken at its start). Calls running concurrently on one
+        Model share the record, so each lists the other's graphs as well.
+        """
         provider = self.provider if provider is None else check_provider(provider)
-        return {"provider": provider, "threads": self.threads, "precision": self.precision,
-                "graphs": {k: dict(v) for k, v in self._ran_on.get(provider, {}).items()}}
+        if since is None:
+            graphs = {k: dict(v) for k, v in self._ran_on.get(provider, {}).items()}
+        else:
+            graphs = {k: dict(v) for k, (t, v) in self._last_run.get(provider, {}).items() if t >= since}
+        return {"provider": provider, "threads": self.threads, "precision": self.precision, "graphs": graphs}
 
     def new_session(self, model: Any, provider: str | None = None, *, graph: str, **kwargs: Any):
-        """A session on this model's runtime options, recorded under ``graph`` in :meth:`runtime`."""
+        """A session on this model's runtime options, recorded under ``graph`` in :meth:`runtime`.
+
+        Returns the InferenceSession wrapped so that each ``run`` is noted (:meth:`runtime`
+        ``since=``); every other attribute is the session's own.
+        """
         provider = self.provider if provider is None else check_provider(provider)
         session = make_session(model, provider, threads=self.threads, precision=self.precision, **kwargs)
         report = session_report(session)
-        self._ran_on.setdefault(provider, {})[graph] = report["nodes"] or {"providers": report["providers"]}
-        return session
+        nodes = report["nodes"] or {"providers": report["providers"]}
+        self._ran_on.setdefault(provider, {})[graph] = nodes
+        return RecordedSession(session, self._last_run.setdefault(provider, {}), graph, nodes)
+
+    def release_memory(self, keep_gradient_sessions: int = 2) -> None:
+        """Drop cached gradient sessions but the most recently used ones and return freed heap to the OS.
+
+        Methods stay callable: a dropped gradient session is rebuilt when a method needs it again
+        (about a second on EfficientNet-Lite0). ``onnxplain explain`` calls this after each
+        method; a program that calls several gradient methods in a loop need not.
+        """
+        for engine in self._engines.values():
+            engine.release(keep_gradient_sessions)
+        self._shrink_arena()
+        return_free_memory()
+
+    def _shrink_arena(self) -> None:
+        """Free the chunks of the shared CPU arena no session is using (see onnxplain.runtime): one
+        batch-1 run of the model with ORT's ``memory.enable_memory_arena_shrinkage``. The arena
+        otherwise keeps the sum of every graph's largest batch for the process's lifetime (measured in
+        ``onnxplain explain``: ~360 MB after the gradient methods); the next run re-grows what it needs."""
+        if self.input_size is None or not shared_arena_in_use():
+            return
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        x = self.to_native(np.zeros((self.static_batch or 1, *self.input_size, 3), np.float32))
+        try:
+            self.session.run([self.output_name], {self.input_name: x}, options)
+        except Exception as exc:  # noqa: BLE001 - a provider without that arena: nothing to shrink
+            log.debug("arena shrinkage run failed: %s", exc)
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary (used by ``onnxplain inspect`` and result files)."""

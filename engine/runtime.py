@@ -40,7 +40,9 @@ holds one peak, not one per session.
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
+import sys
 from typing import Any, Mapping
 
 import onnxruntime as ort
@@ -160,6 +162,11 @@ def _shared_arena() -> bool:
     return _SHARED_ARENA[0]
 
 
+def shared_arena_in_use() -> bool:
+    """True when sessions share the process-wide CPU arena (registered by the first session)."""
+    return bool(_SHARED_ARENA) and _SHARED_ARENA[0]
+
+
 def make_session(model: Any, provider: str = "cpu", *, threads: int | None = None, precision: str = "f32",
                  optimization: str = "all", optimized_model_path: str | None = None,
                  config: Mapping[str, str] | None = None, log_severity: int = 4) -> ort.InferenceSession:
@@ -232,3 +239,42 @@ def session_report(session: ort.InferenceSession) -> dict[str, Any]:
 def session_device(session: ort.InferenceSession) -> str:
     """"gpu" if the session runs on CUDA/TensorRT, else "cpu" (the older, coarser description)."""
     return "gpu" if session.get_providers()[0] in _GPU else "cpu"
+
+
+_LIBC: list[Any] = []
+
+
+def return_free_memory() -> bool:
+    """Give the C heap's free pages back to the operating system (glibc ``malloc_trim``).
+
+    ONNX Runtime builds each session's graph, kernels and weight copies with ``malloc``; when a
+    session goes, glibc keeps most of those pages mapped for reuse, so the process's resident
+    memory does not fall. ``onnxplain explain`` calls this between methods (it takes a few
+    milliseconds). The shared CPU arena is not affected (it keeps its chunks for the next run).
+    Returns False where there is no glibc (macOS, Windows, musl): nothing is done there.
+    """
+    if not _LIBC:
+        try:
+            libc = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+            _LIBC.append(getattr(libc, "malloc_trim", None))
+        except OSError:
+            _LIBC.append(None)
+    if _LIBC[0] is None:
+        return False
+    _LIBC[0](0)
+    return True
+
+
+def process_memory() -> dict[str, float | None]:
+    """This process's resident memory now and at its peak, in MiB (``/proc/self/status`` VmRSS and
+    VmHWM on Linux; elsewhere the peak from ``getrusage`` and no current value)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+        return {"rss_mib": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
+                "peak_rss_mib": round(int(fields["VmHWM"].split()[0]) / 1024, 1)}
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+        return {"rss_mib": None, "peak_rss_mib": round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)}

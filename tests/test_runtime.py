@@ -72,7 +72,54 @@ def test_threads_reach_every_session_and_results_record_the_providers():
     # the model graph: one assigned node per node ORT kept after optimisation
     report = runtime.session_report(model.session)
     assert report["nodes"]["CPUExecutionProvider"] == len(model.session.get_provider_graph_assignment_info())
-    assert grad.params["runtime"]["graphs"]["model"] == record["graphs"]["model"]
+    # each result lists the graphs that call ran (params["runtime"]), with the model-wide record's placement
+    assert set(grad.params["runtime"]["graphs"]) <= set(record["graphs"])
+    for graph, placed in grad.params["runtime"]["graphs"].items():
+        assert placed == record["graphs"][graph]
+
+
+def test_each_result_records_the_graphs_it_ran_not_every_graph_the_model_ran():
+    """Oracle: known by construction. Occlusion runs only the model graph; after Grad-CAM built its
+    gradient graph, occlusion's record must not list it (it once grew with every graph the model had
+    ever run), while Grad-CAM's and guided Grad-CAM's (both halves) list their gradient graphs."""
+    model = onnxplain.load_model(RECT / "rectangle_cnn.onnx", preprocessing="none",
+                                 labels=["no_rectangle", "rectangle"], provider="cpu", threads=2)
+    image = np.load(RECT / "samples.npz")["images"][0]
+    occ0 = onnxplain.METHODS["occlusion"](model, image, 1, preset="quick")
+    grad = onnxplain.METHODS["gradcam"](model, image, 1)
+    guided = onnxplain.METHODS["guided-gradcam"](model, image, 1)
+    occ = onnxplain.METHODS["occlusion"](model, image, 1, preset="quick")
+    every = model.runtime()["graphs"]
+    assert {"model", "gradient graph (standard)", "gradient graph (guided)"} <= set(every)
+    assert set(occ0.params["runtime"]["graphs"]) == set(occ.params["runtime"]["graphs"]) == {"model"}
+    assert "gradient graph (standard)" in grad.params["runtime"]["graphs"]
+    assert "gradient graph (guided)" not in grad.params["runtime"]["graphs"]
+    assert {"gradient graph (standard)", "gradient graph (guided)"} <= set(guided.params["runtime"]["graphs"])
+    for r in (occ, grad, guided):
+        for graph, placed in r.params["runtime"]["graphs"].items():
+            assert placed == every[graph] and set(placed) == {"CPUExecutionProvider"}
+
+
+def test_release_memory_drops_old_gradient_sessions_and_methods_still_agree():
+    """Model.release_memory keeps the most recently used gradient sessions, shrinks the shared arena and
+    trims the heap; a dropped session is rebuilt on demand. Oracle: the same call before the release
+    (the maps are deterministic), and the count of sessions the engine holds."""
+    model = onnxplain.load_model(RECT / "rectangle_cnn.onnx", preprocessing="none",
+                                 labels=["no_rectangle", "rectangle"], provider="cpu", threads=2)
+    image = np.load(RECT / "samples.npz")["images"][0]
+    before = {m: onnxplain.METHODS[m](model, image, 1) for m in ("gradient", "guided-backprop", "zeiler-fergus")}
+    engine = next(iter(model._engines.values()))
+    grads = lambda: [k for k in engine._sessions if k[0] == "grad"]  # noqa: E731
+    assert len(grads()) == 3
+    last = grads()[-1]
+    model.release_memory(keep_gradient_sessions=1)
+    assert grads() == [last]  # the deconvnet graph, used last
+    for m, ref in before.items():
+        np.testing.assert_array_equal(onnxplain.METHODS[m](model, image, 1).score_map, ref.score_map)
+    model.release_memory(keep_gradient_sessions=0)
+    assert grads() == []
+    mem = runtime.process_memory()
+    assert mem["peak_rss_mib"] >= mem["rss_mib"] > 0
 
 
 def test_cli_runtime_flags(tmp_path, capsys):

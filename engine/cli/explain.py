@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import OnnxplainError, OptionError
 from ..registry import METHODS, forward_only
+from ..runtime import process_memory
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
                       parse_label, write_result)
 from ._output import RunRecord, atomic_write
@@ -95,8 +96,11 @@ def run(args: argparse.Namespace) -> int:
         files = write_result(result, image, out, f"{stem}_{name}", model=model, sign=args.sign,
                              boundaries=result.extras.get("feature_map") if name == "lime" else None)
         record.add(*files)
+        # one method after another: keep the last two gradient graphs' sessions, hand freed heap back
+        model.release_memory(keep_gradient_sessions=2)
         elapsed = time.perf_counter() - t
-        summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **result.summary()}
+        summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **process_memory(),
+                                    **result.summary()}
         print(f"{name:<22} {elapsed:6.2f} s  -> {files[0]}")
         sys.stdout.flush()
     if results:

@@ -84,7 +84,7 @@ class CAMMethod:
         timings["total"] = time.perf_counter() - started
         params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
                   "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
-                  "execution_environment": env, "runtime": model.runtime(env)}
+                  "execution_environment": env, "runtime": model.runtime(env, since=started)}
         extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
@@ -113,7 +113,8 @@ class CAMMethod:
         fused = np.mean(scaled, axis=0).astype(np.float32)
         first = parts[0]
         fused = fused if first.score_map.ndim == 3 else fused[..., 0]
-        params = {**first.params, "feature_layer": list(feature_layers), "fusion": "mean of [0, 1]-scaled maps"}
+        params = {**first.params, "feature_layer": list(feature_layers), "fusion": "mean of [0, 1]-scaled maps",
+                  "runtime": model.runtime(first.params["execution_environment"], since=started)}
         extras = {"feature_layer": list(feature_layers), "layer_maps": [p.score_map for p in parts],
                   "cam": [p.cam for p in parts], "reduction_layer": first.reduction_layer}
         timings = {"total": time.perf_counter() - started}
@@ -237,14 +238,15 @@ class GradientCAM(CAMMethod):
             multi = labels is not None and isinstance(labels[b], (list, tuple, np.ndarray))
             results.append(self._finish(model, pixels[b], layer, tensor, targets[b], acts[idx], grads[idx], r[idx],
                                         output_upsampling, mini_batch_size, env, multi,
-                                        {"setup": t0 - started, "inference": inference, "batch_images": count}))
+                                        {"setup": t0 - started, "inference": inference, "batch_images": count},
+                                        started))
         total = time.perf_counter() - started
         for e in results:
             e.timings["total"] = total
         return results, output[first_rows]
 
     def _finish(self, model, pixels, layer, tensor, targets, acts, grads, r, output_upsampling, mini_batch_size, env,
-                multi, timings) -> Explanation:
+                multi, timings, started) -> Explanation:
         """One image's Explanation from its rows, as :meth:`explain` computes it."""
         weights, scores = self.channel_weights(acts, grads), targets.scores(r)
         check_finite_scores(model, tensor, scores, pixels)         # as explain(): NaN/inf are the model's
@@ -257,7 +259,7 @@ class GradientCAM(CAMMethod):
         maps = cam_hwk if output_upsampling == "none" else upsample(cam_hwk, pixels.shape[:2], output_upsampling)
         params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
                   "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
-                  "execution_environment": env, "runtime": model.runtime(env)}
+                  "execution_environment": env, "runtime": model.runtime(env, since=started)}
         extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),

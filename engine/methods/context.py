@@ -70,6 +70,7 @@ def start(model: Model, image: Any, execution_environment: str | None) -> tuple[
 def begin(model: Model, image: Any, label: Any, execution_environment: str | None,
           *, default_label_top: bool = True) -> Context:
     """Prepare image and labels; ``label=None`` means the model's top class."""
+    started = time.perf_counter()  # before the top-class run: timings and the runtime record include it
     pixels, original, env = start(model, image, execution_environment)
     multi = isinstance(label, (list, tuple, np.ndarray))
     if label is None:
@@ -80,7 +81,7 @@ def begin(model: Model, image: Any, label: Any, execution_environment: str | Non
     else:
         labels = model.label_indices(label)
     names = [model.class_names[i] for i in labels]
-    return Context(model, pixels, original, labels, names, multi, env, describe_image(image))
+    return Context(model, pixels, original, labels, names, multi, env, describe_image(image), started)
 
 
 def check_finite_scores(model: Model, tensor: str, values: np.ndarray, image: Any) -> None:

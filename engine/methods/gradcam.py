@@ -182,7 +182,8 @@ def guided_grad_cam(model: Model, image: Any, label: Any = None, *, reduction: A
     score = score if multi else score[..., 0]
     extras = {"gradients": prod.astype(np.float32), "cam": cam.cam, "feature_layer": cam.feature_layer,
               "reduction_layer": cam.reduction_layer}
-    params = {**cam.params, "gradient_method": "guided-backprop"}
+    params = {**cam.params, "gradient_method": "guided-backprop",  # the graphs of both halves
+              "runtime": model.runtime(cam.params["execution_environment"], since=started)}
     timings = {"gradcam": cam.timings["total"], "guided_backprop": guided.timings["total"],
                "total": time.perf_counter() - started}
     return Explanation("guided-gradcam", score.astype(np.float32), cam.labels, cam.label_names, guided.scores,

@@ -181,7 +181,8 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         raise ModelError(f"{model.path}: the gradient of {targets.tensor!r} is NaN or inf on "
                          f"{describe_image(image)} although the scores are finite (an op whose derivative "
                          "is infinite at this input, e.g. sqrt or log at 0).")
-    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env, "runtime": model.runtime(env),
+    params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
+              "runtime": model.runtime(env, since=started),
               "relu_mode": relu_mode, "reduction_layer": tensor, "reduction": targets.kind}
     if method == "integrated-gradients":
         params.update(num_steps=num_steps, baseline="black" if baseline is None else "custom")
@@ -259,7 +260,7 @@ def gradient_attribution_batch(model: Model, pixels: np.ndarray, labels: Sequenc
     output = np.concatenate([np.asarray(o["output"]) for o in outs])
     inference = time.perf_counter() - t0
     params = {"method": method, "mini_batch_size": mini_batch_size, "execution_environment": env,
-              "runtime": model.runtime(env),
+              "runtime": model.runtime(env, since=started),
               "relu_mode": relu_mode, "reduction_layer": tensor}
     results, first_rows = [], []
     for b in range(count):

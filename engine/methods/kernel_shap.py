@@ -138,7 +138,7 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
               "segmentation_options": seg_used, "fill": fill_used, "paired": bool(paired),
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
               "execution_environment": ctx.environment,
-              "runtime": model.runtime(ctx.environment), "random_state": describe_seed(random_state),
+              "runtime": model.runtime(ctx.environment, since=ctx.started), "random_state": describe_seed(random_state),
               "working_size": [h, w], "coalitions_scored": len(z) + 2}
     extras: dict[str, Any] = {"feature_map": feature_map, "feature_importance": phi if ctx.multi else phi[:, 0],
                               "base_value": empty.astype(np.float32) if ctx.multi else np.float32(empty[0]),

@@ -238,7 +238,7 @@ def image_lime(model: Model, image: Any, label: Any = None, *, num_features: int
         "segmentation": seg_name,
         "segmentation_options": seg_used, "surrogate": surrogate, "surrogate_options": sur_used,
         "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-        "execution_environment": ctx.environment, "runtime": model.runtime(ctx.environment),
+        "execution_environment": ctx.environment, "runtime": model.runtime(ctx.environment, since=ctx.started),
         "random_state": describe_seed(random_state),
         "fill": fill_used, "sample_weights": bool(sample_weights), "kernel_width": kernel_width,
         "sampling": sampling_mode,

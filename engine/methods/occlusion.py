@@ -166,7 +166,7 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     params = {"mask_size": list(window), "stride": list(step), "mask_value": [float(v) for v in fill],
               "mask_clipping": bool(mask_clipping), "output_upsampling": output_upsampling,
               "mini_batch_size": mini_batch_size, "execution_environment": ctx.environment,
-              "runtime": model.runtime(ctx.environment),
+              "runtime": model.runtime(ctx.environment, since=ctx.started),
               "num_positions": [len(row_starts), len(col_starts)], "working_size": [h, w]}
     extras = {"position_map": position_map if ctx.multi else position_map[..., 0],
               "window_rows": row_starts, "window_cols": col_starts, "coverage": counts}

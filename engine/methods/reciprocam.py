@@ -143,7 +143,7 @@ def recipro_cam(model: Model, image: Any, label: Any = None, *, feature_layer: s
     timings["total"] = time.perf_counter() - started
     params = {"feature_layer": layer.name, "feature_layout": layer.layout, "kernel": kernel, "score": score,
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
-              "execution_environment": env, "runtime": model.runtime(env)}
+              "execution_environment": env, "runtime": model.runtime(env, since=started)}
     extras = {"class_maps": class_maps, "feature_layer": layer.name, "feature_layout": layer.layout,
               "kernel": kernel}
     return Explanation("reciprocam", maps if multi else maps[..., 0], labels,

@@ -175,7 +175,7 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
               "fill": [float(v) for v in fill_rgb], "fill_rule": fill if isinstance(fill, str) else "value",
               "output_upsampling": output_upsampling, "mini_batch_size": mini_batch_size,
               "execution_environment": ctx.environment,
-              "runtime": model.runtime(ctx.environment), "random_state": describe_seed(random_state),
+              "runtime": model.runtime(ctx.environment, since=ctx.started), "random_state": describe_seed(random_state),
               "working_size": [h, w], "cell_pixels": list(cell)}
     return Explanation("rise", score_map, list(labels), list(ctx.label_names), base_scores.astype(np.float32),
                        params, {}, timings)
