@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..errors import OnnxplainError, OptionError
+from ..methods import release_sessions
 from ..registry import METHODS, forward_only
 from ..runtime import process_memory
 from ._common import (DEFAULT_IMAGE, ProgressBar, add_model_args, add_output_args, image_from_args, model_from_args,
@@ -96,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         files = write_result(result, image, out, f"{stem}_{name}", model=model, sign=args.sign,
                              boundaries=result.extras.get("feature_map") if name == "lime" else None)
         record.add(*files)
-        # one method after another: keep the last two gradient graphs' sessions, hand freed heap back
+        # one method after another: drop tapped/tail sessions and all but the last two gradient sessions,
+        # shrink the shared arena, hand freed heap back (README, Memory)
+        release_sessions(model)
         model.release_memory(keep_gradient_sessions=2)
         elapsed = time.perf_counter() - t
         summary["methods"][name] = {"seconds": round(elapsed, 3), "files": files, **process_memory(),

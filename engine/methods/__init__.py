@@ -2,7 +2,7 @@
 
 # Helpers other packages use (onnxplain.export builds the same graphs the methods run); the
 # modules that define them stay private to this package.
-from ._tail import FEATURES, tail_model
+from ._tail import FEATURES, release_sessions, tail_model
 from ._targets import per_sample_shape
 
-__all__ = ["FEATURES", "per_sample_shape", "tail_model"]
+__all__ = ["FEATURES", "per_sample_shape", "release_sessions", "tail_model"]
