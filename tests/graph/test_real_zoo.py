@@ -53,25 +53,14 @@ FAST = [
 ]
 
 #: (row, exporter) -> measured reason; strict xfail (tests/data/make_real_zoo.py --check, ~/.cache/onnxplain/zoo/STATUS.md)
-# (the dynamo as_strided Gather and PoolFormer's InstanceNormalization were fixed by issue 12 part A: XPASS, removed)
+# (the dynamo as_strided Gather and PoolFormer's InstanceNormalization were fixed by issue 12 part A: XPASS, removed;
+# inception_v3/torchscript is a measured float32 floor (FLOORS); EfficientFormer / ResMLP / Mixer's Grad-CAM layer
+# was fixed in layers.py: token candidates skip the final norm)
 KNOWN: dict[tuple[str, str], str] = {
     ("beit", "dynamo"): "torch's dynamo exporter itself fails on timm BEiT (\"ConversionError: Failed to decompose the "
                         "FX graph for ONNX compatibility\"), with a dynamic and with a static batch: no ONNX file",
-    **{("efficientformer", ex): "Grad-CAM's automatic layer is the final `norm` LayerNorm output (49 x 448 tokens), "
-                                "not the last block's output stages.3.blocks.2 Add that feeds it (measured "
-                                "2026-11-29): rule 3 of engine/methods/layers.py skips a normalisation for rank-4 "
-                                "maps (Swin) but not for tokens; the gradient checks pass (corr 1 - 2e-13)"
-       for ex in ("torchscript", "dynamo")},
     ("maxvit", "dynamo"): "torch's dynamo exporter itself fails on timm MaxViT (\"ConversionError: Failed to decompose "
                           "the FX graph for ONNX compatibility\", measured 2026-11-29): no ONNX file",
-    **{("resmlp", ex): "Grad-CAM's automatic layer is the final Affine `norm` output (16 x 384 tokens), not the last "
-                       "block's output that feeds it (measured 2026-11-29; same rank-3 normalisation gap as "
-                       "EfficientFormer); the gradient checks pass (corr 1 - 7e-14)"
-       for ex in ("torchscript", "dynamo")},
-    **{("mixer", ex): "Grad-CAM's automatic layer is the final LayerNorm `norm` output (16 x 512 tokens), not the "
-                      "last block's output that feeds it (measured 2026-11-29; same rank-3 normalisation gap as "
-                      "EfficientFormer); the gradient checks pass (corr 1 - 3e-13)"
-       for ex in ("torchscript", "dynamo")},
 }
 
 #: (row, exporter) -> measured float32 floor of the gradient correlation, default 0.9999 (make_real_zoo.FLOORS)
@@ -107,17 +96,16 @@ LAYERS: dict[str, tuple[str, tuple]] = {
     "mobilevit": (r"final_conv[./]", (320, 2, 2)),                      # final 1x1 ConvBnAct's SiLU
     "edgenext": (r"stages\.3.*blocks\.0[./][Aa]dd", (168, 2, 2)),        # last (split-transpose) block's residual Add
     "fastvit": (r"final_conv[./]", (768, 2, 2)),                        # final MobileOne conv's GELU
-    # last MetaBlock1d's output (7x7 tokens, mean-pooled head); the automatic choice is the final `norm`
-    # LayerNorm after it (KNOWN below): Swin's final norm (rank 4) is skipped as a normalisation, this one is not
+    # last MetaBlock1d's output (7x7 tokens, mean-pooled head), not the final `norm` LayerNorm after it
     "efficientformer": (r"stages\.3.*blocks\.2[./][Aa]dd", (49, 448)),
     "efficientformerv2": (r"stages\.3.*blocks\.1[./][Aa]dd", (176, 2, 2)),  # last block's MLP residual Add (BN norm after)
     "tinyvit": (r"stages\.3.*blocks\.0[./][Aa]dd", (16, 320)),           # last block's output, 4x4 token grid
     "deit": (r"blocks[./]blocks\.0[./]", (18, 192)),                    # last block's input (class + distillation heads)
     "vit_torchvision": (r"encoder[./].*encoder_layer_0[./]", (17, 64)),  # last layer's input (class-token head)
     "maxvit": (r"stages\.3.*blocks\.0[./]attn_grid[./][Aa]dd", (2, 2, 256)),  # last block's grid-attention residual
-    # last block's output (4x4 tokens, mean-pooled head); the automatic choice is the final Affine `norm` (KNOWN)
+    # last block's output (4x4 tokens, mean-pooled head), not the final Affine `norm` (x * alpha + beta) after it
     "resmlp": (r"blocks[./]blocks\.1[./]", (16, 384)),
-    "mixer": (r"blocks[./]blocks\.1[./]", (16, 512)),                   # likewise: the final LayerNorm is chosen (KNOWN)
+    "mixer": (r"blocks[./]blocks\.1[./]", (16, 512)),                   # likewise, not the final LayerNorm
 }
 
 ALL = [(r.name, ex) for r in real_zoo.ROWS for ex in make_real_zoo.EXPORTERS]
