@@ -709,6 +709,27 @@ def test_gather_runtime_indices_on_inner_axes():
     onnx.checker.check_model(gm, full_check=True)
 
 
+def test_gather_runtime_2d_indices_on_axis_2():
+    """2-D run-time indices (one negative) on axis 2 of a rank-4 tensor: the index dims land in
+    the middle of the output. Oracle: torch autograd (float64) with the same ArgMax in torch."""
+    n = [node("ReduceSum", ["x", "ax3"], ["rs"], keepdims=0), node("ReduceSum", ["rs", "ax1"], ["rs2"], keepdims=0),
+         node("ArgMax", ["rs2"], ["am"], axis=1, keepdims=0), node("Sub", ["am", "five"], ["neg"]),
+         node("Concat", ["am", "neg", "am", "zero"], ["i4"], axis=0), node("Reshape", ["i4", "s22"], ["idx"]),
+         node("Gather", ["x", "idx"], ["g"], axis=2), node("Tanh", ["g"], ["y"])]
+    model = make_model(n, [1, 3, 5, 4], inits={"ax1": _i(1), "ax3": _i(3), "five": _i(5), "zero": _i(0),
+                                               "s22": _i(2, 2)})
+
+    def fn(x):
+        am = int(x.sum(3).sum(1).argmax(1)[0])
+        return torch.tanh(x[:, :, torch.tensor([[am, am - 5], [am, 0]])])
+    x = np.random.default_rng(5).standard_normal((1, 3, 5, 4)).astype(np.float32)
+    out, seed, gm = onnx_grad(model, x)
+    y_t, g_t = torch_grad(fn, x, seed)
+    assert out["y"].shape == (1, 3, 2, 2, 4) and rel_err(out["y"], y_t) < 1e-5
+    assert rel_err(out["grad:x"], g_t) < 1e-4
+    assert not declared_shape_errors(gm, batches=(1,))
+
+
 def test_unsupported_op_names_node_and_type():
     model = make_model([node("Relu", ["x"], ["r"]),
                         node("Det", ["r"], ["y"], name="det_7")], ["N", 4, 4])
