@@ -67,6 +67,12 @@ def refusal(provider: str) -> str | None:
     return None
 
 
+def _cpu_only(job: dict[str, Any]) -> bool:
+    """True when every graph of every method of a run was placed on ORT's CPU provider alone."""
+    graphs = [g for m in job.get("methods", {}).values() for g in (m["graphs"] or {}).values()]
+    return bool(graphs) and all(set(g) == {"CPUExecutionProvider"} for g in graphs)
+
+
 def _nodes(graphs: dict[str, Any] | None) -> str:
     """{"model": {"CPUExecutionProvider": 120}, ...} -> "CPU 120" (nodes summed over graphs, per provider)."""
     total: dict[str, int] = {}
@@ -116,6 +122,8 @@ def markdown(record: dict[str, Any]) -> str:
             body.append(["nodes run (all graphs)"] + [_nodes({k: v for m in provs[p]["methods"].values()
                                                                for k, v in (m["graphs"] or {}).items()}) for p in avail])
             lines += [markdown_table(["method", *avail], body), ""]
+            if provs.get("cpu", {}).get("same_run_as_main_job"):
+                lines += ["(cpu: the main job's own run above, which ONNX Runtime placed on its CPU provider only.)", ""]
         for p, r in provs.items():
             if "methods" not in r:
                 lines.append(f"- **{p}**: not run here: {r.get('refused') or r.get('error')}")
@@ -130,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="onnxplain-bench", help="folder for mainjob-<date>-<cpu>.{json,md}")
     p.add_argument("--providers", nargs="*", default=list(PROVIDERS),
                    help=f"providers for the provider x method table (default: {' '.join(PROVIDERS)}); none: skip it")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="--threads for the provider runs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="--threads for the provider runs (default: ORT's; then the cpu column is the main job's "
+                        "own run when that ran on the CPU provider only, instead of a second run)")
     p.add_argument("--methods", nargs="+", default=None, help="--methods for every run (default: the main job)")
     args = p.parse_args(argv)
     extra = ["--methods", *args.methods] if args.methods else []
@@ -147,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
                 record["providers"][prov] = {"refused": why}
                 print(f"{prov}: refused: {why}", flush=True)
                 continue
+            if prov == "cpu" and args.threads is None and _cpu_only(record["main_job"]):
+                record["providers"][prov] = {**record["main_job"], "same_run_as_main_job": True}
+                continue
             print(f"{prov} ...", flush=True)
-            record["providers"][prov] = run_explain([*extra, "--provider", prov, "--threads", str(args.threads),
-                                                     "--no-report"], pathlib.Path(tmp) / prov)
+            threads = [] if args.threads is None else ["--threads", str(args.threads)]
+            record["providers"][prov] = run_explain([*extra, "--provider", prov, *threads, "--no-report"],
+                                                    pathlib.Path(tmp) / prov)
     record["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,7 @@ from bench.mainjob import main
 
 def test_mainjob_tables_and_refusals(tmp_path):
     providers = ["cpu", "cuda", "openvino"]
-    assert main(["--out", str(tmp_path), "--methods", "gradient", "occlusion", "--threads", "2",
-                 "--providers", *providers]) == 0
+    assert main(["--out", str(tmp_path), "--methods", "gradient", "occlusion", "--providers", *providers]) == 0
     (js,) = tmp_path.glob("mainjob-*.json")
     (md,) = tmp_path.glob("mainjob-*.md")
     record = json.loads(js.read_text())
@@ -30,6 +29,7 @@ def test_mainjob_tables_and_refusals(tmp_path):
     assert any(g.startswith("gradient graph") for g in job["methods"]["gradient"]["graphs"])
     cpu = record["providers"]["cpu"]
     assert cpu["returncode"] == 0 and set(cpu["methods"]) == {"gradient", "occlusion"}
+    assert cpu["same_run_as_main_job"] is True  # no --threads, CPU-only main job: its own run is the column
     text = md.read_text()
     assert "| occlusion |" in text and "peak so far MiB" in text and "Provider x method" in text
     if "CUDAExecutionProvider" not in ort.get_available_providers():
