@@ -32,7 +32,11 @@ Bounded memory for any image size:
   which would be a 576 MB float32 map for a 12000 x 12000 image). An OnnxplainWarning says so.
 - For computing, an image more than twice the working (model input) size is first reduced by
   the largest integer factor that keeps it at least twice the working size (box average;
-  JPEG: DCT scaling), then resized with anti-aliasing as above.
+  JPEG: DCT scaling), then resized with anti-aliasing as above. Fidelity to a full decode +
+  resize (tests/kernels/test_resize_kernels.py, a 1200 px JPEG photo to 224): mean
+  |difference| below 2 and 99th percentile below 8 in 0..255 units (measured 0.6 and 5.1),
+  correlation above 0.995. Images below 4x the working size are decoded in full (the
+  margin keeps the DCT scaling's aliasing out of the working image).
 """
 from __future__ import annotations
 
