@@ -233,9 +233,11 @@ def bench_decode_pool(model, folder, workers: int = 2, repeats: int = 3) -> dict
     with cf.ThreadPoolExecutor(workers) as pool:
         list(pool.map(model.prepare, files[:workers]))
         out[f"{workers}_threads"] = best(lambda: list(pool.map(model.prepare, files)))
+    from bench.dataset import _prepare_in_worker as work     # by its module name, also under `-m bench.dataset`
+
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("forkserver")) as pool:
-        list(pool.map(_prepare_in_worker, files[:2 * workers]))       # workers started, onnxplain imported
-        out[f"{workers}_processes"] = best(lambda: list(pool.map(_prepare_in_worker, files)))
+        list(pool.map(work, files[:2 * workers]))       # workers started, onnxplain imported
+        out[f"{workers}_processes"] = best(lambda: list(pool.map(work, files)))
     return out
 
 
