@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -414,7 +415,11 @@ def _panels_figure(img: np.ndarray, maps: list[np.ndarray], kinds: list[str], qu
     # panel box: the image plus room for its colour bar (below a landscape image, right of a portrait)
     img_h = width * h / w
     panel_w = width + (0 if landscape else 0.9)
-    panel_h = img_h + (0.62 if landscape else 0.05) + 0.28
+    # colour-bar labels wrap to the panel width (about 15 characters of 8 pt text per inch) so
+    # neighbouring panels' labels never run into each other; room is kept for the longest one
+    label_chars = max(12, int(15 * (width if landscape else img_h)))
+    label_lines = max((len(textwrap.wrap(q + " (x 1e-10)", label_chars)) for q in quantities), default=1)
+    panel_h = img_h + (0.62 + 0.13 * (label_lines - 1) if landscape else 0.05) + 0.28
     cap_lines = 0 if not caption else sum(1 + len(line) // int(18 * panel_w * ncols / 1.3) for line in caption.split("\n"))
     fig_h = nrows * panel_h + (0.35 if title else 0) + 0.16 * cap_lines
     fig = plt.figure(figsize=(panel_w * ncols, fig_h), dpi=dpi)
@@ -445,7 +450,7 @@ def _panels_figure(img: np.ndarray, maps: list[np.ndarray], kinds: list[str], qu
         mappable = ScalarMappable(Normalize(scale.vmin / factor, scale.vmax / factor), scale_colormap(scale))
         cb = fig.colorbar(mappable, cax=cax, orientation="horizontal" if landscape else "vertical",
                           extend=scale.extend)
-        cb.set_label(label, fontsize=8)
+        cb.set_label(textwrap.fill(label, label_chars), fontsize=8)
         cb.ax.tick_params(labelsize=7)
         if landscape:
             cb.ax.xaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(5))

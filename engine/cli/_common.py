@@ -63,6 +63,19 @@ def add_allow_long(p: argparse.ArgumentParser) -> None:
                    help="run more than 100,000 model evaluations (refused by default with a time estimate)")
 
 
+def add_sampling_args(p: argparse.ArgumentParser, what: str, *, batch_size: int = 128, seeded: bool = True) -> None:
+    """The tail every sampling command shares: --batch-size, --seed, --allow-long, --out, --no-progress.
+
+    ``what`` names one model input of the method ("masked images", "coalitions", ...).
+    """
+    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=batch_size,
+                   help=f"{what} per model call (default {batch_size})")
+    if seeded:
+        p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
+    add_allow_long(p)
+    add_output_args(p, "onnxplain-out")
+
+
 def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--out", "-o", default=default_out, help=f"output folder (default: {default_out})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

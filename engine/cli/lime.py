@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..methods.lime import FILLS, SAMPLINGS, SEGMENTATIONS, SURROGATES, UPSAMPLING, image_lime
-from ._common import (ProgressBar, add_allow_long, add_model_args, add_output_args, image_from_args, model_from_args,
+from ._common import (ProgressBar, add_model_args, add_sampling_args, image_from_args, model_from_args,
                       parse_label, parse_value, write_result)
 
 __all__ = ["add_parser", "run"]
@@ -37,11 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--upsampling", choices=UPSAMPLING, default="nearest", help="output upsampling (default nearest)")
     p.add_argument("--fill", default="mean",
                    help=f"value of 'off' features: {', '.join(FILLS)}, a number or R,G,B (default mean)")
-    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128,
-                   help="synthetic images per model call (default 128)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
-    add_allow_long(p)
-    add_output_args(p, "onnxplain-out")
+    add_sampling_args(p, "synthetic images")
     p.set_defaults(func=run)
 
 

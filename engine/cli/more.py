@@ -27,6 +27,7 @@ from ._common import (
     ProgressBar,
     add_model_args,
     add_output_args,
+    add_sampling_args,
     image_from_args,
     model_from_args,
     parse_label,
@@ -80,9 +81,7 @@ def add_parser(sub) -> None:
                    ", a number or R,G,B (default mean)")
     p.add_argument("--unpaired", action="store_true", help="do not pair each coalition with its complement")
     p.add_argument("--upsampling", choices=LIME_UPSAMPLING, default="nearest")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=None)
-    add_output_args(p, "onnxplain-out")
+    add_sampling_args(p, "coalition images")
     p.set_defaults(func=run_kernelshap)
 
     p = sub.add_parser("export-explainer", help="write a standalone ONNX file returning scores and a saliency map")
@@ -143,7 +142,7 @@ def run_kernelshap(args: argparse.Namespace) -> int:
                              num_samples=args.num_samples, segmentation=_segmentation(args.segmentation),
                              fill=parse_value("--fill", args.fill, FILLS), paired=not args.unpaired,
                              output_upsampling=args.upsampling, mini_batch_size=args.batch_size,
-                             random_state=args.seed, progress=bar)
+                             random_state=args.seed, allow_long=args.allow_long, progress=bar)
     base = np.ravel(result.base_value)
     written = write_result(result, image, args.out, f"{name}_kernelshap", kind="signed", model=model,
                            boundaries=result.feature_map,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..methods.occlusion import UPSAMPLING, occlusion_sensitivity
-from ._common import (ProgressBar, add_allow_long, add_label_arg, add_model_args, add_output_args, image_from_args,
+from ._common import (ProgressBar, add_label_arg, add_model_args, add_sampling_args, image_from_args,
                       model_from_args, parse_label, parse_pair, parse_value, write_and_report)
 
 __all__ = ["add_parser", "run_occlusion"]
@@ -29,10 +29,7 @@ def add_parser(sub) -> None:
                    help="keep windows fully inside the image (captum's placement; edge strips may stay 0)")
     p.add_argument("--upsampling", choices=UPSAMPLING, default="bicubic",
                    help="resize of the map to the image size (default bicubic; none: model-input size)")
-    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128,
-                   help="occluded images per model call (default 128)")
-    add_allow_long(p)
-    add_output_args(p, "onnxplain-out")
+    add_sampling_args(p, "occluded images", seeded=False)
     p.set_defaults(func=run_occlusion)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..methods.rise import rise
-from ._common import (ProgressBar, add_allow_long, add_label_arg, add_model_args, add_output_args, image_from_args,
+from ._common import (ProgressBar, add_label_arg, add_model_args, add_sampling_args, image_from_args,
                       model_from_args, parse_label, parse_pair, parse_value, write_and_report)
 
 __all__ = ["add_parser", "run_rise"]
@@ -26,11 +26,7 @@ def add_parser(sub) -> None:
                    help="what masked pixels fade to, image pixel units (default mean: the image's mean colour)")
     p.add_argument("--upsampling", choices=("bilinear", "bicubic", "nearest", "none"), default="bilinear",
                    help="resize of the map to the image size (default bilinear)")
-    p.add_argument("--batch-size", "--mini-batch-size", dest="batch_size", type=int, default=128,
-                   help="masked images per model call (default 128)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same result)")
-    add_allow_long(p)
-    add_output_args(p, "onnxplain-out")
+    add_sampling_args(p, "masked images")
     p.set_defaults(func=run_rise)
 
 

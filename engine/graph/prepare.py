@@ -572,10 +572,17 @@ def _batch_agnostic(node, k, a, b, sa, sb) -> np.ndarray:
 
 
 def _debatch_reshapes(model: ModelProto) -> ModelProto:
-    """Constant Reshape shapes [1, ...] in a batch-1 export: copy the batch (0) instead."""
+    """Constant Reshape shapes [1, ...] in a batch-1 export: copy the batch (0) instead.
+
+    One Reshape per pass (its fix makes later data shapes batch-symbolic, which the next
+    shape inference sees). Terminates: a rewritten node's shape constant starts with 0,
+    which no later pass matches, so there are at most as many passes as Reshape nodes;
+    a node matched twice would be a bug and is an error naming it, never a silent stop.
+    """
     m = model  # in place (see prepare_model's build)
     g = m.graph
-    for _ in range(64):
+    rewritten: set[str] = set()
+    while True:
         shapes = U.batched_shapes(m)
         changed = False
         for node in U.topo_sort(g):
@@ -587,9 +594,14 @@ def _debatch_reshapes(model: ModelProto) -> ModelProto:
             value = U.constant_value(g, node.input[1])
             if value is None or value.ndim != 1 or not len(value) or value[0] != 1:
                 continue
+            key = node.name or node.output[0]
+            if key in rewritten:
+                raise node_error(node, "its batch-1 shape was already rewritten to copy the batch "
+                                 "and matched again (internal error in prepare._debatch_reshapes)")
+            rewritten.add(key)
             new = value.copy()
             new[0] = 0
-            name = f"{node.input[1]}__batch0_{node.name or node.output[0]}"
+            name = f"{node.input[1]}__batch0_{key}"
             g.initializer.append(numpy_helper.from_array(new.astype(np.int64), name))
             node.input[1] = name
             changed = True

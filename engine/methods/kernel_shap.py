@@ -28,6 +28,7 @@ from .._validation import as_generator, check_choice, check_int, describe_seed
 from ..model import Model
 from ..result import Explanation
 from . import _coalitions as C
+from ._limits import check_allow_long, check_work
 from .context import begin
 from .lime import (
     SEGMENTATIONS,
@@ -51,7 +52,7 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
                 paired: bool = True, output_upsampling: str = "nearest", mini_batch_size: int = 128,
                 execution_environment: str | None = None, random_state: Any = None,
                 segmentation_options: Mapping[str, Any] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Explanation:
+                progress: Callable[[int, int], None] | None = None, allow_long: bool = False) -> Explanation:
     """Shapley values of image features (Kernel SHAP) for one or more classes.
 
     Parameters
@@ -67,6 +68,8 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
         Score every sampled coalition together with its complement.
     output_upsampling, mini_batch_size, execution_environment, random_state, progress
         As :func:`onnxplain.image_lime`.
+    allow_long : bool, default False
+        Score more than the work bound of 100,000 coalitions (see ``onnxplain.methods._limits``).
 
     Returns
     -------
@@ -95,6 +98,9 @@ def kernel_shap(model: Model, image: Any, label: Any = None, *, num_features: in
     fill_spec = _check_fill(fill)
     seg_options = _check_options(segmentation_options, custom)
     rng = as_generator(random_state)
+    # the design matrix (uint8 on/off, float64 weights and solver copies) is built before any scoring
+    check_work(model, f"num_samples={num_samples:,}", num_samples + 2, allow_long=check_allow_long(allow_long),
+               memory_bytes=num_samples * (17.0 * num_features + 16.0), environment=execution_environment)
     ctx = begin(model, image, label, execution_environment)
     timings: dict[str, float] = {}
 

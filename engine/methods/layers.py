@@ -35,7 +35,13 @@ feature layer").
    the last one whose patch tokens receive non-zero gradient wins (a ViT whose head reads
    only the class token gives the last block's *output* exactly zero patch gradient, so
    the last block's input is chosen; a mean-pooled head (BEiT, DeiT-III, Swin, LeViT)
-   chooses the last block's output). With no live token tensor the last map is used.
+   chooses the last block's output). Token tensors count only when produced by one of the
+   same ops as maps (activation, Add, Concat, Mul, Sum) and not by a constant per-channel
+   scale or shift (``x * a + b`` with a constant a or b that does not vary over tokens),
+   unless none is: the final ``norm`` before the pool (EfficientFormer's and Mixer's
+   LayerNormalization, ResMLP's ``Affine``) is skipped for the last block's residual Add
+   that feeds it, as a normalisation is for maps. With no live token tensor the last map
+   is used.
    No candidate at all is an error asking for ``feature_layer``.
 
 What this gives on the zoo (tests/graph/test_real_zoo.py checks it per row): ResNet's last
@@ -229,6 +235,10 @@ def _choose(model, tensors, order, articulation, feature_layout, environment, al
     preferred = [m for m in maps if m.op_type in PREFERRED_OPS] or maps
     last_map = preferred[-1] if preferred else None
     tokens = [t for t in tokens if last_map is None or position[t.name] > position[last_map.name]]
+    # a token trunk's block output is a residual Add (or an activation, Concat, gated Mul), not a
+    # normalisation or its constant per-channel scale-and-shift (the final `norm` before the pool)
+    affine = _constant_affine_outputs(model.onnx_model.graph)
+    tokens = [t for t in tokens if t.op_type in PREFERRED_OPS and t.name not in affine] or tokens
     if last_map is not None and not tokens:
         log.info("Grad-CAM feature layer: %s (%s, %s)", last_map.name, last_map.op_type, last_map.layout)
         return last_map
@@ -255,6 +265,31 @@ def _choose(model, tensors, order, articulation, feature_layout, environment, al
     grid, extra = grids[t.name]
     log.info("Grad-CAM feature layer: %s (tokens on a %dx%d grid, %d extra)", t.name, *grid, extra)
     return FeatureLayer(t.name, t.op_type, tuple(t.shape), "tokens", grid, extra)
+
+
+def _constant_affine_outputs(graph) -> set[str]:
+    """Outputs of Mul / Add / Sub / Div nodes with one constant per-channel operand (x * a, x + b).
+
+    Constant: an initializer, a Constant node's output or an Identity of one, whose dims are all 1 but the last
+    (a scalar or a per-channel vector): a normalisation's scale-and-shift such as ResMLP's
+    ``Affine`` norm or LayerScale, never a position embedding (it varies over tokens).
+    """
+    const = {i.name: tuple(i.dims) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            const[node.output[0]] = tuple(node.attribute[0].t.dims)
+        elif node.op_type == "Identity" and node.input[0] in const:    # torch's shared-weight aliases
+            const[node.output[0]] = const[node.input[0]]
+    out = set()
+    for node in graph.node:
+        if node.op_type not in ("Mul", "Add", "Sub", "Div") or len(node.input) != 2:
+            continue
+        shapes = [const.get(i) for i in node.input]
+        if sum(s is not None for s in shapes) == 1:
+            dims = next(s for s in shapes if s is not None)
+            if all(d == 1 for d in dims[:-1]):
+                out.add(node.output[0])
+    return out
 
 
 def _class_score_tensors(model: Model, order) -> set[str]:

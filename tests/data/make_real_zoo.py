@@ -55,6 +55,16 @@ EXPORTERS = ("torchscript", "dynamo")
 OPSET = 17
 #: the issue's bar for input-gradient correlation with torch float64 autograd
 CORR_BAR = 0.9999
+#: (row, exporter) -> measured float32 floor of the input-gradient correlation, where a row sits at a
+#: kink that float32 decides differently from float64 (proven per row by a test; CORR_BAR otherwise)
+FLOORS: dict[tuple[str, str], float] = {
+    # measured 2026-11-29: corr 0.998938 (rel L2 4.6e-2); the dynamo export gives 1 - 3e-13. One ReLU unit
+    # (Mixed_7a.branch7x7x3_4) has pre-activation -1.7e-5 in float64 and +1.8e-5 in ONNX Runtime's float32 on
+    # onnxplain's input; with ORT's own ReLU decisions torch float64 equals onnxplain to rel 8e-7
+    # (tests/graph/test_real_zoo.py::test_inception_v3_torchscript_floor_is_a_float32_relu_flip): float32 at a
+    # kink, no rule error
+    ("inception_v3", "torchscript"): 0.998,
+}
 COVERAGE_MD = os.path.join(HERE, "real_zoo_coverage.md")
 
 
@@ -277,9 +287,14 @@ def check(row: real_zoo.Row, exporter: str, reference=None) -> dict:
             res["traceback"] = traceback.format_exc()[-2000:]
     res["shape_mismatch"] = sum("Shape mismatch" in ln for ln in log)
     res["stage"] = stage
-    res["passed"] = bool(stage == "done" and res.get("top1_ok") and res.get("corr", 0) >= CORR_BAR
+    res["passed"] = bool(stage == "done" and res.get("top1_ok") and res.get("corr", 0) >= bar(row.name, exporter)
                          and res.get("guided_ok") and res.get("gradcam_ok") and res["shape_mismatch"] == 0)
     return res
+
+
+def bar(row: str, exporter: str) -> float:
+    """The input-gradient correlation a (row, exporter) must reach: its measured floor or CORR_BAR."""
+    return FLOORS.get((row, exporter), CORR_BAR)
 
 
 def _layer_info(model) -> dict | None:
@@ -315,14 +330,15 @@ def _fmt_corr(r: dict) -> str:
 
 def _verdict(r: dict) -> str:
     if r.get("passed"):
-        return "pass"
+        floor = FLOORS.get((r["row"], r["exporter"]))
+        return "pass" if floor is None else f"pass (measured float32 floor {floor}: one ReLU at a kink)"
     if "error" in r:  # exporter messages carry terminal colour codes: not for a Markdown table
         return "FAIL " + re.sub(r"\x1b\[[0-9;]*m", "", r["error"]).replace("|", "/")[:160]
     bits = []
     if not r.get("top1_ok"):
         bits.append(f"top-1 {r.get('top1_onnxplain')} != torch {r.get('top1_torch')}")
-    if r.get("corr", 1) < CORR_BAR:
-        bits.append(f"corr {r.get('corr'):.4f} < {CORR_BAR}")
+    if r.get("corr", 1) < bar(r["row"], r["exporter"]):
+        bits.append(f"corr {r.get('corr'):.4f} < {bar(r['row'], r['exporter'])}")
     if r.get("shape_mismatch"):
         bits.append(f"{r['shape_mismatch']} ORT 'Shape mismatch' warnings")
     if not r.get("guided_ok"):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from onnx import helper
 
 from onnxplain.graph import GraphError, build_gradient_model, prepare_model
+from onnxplain.graph.diagnose import declared_shape_errors
 
 from graph_helpers import make_model, onnx_grad, rel_err, session, t, torch_grad
 
@@ -69,6 +70,18 @@ def case_conv_depthwise_stride3_subpixel():
     n = [node("Conv", ["x", "W", "B"], ["y"], group=2, strides=[3, 3], pads=[1, 0, 0, 0])]
     fn = lambda x: F.conv2d(F.pad(x, (0, 0, 1, 0)), t(W), t(B), stride=3, groups=2)
     return n, ["N", 2, 10, 8], {"W": W, "B": B}, fn
+
+
+def case_reduce_noop_with_empty_axes():
+    # noop_with_empty_axes=1 with an empty axes input (or none): each output is the reduction of
+    # its one element (onnxruntime = onnx reference): L1, L2 -> |x|, SumSquare -> x^2, the rest -> x
+    ops = ["ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd", "ReduceMax",
+           "ReduceMin", "ReduceMean", "ReduceSum"]
+    n = [node(op, ["x", "none" if k % 2 == 0 else ""], [f"r{k}"], noop_with_empty_axes=1, keepdims=k % 2)
+         for k, op in enumerate(ops)]
+    n.append(node("Sum", [f"r{k}" for k in range(len(ops))], ["y"]))
+    fn = lambda x: 2 * x.abs() + x * x + 6 * x
+    return n, ["N", 4, 3], {"none": np.zeros(0, np.int64)}, fn, 18
 
 
 def case_reduce_max_keepdims0():
@@ -472,6 +485,29 @@ def case_einsum_attention_and_reduction():
     return n, ["N", 3, 4], {"Wv": Wv}, fn, 12
 
 
+def case_einsum_diagonals():
+    # a repeated subscript within an operand: a diagonal ("bii") and a trace over an ellipsis
+    n = [node("Einsum", ["x", "x"], ["a"], equation="bii,bij->bj"),
+         node("Einsum", ["x"], ["tr"], equation="...ii->..."),
+         node("Unsqueeze", ["tr", "ax"], ["tu"]), node("Add", ["a", "tu"], ["y"])]
+    fn = lambda x: torch.einsum("bii,bij->bj", x, x) + torch.einsum("...ii->...", x)[:, None]
+    return n, ["N", 3, 3], {"ax": _i(1)}, fn
+
+
+def case_einsum_triple_diagonal():
+    n = [node("Einsum", ["x"], ["d"], equation="biii->bi"), node("Tanh", ["d"], ["y"])]
+    return n, ["N", 3, 3, 3], {}, lambda x: torch.tanh(torch.einsum("biii->bi", x))
+
+
+def case_einsum_broadcast_ellipsis():
+    # ellipsis dims of size 1 broadcast: x [N, 1, 3, 4] @ W [1, 5, 4, 2] -> [N, 5, 3, 2] (x's
+    # gradient sums over the axis W broadcasts to 5), then @ V [1, 1, 2, 3] (V's 1s broadcast)
+    W, V = w(1, 5, 4, 2), w(1, 1, 2, 3)
+    n = [node("Einsum", ["x", "W"], ["a"], equation="...ij,...jk->...ik"),
+         node("Einsum", ["a", "V"], ["b"], equation="...ij,...jk->...ik"), node("Tanh", ["b"], ["y"])]
+    return n, ["N", 1, 3, 4], {"W": W, "V": V}, lambda x: torch.tanh(torch.matmul(torch.matmul(x, t(W)), t(V)))
+
+
 def case_einsum_ellipsis_implicit_output():
     Wq = w(4, 2)
     n = [node("Einsum", ["x", "Wq"], ["q"], equation="...ij,jk"), node("Tanh", ["q"], ["y"])]
@@ -515,6 +551,27 @@ def case_resize_align_corners_nearest_round():
         return F.interpolate(a, scale_factor=2, mode="nearest-exact")
     return (n, ["N", 2, 4, 5], {"sz": _i(7, 9), "sc": np.array([1, 1, 2, 2], np.float32)},
             fn, 18)
+
+
+def case_resize_antialias_linear_cubic():
+    # opset 18 antialias: the filter stretched by the downscale factor (torch's antialias=True
+    # is exclude_outside=1, and cubic_coeff_a=-0.5 for bicubic); 13x11 -> 5x4 -> 8x3 (up and down)
+    n = [node("Resize", ["x", "", "", "sz"], ["a"], mode="linear", antialias=1, exclude_outside=1,
+              coordinate_transformation_mode="half_pixel", axes=[2, 3]),
+         node("Resize", ["a", "", "", "sz2"], ["y"], mode="cubic", antialias=1, exclude_outside=1,
+              cubic_coeff_a=-0.5, coordinate_transformation_mode="half_pixel", axes=[2, 3])]
+
+    def fn(x):
+        a = F.interpolate(x, size=(5, 4), mode="bilinear", antialias=True, align_corners=False)
+        return F.interpolate(a, size=(8, 3), mode="bicubic", antialias=True, align_corners=False)
+    return (n, ["N", 2, 13, 11], {"sz": _i(5, 4), "sz2": _i(8, 3)}, fn, 18)
+
+
+def case_resize_antialias_bicubic_downsample():
+    n = [node("Resize", ["x", "", "", "sz"], ["y"], mode="cubic", antialias=1, exclude_outside=1,
+              cubic_coeff_a=-0.5, coordinate_transformation_mode="half_pixel", axes=[2, 3])]
+    fn = lambda x: F.interpolate(x, size=(6, 4), mode="bicubic", antialias=True, align_corners=False)
+    return (n, ["N", 3, 17, 9], {"sz": _i(6, 4)}, fn, 18)
 
 
 def case_tile_cumsum():
@@ -613,7 +670,64 @@ def test_op_gradient_matches_torch(name):
     y_t, g_t = torch_grad(fn, x, seed)
     assert rel_err(out["y"], y_t) < 1e-5, "forward differs: the torch mirror is wrong"
     assert rel_err(out["grad:x"], g_t) < 1e-4
+    assert not declared_shape_errors(gm, batches=(1, 3))     # every shape the gradient graph declares is real
     onnx.checker.check_model(gm, full_check=True)
+
+
+def test_gather_runtime_indices_on_inner_axes():
+    """Gather with indices computed at run time on axes 1 and 2 (a token or channel picked by an
+    ArgMax; repeats accumulate, a negative index counts from the end). Such indices are per
+    sample only with batch 1 (a static-batch export), so the model has batch 1.
+    Oracle: torch autograd (float64), indices from the same ArgMax in torch."""
+    n = [node("ReduceSum", ["x", "ax2"], ["rs"], keepdims=0),            # [1, 5]
+         node("ArgMax", ["rs"], ["am"], axis=1, keepdims=0),              # [1]: a token
+         node("Sub", ["am", "five"], ["neg"]),                            # the same token, counted from the end
+         node("Concat", ["am", "am", "neg"], ["idx"], axis=0),            # [3]: repeated and negative
+         node("Gather", ["x", "idx"], ["g1"], axis=1),                    # [1, 3, 6]
+         node("ReduceSum", ["x", "ax1"], ["cs"], keepdims=0),             # [1, 6]
+         node("ArgMin", ["cs"], ["amin"], axis=1, keepdims=0),
+         node("Squeeze", ["amin", "ax0"], ["ch"]),                         # scalar: a channel
+         node("Gather", ["x", "ch"], ["g2"], axis=2),                      # [1, 5]
+         node("Tanh", ["g1"], ["t1"]), node("ReduceSum", ["t1", "ax1"], ["s1"], keepdims=0),   # [1, 6]
+         node("MatMul", ["s1", "Wc"], ["p"]),                              # [1, 5]
+         node("Mul", ["p", "g2"], ["y"])]
+    Wc = w(6, 5)
+    inits = {"ax0": _i(0), "ax1": _i(1), "ax2": _i(2), "five": _i(5), "Wc": Wc}
+    model = make_model(n, [1, 5, 6], inits=inits, opset=17)
+
+    def fn(x):
+        am = int(x.sum(2).argmax(1)[0])
+        ch = int(x.sum(1).argmin(1)[0])
+        g1 = x[:, [am, am, am - 5]]
+        return (torch.tanh(g1).sum(1) @ t(Wc)) * x[:, :, ch]
+    x = np.random.default_rng(3).standard_normal((1, 5, 6)).astype(np.float32)
+    out, seed, gm = onnx_grad(model, x)
+    y_t, g_t = torch_grad(fn, x, seed)
+    assert rel_err(out["y"], y_t) < 1e-5, "forward differs: the torch mirror is wrong"
+    assert rel_err(out["grad:x"], g_t) < 1e-4
+    assert not declared_shape_errors(gm, batches=(1,))
+    onnx.checker.check_model(gm, full_check=True)
+
+
+def test_gather_runtime_2d_indices_on_axis_2():
+    """2-D run-time indices (one negative) on axis 2 of a rank-4 tensor: the index dims land in
+    the middle of the output. Oracle: torch autograd (float64) with the same ArgMax in torch."""
+    n = [node("ReduceSum", ["x", "ax3"], ["rs"], keepdims=0), node("ReduceSum", ["rs", "ax1"], ["rs2"], keepdims=0),
+         node("ArgMax", ["rs2"], ["am"], axis=1, keepdims=0), node("Sub", ["am", "five"], ["neg"]),
+         node("Concat", ["am", "neg", "am", "zero"], ["i4"], axis=0), node("Reshape", ["i4", "s22"], ["idx"]),
+         node("Gather", ["x", "idx"], ["g"], axis=2), node("Tanh", ["g"], ["y"])]
+    model = make_model(n, [1, 3, 5, 4], inits={"ax1": _i(1), "ax3": _i(3), "five": _i(5), "zero": _i(0),
+                                               "s22": _i(2, 2)})
+
+    def fn(x):
+        am = int(x.sum(3).sum(1).argmax(1)[0])
+        return torch.tanh(x[:, :, torch.tensor([[am, am - 5], [am, 0]])])
+    x = np.random.default_rng(5).standard_normal((1, 3, 5, 4)).astype(np.float32)
+    out, seed, gm = onnx_grad(model, x)
+    y_t, g_t = torch_grad(fn, x, seed)
+    assert out["y"].shape == (1, 3, 2, 2, 4) and rel_err(out["y"], y_t) < 1e-5
+    assert rel_err(out["grad:x"], g_t) < 1e-4
+    assert not declared_shape_errors(gm, batches=(1,))
 
 
 def test_unsupported_op_names_node_and_type():

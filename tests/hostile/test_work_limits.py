@@ -35,7 +35,8 @@ def image():
      "num_samples=100,001"),
     (lambda m, im: onnxplain.gradient_attribution(m, im, [0, 1], method="integrated-gradients",
                                                   num_steps=60_000), "num_steps=60,000 x 2 label(s)"),
-], ids=["lime", "rise", "smoothgrad", "ig"])
+    (lambda m, im: onnxplain.kernel_shap(m, im, 0, num_samples=10 ** 9), "num_samples=1,000,000,000"),
+], ids=["lime", "rise", "smoothgrad", "ig", "kernelshap"])
 def test_counts_above_the_bound_are_refused_with_an_estimate(model, image, call, option):
     with pytest.raises(WorkLimitError, match="above the work bound of 100,000: about .* on this machine") as info:
         call(model, image)

@@ -151,6 +151,64 @@ def test_vit_token_feature_layer(models, image):
         onnxplain.score_cam(onnxplain.load_model(zoo.onnx_path("vit"), preprocessing="none"), image)
 
 
+class _Affine(torch.nn.Module):
+    """ResMLP's ``Affine`` norm: a constant per-channel scale and shift."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.alpha = torch.nn.Parameter(1.0 + 0.3 * torch.randn(dim))
+        self.beta = torch.nn.Parameter(0.1 * torch.randn(dim))
+
+    def forward(self, x):
+        return self.alpha * x + self.beta
+
+
+class _TokenMixer(torch.nn.Module):
+    """A two-block Mixer-style token trunk: patch conv, residual token / channel MLPs, a final
+    norm, mean pool over tokens, linear head (EfficientFormer, Mixer and ResMLP end this way)."""
+
+    def __init__(self, norm: str, dim=8, grid=4):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, dim, 4, stride=4)
+        self.blocks = torch.nn.ModuleList(torch.nn.ModuleDict({
+            "tok": torch.nn.Linear(grid * grid, grid * grid), "ch": torch.nn.Linear(dim, dim),
+            "norm": torch.nn.LayerNorm(dim) if norm == "layernorm" else _Affine(dim)}) for _ in range(2))
+        self.final_norm = torch.nn.LayerNorm(dim) if norm == "layernorm" else _Affine(dim)
+        self.head = torch.nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)                  # [N, 16, dim] tokens
+        for b in self.blocks:
+            x = x + b["tok"](b["norm"](x).transpose(1, 2)).transpose(1, 2)
+            x = x + torch.nn.functional.gelu(b["ch"](x))
+        return self.head(self.final_norm(x).mean(1))
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "affine"])
+def test_token_trunk_feature_layer_skips_the_final_norm(tmp_path, norm):
+    """Rule (layers.py, 3): a token trunk's feature layer is its last block's residual Add, not the
+    final norm (LayerNormalization, or a constant per-channel ``x * a + b``) that feeds the pool,
+    just as a normalisation is skipped for rank-4 maps. Oracle: the network's code (the last block's
+    output ``x + gelu(ch(x))``, the tensor the final norm reads)."""
+    torch.manual_seed(0)
+    net = _TokenMixer(norm).eval()
+    path = tmp_path / f"mixer_{norm}.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    model = onnxplain.load_model(path, preprocessing="none")
+    graph = model.onnx_model.graph
+    norm_nodes = [n for n in graph.node if n.name.startswith("/final_norm/")]
+    computed = {o for n in graph.node if n.op_type not in ("Constant", "Identity") and n not in norm_nodes
+                for o in n.output}
+    last_block = next(i for n in norm_nodes for i in n.input if i in computed)
+    assert last_block.startswith("/Add")                   # the residual Add, produced outside the norm
+    layer = feature_layer_for(model)
+    assert layer.name == last_block, (layer, [n.output[0] for n in norm_nodes])
+    assert (layer.layout, layer.grid, layer.extra_tokens, layer.shape) == ("tokens", (4, 4), 0, (16, 8))
+    result = onnxplain.grad_cam(model, np.random.default_rng(1).uniform(0, 1, (16, 16, 3)).astype(np.float32))
+    assert result.cam.shape == (4, 4) and np.all(np.isfinite(result.score_map))
+
+
 # ---- reductions ------------------------------------------------------------------------
 def test_regression_reduction(models, image):
     model = models("regression")

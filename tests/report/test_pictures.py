@@ -159,6 +159,25 @@ def test_overview_sheet_has_every_method_and_the_caption(tmp_path):
     assert np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB"), np.float64).std() > 20
 
 
+def test_colour_bar_labels_of_neighbouring_panels_do_not_touch(tmp_path):
+    # oracle: the rendered text boxes themselves; Recipro-CAM's and Eigen-CAM's long quantities
+    # ran into their neighbours' labels before they were wrapped to the panel width
+    img = data.chelsea()
+    names = ["reciprocam", "layercam", "eigencam", "ablationcam", "xgradcam", "guided-gradcam"]
+    exps = [Explanation(name, np.random.default_rng(i).random(img.shape[:2]).astype(np.float32), [285],
+                        ["Egyptian cat"], np.array([0.8], np.float32)) for i, name in enumerate(names)]
+    fig = overview_figure(img, exps, tmp_path / "sheet.png")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.xaxis.label.get_window_extent(renderer) for ax in fig.axes if ax.xaxis.label.get_text()]
+    assert len(boxes) == len(names)
+    overlaps = [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    assert not overlaps, [(names[i], names[j]) for i, j in overlaps]
+    panels = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    assert all(not b.overlaps(p) for b in boxes for p in panels)  # nor into the images of the row below
+    plt.close(fig)
+
+
 def test_signed_gradient_pictures_use_the_per_channel_gradients():
     img = _photo()
     g = np.random.default_rng(2).standard_normal((*img.shape[:2], 3)).astype(np.float32)

@@ -140,32 +140,55 @@ def _einsum_terms(node, ranks: list[int]) -> tuple[list[list[str]], list[str]]:
 def _vjp_einsum(b, node, gy):
     """d/dA_k of einsum(A_1..A_n) is einsum(the others, g) into A_k's subscripts; labels of
     A_k that appear nowhere else were summed over A_k alone, so the result is broadcast
-    back along them. Repeated labels within one operand (diagonals) and broadcast
-    ellipsis dims are refused."""
+    back along them.
+
+    Broadcasting (an ellipsis or a label of size 1 in one operand and D in another): the
+    size-1 axis gets a label of its own, which the forward sums over a single element, so
+    that operand's gradient is summed over the broadcast axis (the label appears nowhere
+    else) and the others' einsums drop it. A label repeated within A_k (a diagonal, as in
+    ``ii->i`` or ``bii->b``) keeps its first occurrence and writes each repeat as a new
+    label tied to it by an identity matrix operand: the gradient lands on the diagonal,
+    zeros elsewhere."""
     shapes = [b.shape(i, node) for i in node.input]
     labels, out = _einsum_terms(node, [len(s) for s in shapes])
-    ell = {}
-    for lab, s in zip(labels, shapes):
-        for c, d in zip(lab, s):
-            if c.startswith("."):
-                if ell.setdefault(c, d) != d:
-                    raise node_error(node, "broadcasting ellipsis dims are not supported")
-    letters = sorted({c for lab in labels + [out] for c in lab})
-    sym = {c: chr(ord("a") + i) if i < 26 else chr(ord("A") + i - 26) for i, c in enumerate(letters)}
-    word = lambda lab: "".join(sym[c] for c in lab)  # noqa: E731
+    labels = [list(lab) for lab in labels]
+    wide = {c for lab, s in zip(labels, shapes) for c, d in zip(lab, s) if d != 1}   # None: the batch
+    for j, (lab, s) in enumerate(zip(labels, shapes)):
+        for a, (c, d) in enumerate(zip(lab, s)):
+            if d == 1 and c in wide:
+                lab[a] = f"{c}~{j}"               # broadcast: a size-1 label of its own
+    sym: dict[str, str] = {}
+
+    def word(lab) -> str:
+        for c in lab:
+            if c not in sym:
+                k = len(sym)
+                if k >= 52:
+                    raise node_error(node, "more than 52 subscripts after expanding broadcasts and diagonals")
+                sym[c] = chr(ord("a") + k) if k < 26 else chr(ord("A") + k - 26)
+        return "".join(sym[c] for c in lab)
+
     result = []
     for k, (name, lab) in enumerate(zip(node.input, labels)):
         if not b.needs(node, k):
             result.append(None)
             continue
-        if len(set(lab)) != len(lab):
-            raise node_error(node, f"operand {k} repeats a subscript (a diagonal); not supported")
+        target, eyes = [], []
+        for a, c in enumerate(lab):
+            if c in lab[:a]:                      # a repeat: a diagonal of A_k
+                fresh = f"{c}#{a}"
+                d = b.static_dims(name, node, [a])[0]
+                eyes.append(([c, fresh], b.const(np.eye(d, dtype=np.float32), hint="einsum_eye")))
+                target.append(fresh)
+            else:
+                target.append(c)
         others = [j for j in range(len(labels)) if j != k]
-        seen = {c for j in others for c in labels[j]} | set(out)
-        kept = [c for c in lab if c in seen]
-        eq = ",".join([word(labels[j]) for j in others] + [word(out)]) + "->" + word(kept)
-        gk = b.op("Einsum", [node.input[j] for j in others] + [gy[0]], equation=eq)
-        missing = [a for a, c in enumerate(lab) if c not in seen]
+        terms = [labels[j] for j in others] + [out] + [t for t, _ in eyes]
+        seen = {c for t in terms for c in t}
+        kept = [c for c in target if c in seen]
+        eq = ",".join(word(t) for t in terms) + "->" + word(kept)
+        gk = b.op("Einsum", [node.input[j] for j in others] + [gy[0]] + [e for _, e in eyes], equation=eq)
+        missing = [a for a, c in enumerate(target) if c not in seen]
         if missing:
             gk = b.op("Unsqueeze", [gk, b.ints(missing)])
             gk = b.op("Expand", [gk, b.expand_shape_of(name)])

@@ -209,8 +209,14 @@ REDUCE = {"ReduceL1": _l1_d, "ReduceL2": _l2_d, "ReduceLogSumExp": _logsumexp_d,
 def _vjp_reduce_smooth(b, node, gy):
     axes = reduce_axes(b, node)
     x = b.e(node.input[0])
-    if axes is None:  # runtimes disagree on what these 'no-op' reductions compute
-        raise node_error(node, "noop_with_empty_axes with empty axes is not supported")
+    if axes is None:
+        # empty axes with noop_with_empty_axes=1: each output is the reduction of its one
+        # element (onnxruntime and onnx's reference agree: L1, L2 -> |x|, SumSquare -> x^2,
+        # LogSumExp, Prod -> x), so the derivative is the per-element one
+        if node.op_type in ("ReduceLogSumExp", "ReduceProd"):
+            return [gy[0], None]
+        y = b.e(node.output[0])
+        return [(b.e(gy[0]) * REDUCE[node.op_type](b, x, y, [])).name, None]
     g = b.e(_kept(b, node, gy[0], axes))
     y = b.e(_kept(b, node, node.output[0], axes))
     d = REDUCE[node.op_type](b, x, y, axes)

@@ -252,18 +252,27 @@ def _vjp_topk(b, node, gy):
 
 def _gather_runtime_indices(b, node, axis: int, g: str) -> str:
     """Gather with indices computed at run time (the dynamo exporter's ``as_strided``:
-    a flattened tensor gathered at Range-built, batch-dependent offsets): scatter-add the
-    gradient back with ScatterND (repeated indices accumulate)."""
+    a flattened tensor gathered at Range-built, batch-dependent offsets; a token picked by
+    an ArgMax): scatter-add the gradient back with ScatterND (repeated indices accumulate).
+    On an axis other than 0 the gathered axis is moved to the front first (Transpose of x,
+    the index dims of g likewise) and back after."""
     x, idx = node.input[0], node.input[1]
-    if axis != 0:
-        raise node_error(node, f"run-time indices on axis {axis} are not supported (axis 0 "
-                         "only); indices must be a constant otherwise")
     if b.shapes.get(idx, (None, 0))[1] not in (TensorProto.INT64, TensorProto.INT32):
         raise node_error(node, "indices of unknown integer type")
+    rank = len(b.shape(x, node))
+    q = len(b.shape(idx, node))
     i64 = b.op("Cast", [idx], to=TensorProto.INT64)
     # negative indices count from the end: i + D * (i < 0)
-    dim = b.op("Shape", [x], start=0, end=1)
-    neg = b.op("Cast", [b.op("Less", [i64, b.ints([0])])], to=TensorProto.INT64)
+    # (scalars, so that a scalar index stays a scalar)
+    dim = b.op("Reshape", [b.op("Shape", [x], start=axis, end=axis + 1), b.ints([])])
+    neg = b.op("Cast", [b.op("Less", [i64, b.const(0, np.int64, "i")])], to=TensorProto.INT64)
     i64 = b.op("Add", [i64, b.op("Mul", [neg, dim])])
     where = b.op("Unsqueeze", [i64, b.ints([-1])])
-    return b.op("ScatterND", [b.zeros_like(x), where, g], reduction="add")
+    if axis == 0:
+        return b.op("ScatterND", [b.zeros_like(x), where, g], reduction="add")
+    front = [axis] + [a for a in range(rank) if a != axis]
+    xt = b.op("Transpose", [x], perm=front)
+    gt = b.op("Transpose", [g], perm=list(range(axis, axis + q)) + list(range(axis))
+              + list(range(axis + q, rank - 1 + q)))
+    scattered = b.op("ScatterND", [b.zeros_like(xt), where, gt], reduction="add")
+    return b.op("Transpose", [scattered], perm=[int(p) for p in np.argsort(front)])
