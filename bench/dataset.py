@@ -87,30 +87,165 @@ def _dataset(model, folder, methods, out_dir, **kw) -> float:
     return seconds
 
 
+def _decode_forward(model, files: list[str], batch: int) -> float:
+    """The plain loop a user writes with onnxplain's own decoding: prepare, convert, forward (serial)."""
+    t = time.perf_counter()
+    for s in range(0, len(files), batch):
+        px = np.stack([model.prepare(f)[0] for f in files[s:s + batch]])
+        model.run_native(model.to_native(px))
+    return time.perf_counter() - t
+
+
 def bench_gradcam(model, folder, n, batch, repeats, work) -> dict:
+    """Grad-CAM dataset images/s against two raw baselines, interleaved, best of ``repeats``.
+
+    - ``raw_forward``: ORT forward on tensors decoded and converted beforehand (no decode);
+    - ``raw_decode_forward``: decode + resize (``model.prepare``) + convert + forward, serial.
+    """
     from onnxplain.methods.gradcam import _GRADCAM
 
-    files = sorted(folder.iterdir())
-    pixels = np.stack([model.prepare(str(f))[0] for f in files])
+    files = sorted(str(f) for f in folder.iterdir())
+    pixels = np.stack([model.prepare(f)[0] for f in files])
     natives = [model.to_native(pixels[s:s + batch]) for s in range(0, n, batch)]
     _dataset(model, folder, ["gradcam"], work, batch_size=batch)          # warm-up: graphs, sessions
     _raw_forward(model, natives)
-    raw, ds, inline, call = [], [], [], []
+    raw, rawdec, ds, inline, call = [], [], [], [], []
     for _ in range(repeats):
         raw.append(_raw_forward(model, natives))
         ds.append(_dataset(model, folder, ["gradcam"], work, batch_size=batch))
+        rawdec.append(_decode_forward(model, files, batch))
         inline.append(_dataset(model, folder, ["gradcam"], work, batch_size=batch, decode_threads=0))
         t = time.perf_counter()
         for s in range(0, n, batch):
             _GRADCAM.explain_batch(model, pixels[s:s + batch])
         call.append(time.perf_counter() - t)
     out = {"images": n, "batch": batch, "raw_forward_images_per_s": n / min(raw),
+           "raw_decode_forward_images_per_s": n / min(rawdec),
            "dataset_images_per_s": n / min(ds), "dataset_inline_decode_images_per_s": n / min(inline),
-           "explain_batch_images_per_s": n / min(call), "seconds": {"raw": raw, "dataset": ds, "inline": inline,
-                                                                    "explain_batch": call}}
+           "explain_batch_images_per_s": n / min(call),
+           "seconds": {"raw": raw, "raw_decode_forward": rawdec, "dataset": ds, "inline": inline,
+                       "explain_batch": call},
+           "baselines": {"raw_forward": "ORT forward on tensors decoded, resized and converted beforehand "
+                                        "(decode excluded)",
+                         "raw_decode_forward": "model.prepare (decode + resize) + to_native + ORT forward, "
+                                               "one thread, no overlap (decode included)"}}
     out["ratio"] = out["dataset_images_per_s"] / out["raw_forward_images_per_s"]
+    out["ratio_vs_decode_forward"] = out["dataset_images_per_s"] / out["raw_decode_forward_images_per_s"]
     out["ok"] = out["ratio"] >= 0.5
     return out
+
+
+def profile_gradcam(model, folder, n, batch, repeats: int = 2) -> dict:
+    """Seconds per image of each stage of a Grad-CAM dataset run, each timed alone (best of
+    ``repeats``, after a warm-up pass: graphs, sessions and kernels built), one Python thread
+    (ORT uses its own): where the time goes, before any overlap."""
+    import tempfile as _tf
+
+    from PIL import Image
+
+    import onnxplain.results as R
+    from onnxplain import dataset as D
+    from onnxplain.images import load_image_sized, resize_image
+    from onnxplain.methods.gradcam import _GRADCAM
+
+    files = sorted(str(f) for f in folder.iterdir())
+    size = model.input_size
+    config = D.RunConfig(D.resolve_methods(["gradcam"]), ["top"], [], 5, "float32", model.path)
+
+    def pil():
+        for f in files:
+            with Image.open(f) as im:
+                im.load()
+
+    def decode():
+        return [load_image_sized(f, max_pixels=model.max_image_pixels, working_size=size)[0] for f in files]
+
+    loaded = decode()
+    pixels = np.stack([resize_image(a, size) for a in loaded])
+    natives = [model.to_native(pixels[s:s + batch]) for s in range(0, n, batch)]
+    split = {"engine": 0.0, "assembly": 0.0}
+
+    def cam():
+        split["engine"] = split["assembly"] = 0.0
+        for s in range(0, n, batch):
+            exps, _ = _GRADCAM.explain_batch(model, pixels[s:s + batch])
+            t = exps[0].timings
+            split["engine"] += t["inference"]
+            split["assembly"] += t["total"] - t["inference"] - t["setup"]
+
+    def rows():
+        out = []
+        for s in range(0, n, batch):
+            decoded = [D.Decoded(D.Item(i, f), pixels[i], tuple(size), None) for i, f in enumerate(files[s:s + batch], s)]
+            out.append(D.process_batch(model, decoded, config))
+        return out
+
+    table_rows = rows()
+
+    def write():
+        writer = R.ResultWriter(pathlib.Path(_tf.mkdtemp()) / "r.parquet")
+        for r in table_rows:
+            writer.write(r)
+        writer.close()
+
+    def timed(f) -> float:
+        f()                                                             # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f()
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    per = {"Pillow decode alone (reference)": timed(pil),
+           "decode (Pillow + EXIF + JPEG draft + to float32)": timed(decode),
+           "resize to the working size": timed(lambda: [resize_image(a, size) for a in loaded]),
+           "preprocessing (to_native)": timed(lambda: [model.to_native(pixels[s:s + batch])
+                                                       for s in range(0, n, batch)]),
+           "ORT forward alone (reference)": timed(lambda: _raw_forward(model, natives))}
+    best = {"engine": float("inf"), "assembly": float("inf")}
+    cam()
+    for _ in range(repeats):
+        cam()
+        best = {k: min(best[k], split[k]) for k in best}
+    per["Grad-CAM engine run (forward + gradient to the feature layer)"] = best["engine"]
+    per["CAM assembly (weights, upsampling, checks)"] = best["assembly"]
+    per["Parquet part writing (encode, zstd, fsync, rename)"] = timed(write)
+    return {k: v / n for k, v in per.items()}
+
+
+def bench_decode_pool(model, folder, workers: int = 2, repeats: int = 3) -> dict:
+    """Decode-only images/s (best of ``repeats``): inline, a thread pool, a process pool (started beforehand)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    files = sorted(str(f) for f in folder.iterdir())
+
+    def best(run) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+        return len(files) / min(times)
+
+    out = {"inline": best(lambda: [model.prepare(f) for f in files])}
+    with cf.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(model.prepare, files[:workers]))
+        out[f"{workers}_threads"] = best(lambda: list(pool.map(model.prepare, files)))
+    from bench.dataset import _prepare_in_worker as work     # by its module name, also under `-m bench.dataset`
+
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("forkserver")) as pool:
+        list(pool.map(work, files[:2 * workers]))       # workers started, onnxplain imported
+        out[f"{workers}_processes"] = best(lambda: list(pool.map(work, files)))
+    return out
+
+
+def _prepare_in_worker(path: str):
+    from onnxplain.images import load_image_sized, resize_image
+
+    img, size = load_image_sized(path, working_size=(224, 224))
+    return resize_image(img, (224, 224)), size
 
 
 def masking_cases(samples: int) -> dict:
@@ -197,8 +332,19 @@ def markdown(rec: dict) -> str:
     for name, m in rec.get("masking", {}).items():
         lines.append(f"| {name} ({m['images']} images, s) | {min(m['dataset_seconds']):.2f} | "
                      f"{min(m['raw_seconds']):.2f} | {m['ratio']:.3f} | <= 1.05 {'ok' if m['ok'] else '**missed**'} |")
-    lines += ["", f"Grad-CAM: inline decoding (`decode_threads=0`) {g['dataset_inline_decode_images_per_s']:.2f} "
-              f"images/s; the batched call alone on pre-decoded images {g['explain_batch_images_per_s']:.2f} images/s."]
+    lines += ["", f"Grad-CAM: raw ORT forward {g['raw_forward_images_per_s']:.2f} images/s on tensors decoded "
+              f"beforehand (the ratio above; decode excluded); raw decode + forward (`model.prepare` + forward, "
+              f"serial; decode included) {g['raw_decode_forward_images_per_s']:.2f} images/s, against which the "
+              f"dataset run is {g['ratio_vs_decode_forward']:.2f}x. Inline decoding (`decode_threads=0`) "
+              f"{g['dataset_inline_decode_images_per_s']:.2f} images/s; the batched Grad-CAM call alone on "
+              f"pre-decoded images {g['explain_batch_images_per_s']:.2f} images/s."]
+    if "profile" in rec:
+        lines += ["", "Where a Grad-CAM image's time goes (each stage timed alone, ms per image):", "",
+                  "| stage | ms/image |", "|---|---|"]
+        lines += [f"| {k} | {v * 1000:.2f} |" for k, v in rec["profile"].items()]
+    if "decode_pool" in rec:
+        lines += ["", "Decoding alone (images/s): " + ", ".join(f"{k.replace('_', ' ')} {v:.1f}"
+                                                               for k, v in rec["decode_pool"].items()) + "."]
     if "ray" in rec:
         r = rec["ray"]
         extra = [k for k in r if k.startswith("ray_") and k.endswith("_actors_seconds")]
@@ -239,6 +385,10 @@ def main(argv=None) -> int:
         model = onnxplain.load_model()
         rec["gradcam"] = bench_gradcam(model, folder, args.images, args.batch, args.repeats, work)
         print(json.dumps(rec["gradcam"], default=str)[:400], flush=True)
+        rec["profile"] = profile_gradcam(model, folder, args.images, args.batch)
+        print(json.dumps(rec["profile"]), flush=True)
+        rec["decode_pool"] = bench_decode_pool(model, folder)
+        print(json.dumps(rec["decode_pool"]), flush=True)
         rec["masking"] = bench_masking(model, folder, args.masking_images, args.repeats, work, args.masking_samples)
         print(json.dumps({k: v["ratio"] for k, v in rec["masking"].items()}), flush=True)
         if not args.no_ray:

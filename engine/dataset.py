@@ -8,9 +8,14 @@ batches of ``batch_size`` images:
   gradient x input) and Grad-CAM / Grad-CAM++ run the whole batch in one engine call
   (:meth:`GradientCAM.explain_batch`, :func:`gradient_attribution_batch`; each image's
   result is bit-identical to the single-image call);
-- every other method (LIME, occlusion, RISE, Score-CAM, integrated gradients, SmoothGrad,
-  guided Grad-CAM) runs image by image as its own function does, streaming its masks or
-  samples in mini-batches;
+- integrated gradients and SmoothGrad (several samples per image) pool the batch's images:
+  each engine run takes ``mini_batch_size`` (image, class, sample) rows from as many images
+  as fill it (:func:`gradient_attribution_samples_batch`; the classes come from the batch's
+  predictions; maps equal the single-image call's up to ONNX Runtime's float32 rounding);
+- every other method (LIME, occlusion, RISE, Score-CAM, guided Grad-CAM, ...) runs image by
+  image as its own function does, streaming its masks or samples in mini-batches of
+  ``mini_batch_size`` (already full batches: pooling images would not change the model
+  calls);
 - the model session (and the gradient graphs) are built once and reused.
 
 Every finished batch is written as one Parquet part (atomically); the run ends by merging
@@ -272,6 +277,8 @@ class MethodRun:
     batch: Callable[..., tuple[list[Explanation], np.ndarray]] | None = None
     batch_options: dict[str, Any] = field(default_factory=dict)
     needs_gradients: bool = False
+    #: batched with explicit classes, after the predictions (several samples per image)
+    pooled: Callable[..., tuple[list[Explanation], np.ndarray]] | None = None
 
 
 def resolve_methods(methods: Sequence[str] | str, preset: str = "main",
@@ -314,6 +321,11 @@ def resolve_methods(methods: Sequence[str] | str, preset: str = "main",
             allowed = {"method", "mini_batch_size", "reduction_layer", "execution_environment"}
             if set(opts) <= allowed:
                 run.batch, run.batch_options = GR.gradient_attribution_batch, dict(opts)
+        elif func is GR.gradient_attribution and opts.get("method") in GR.SAMPLED:
+            allowed = {"method", "num_steps", "num_samples", "noise_level", "mini_batch_size", "random_state",
+                       "reduction_layer", "execution_environment", "allow_long"}
+            if set(opts) <= allowed and opts.get("baseline") is None:
+                run.pooled, run.batch_options = GR.gradient_attribution_samples_batch, dict(opts)
         runs.append(run)
     return runs
 
@@ -405,7 +417,7 @@ def explain_dataset(model: Model | str | os.PathLike | None, images: Any, method
         Per-method options (any keyword of the method's function except image/label/progress).
     batch_size : int
         Images per batch: per engine call for the batched methods, and per part file (a
-        killed run loses at most one batch).
+        killed run loses at most the batch in flight and the part being written beside it).
     top_k : int
         Predicted classes recorded per image.
     map_dtype : {"float32", "float16"}
@@ -641,9 +653,33 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
     probs = model.probabilities(scores)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :config.top_k]
     top = [int(order[b, 0]) for b in range(len(ok))]
-    # 3. every other method, image by image (all targets of an image in one call)
+    # 3. sampled gradient methods (integrated gradients, SmoothGrad): one pooled call per target,
+    #    several images' samples per engine run, classes from the predictions
     for run in config.methods:
-        if run.batch is not None:
+        if run.pooled is None:
+            continue
+        for t in config.targets:
+            idx = pending(run, t)
+            if t == "true":
+                for b in [b for b in idx if ok[b].item.label is None]:
+                    results[(b, run.name, "true")] = (None, 0, "no true label for this image", 0.0)
+                idx = [b for b in idx if ok[b].item.label is not None]
+            if not idx:
+                continue
+            classes = [top[b] if t == "top" else ok[b].item.label if t == "true" else t for b in idx]
+            try:
+                exps, _ = run.pooled(model, pixels[idx], classes, **run.batch_options)
+            except Exception as exc:  # isolate the failing image: run them one by one
+                log.info("pooled %s failed (%s); retrying image by image", run.name, exc)
+                for b, c in zip(idx, classes):
+                    results[(b, run.name, str(t))] = _single(model, ok[b], run, t, c)
+                continue
+            share = exps[0].timings.get("total", 0.0) / len(idx)
+            for b, e in zip(idx, exps):
+                results[(b, run.name, str(t))] = (e, 0, None, share)
+    # 4. every other method, image by image (all targets of an image in one call)
+    for run in config.methods:
+        if run.batch is not None or run.pooled is not None:
             continue
         for b, d in enumerate(ok):
             wanted = [t for t in config.targets if (d.item.id, run.name, str(t)) not in config.done]
@@ -670,7 +706,7 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
                     continue
                 c = top[b] if t == "top" else d.item.label if t == "true" else t
                 results[(b, run.name, str(t))] = (e, classes.index(c), err, share)
-    # 4. rows
+    # 5. rows
     runs = {r.name: r for r in config.methods}
     for (b, name, t), (e, k, err, share) in sorted(results.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         d = ok[b]
@@ -679,9 +715,11 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
     return rows
 
 
-def _single(model: Model, d: Decoded, run: MethodRun, t: Any) -> tuple[Explanation | None, int, str | None, float]:
+def _single(model: Model, d: Decoded, run: MethodRun, t: Any, label: Any = None
+            ) -> tuple[Explanation | None, int, str | None, float]:
     """One image through the method's own function (after a batched call failed)."""
-    label = None if t == "top" else d.item.label if t == "true" else t
+    if label is None:
+        label = None if t == "top" else d.item.label if t == "true" else t
     try:
         e = run.func(model, d.pixels, label, **run.options)
         return e, 0, None, e.timings.get("total", 0.0)
@@ -770,14 +808,23 @@ def _run_embedded(model: Model, source: Source, config: RunConfig, writer: R.Res
 
     stats = {"images": 0, "rows": 0, "errors": 0}
     guard = _FirstBatchGuard(config)
-    for chunk in _decoded_batches(model, source.items, batch_size, threads, keep):
-        rows = process_batch(model, chunk, config)
-        guard.check(rows)
-        writer.write(rows)
-        stats["images"] += len(chunk)
-        stats["rows"] += len(rows)
-        stats["errors"] += sum(r.get("error") is not None for r in rows)
-        report.update(len(chunk))
+    # One part is written (encoded, compressed, fsync'd, renamed) in a background thread while the
+    # next batch runs: pyarrow and fsync release the GIL. At most one write is pending, so a
+    # killed run loses at most the batch in flight and the part being written.
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-write") as pool:
+        pending: cf.Future | None = None
+        for chunk in _decoded_batches(model, source.items, batch_size, threads, keep):
+            rows = process_batch(model, chunk, config)
+            guard.check(rows)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(writer.write, rows)
+            stats["images"] += len(chunk)
+            stats["rows"] += len(rows)
+            stats["errors"] += sum(r.get("error") is not None for r in rows)
+            report.update(len(chunk))
+        if pending is not None:
+            pending.result()
     stats["skipped"] = skipped
     return stats
 

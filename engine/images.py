@@ -32,7 +32,11 @@ Bounded memory for any image size:
   which would be a 576 MB float32 map for a 12000 x 12000 image). An OnnxplainWarning says so.
 - For computing, an image more than twice the working (model input) size is first reduced by
   the largest integer factor that keeps it at least twice the working size (box average;
-  JPEG: DCT scaling), then resized with anti-aliasing as above.
+  JPEG: DCT scaling), then resized with anti-aliasing as above. Fidelity to a full decode +
+  resize (tests/kernels/test_resize_kernels.py, a 1200 px JPEG photo to 224): mean
+  |difference| below 2 and 99th percentile below 8 in 0..255 units (measured 0.6 and 5.1),
+  correlation above 0.995. Images below 4x the working size are decoded in full (the
+  margin keeps the DCT scaling's aliasing out of the working image).
 """
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+
+from onnxplain.kernels.resize import resample
 
 from .errors import ImageError, OnnxplainWarning
 
@@ -113,7 +119,7 @@ def load_image(image: Any, *, name: str = "image", max_pixels: int | None = MAX_
         has an unsupported shape/dtype or NaN/inf.
     """
     if isinstance(image, (str, os.PathLike)):
-        return _read_file(os.fspath(image), max_pixels, working_size)
+        return _read_file(os.fspath(image), max_pixels, working_size)[0]
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{name} must be a file path or a numpy array (H, W, 3); got {type(image).__name__}.")
     arr = image
@@ -138,6 +144,19 @@ def load_image(image: Any, *, name: str = "image", max_pixels: int | None = MAX_
             _warn_capped(name, arr.shape[:2], k)
         return _block_reduce(arr, k)
     return np.ascontiguousarray(_to_rgb(arr), dtype=np.float32)
+
+
+def load_image_sized(image: Any, *, max_pixels: int | None = MAX_PIXELS,
+                     working_size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_image` and :func:`image_size` of the same image, a file opened once.
+
+    (A PNG's EXIF orientation may sit after its pixel data, so Pillow decodes the whole
+    image to read it: asking for the size and then the pixels decoded a PNG twice.)
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return _read_file(os.fspath(image), max_pixels, working_size)
+    size = image_size(image)
+    return load_image(image, max_pixels=max_pixels, working_size=working_size), size
 
 
 def describe_image(image: Any) -> str:
@@ -255,7 +274,9 @@ def _oriented_size(im) -> tuple[int, int]:
     return (w, h) if _orientation(im) in (5, 6, 7, 8) else (h, w)
 
 
-def _read_file(path: str, max_pixels: int | None, working_size: tuple[int, int] | None) -> np.ndarray:
+def _read_file(path: str, max_pixels: int | None, working_size: tuple[int, int] | None
+               ) -> tuple[np.ndarray, tuple[int, int]]:
+    """(canonical image, its size (H, W) as displayed)."""
     from PIL import Image
 
     name = f"image file {path!r}"
@@ -301,7 +322,7 @@ def _read_file(path: str, max_pixels: int | None, working_size: tuple[int, int] 
             raise ImageError(f"{name} cannot be decoded: {_first_line(exc)}") from None
     if k > 1 and working_size is None:
         _warn_capped(name, shown, k)
-    return load_image(arr, name=name, max_pixels=None)
+    return load_image(arr, name=name, max_pixels=None), (int(shown[0]), int(shown[1]))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -313,12 +334,19 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float32 (H, W, C) image to ``size`` = (H, W); unchanged if equal.
 
     Downsizing uses anti-aliasing (a Gaussian pre-filter) so thin structures do not alias.
+    This is ``skimage.transform.resize(order=1, mode="edge", anti_aliasing=<downsizing>,
+    preserve_range=True)``; float32 images go through :func:`onnxplain.kernels.resize.resample`,
+    the same arithmetic in float64 with one rounding (within a few float32 ulps of it).
     """
     if tuple(image.shape[:2]) == tuple(size):
         return image
+    anti = size[0] < image.shape[0] or size[1] < image.shape[1]
+    if image.dtype == np.float32 and image.ndim == 3:
+        # scikit-image's resize below as two tap tables in a GIL-free kernel: within a few
+        # float32 ulps of it (onnxplain.kernels.resize), 4-6x faster
+        return resample(image, (int(size[0]), int(size[1])), anti)
     from skimage.transform import resize
 
-    anti = size[0] < image.shape[0] or size[1] < image.shape[1]
     out = resize(image, (size[0], size[1], image.shape[2]), order=1, mode="edge", anti_aliasing=anti,
                  preserve_range=True)
     return np.ascontiguousarray(out, dtype=np.float32)

@@ -36,8 +36,8 @@ from .graph import GraphError, tap_model
 from .graph.preprocess import fuse_preprocessing
 from ._validation import check_choice, check_int, shared_names
 from .errors import ModelError, OnnxplainWarning, OptionError
-from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, reduced_size,
-                     reduction_factor, resize_image)
+from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, load_image_sized,
+                     reduced_size, reduction_factor, resize_image)
 from .labels import read_labels, resolve_label
 from .runtime import (check_precision, check_provider, check_threads, make_session, return_free_memory,
                       session_device, session_report, shared_arena_in_use)
@@ -311,10 +311,16 @@ class Model:
         an :class:`OnnxplainWarning`). Large images are reduced while decoding (see
         :mod:`onnxplain.images`), so memory stays bounded whatever the image size.
         """
-        given = image_size(image)
-        k = reduction_factor(given)
-        original = reduced_size(given, k)
-        img = load_image(image, max_pixels=self.max_image_pixels, working_size=self.input_size or original)
+        if self.input_size is not None:
+            # one read for the size and the pixels (a PNG is decoded to read its EXIF orientation)
+            img, given = load_image_sized(image, max_pixels=self.max_image_pixels, working_size=self.input_size)
+            k = reduction_factor(given)
+            original = reduced_size(given, k)
+        else:  # the working size is the (capped) image size itself: known only from the size
+            given = image_size(image)
+            k = reduction_factor(given)
+            original = reduced_size(given, k)
+            img = load_image(image, max_pixels=self.max_image_pixels, working_size=original)
         if k > 1:
             warnings.warn(f"{describe_image(image)} is {given[1]} x {given[0]} pixels, above the map cap of "
                           f"{MAX_MAP_PIXELS / 1e6:.1f} MP; maps are returned at {original[1]} x {original[0]} "

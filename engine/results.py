@@ -59,8 +59,9 @@ model               string             the model file
 ==================  =================  =========================================================
 
 Files: ``explain_dataset(out="results.parquet")`` writes completed batches as part files into
-``results.parquet.parts/`` (each written under a temporary name and renamed into place, so
-a killed run loses at most the batch in flight) and, when the run ends, merges them into
+``results.parquet.parts/`` (each written under a temporary name and renamed into place, in
+a background thread while the next batch runs, so a killed run loses at most the batch in
+flight and the part being written) and, when the run ends, merges them into
 ``results.parquet`` (again via a temporary file and an atomic rename; rows deduplicated on
 the key). :func:`read_results` also reads a ``.parts`` folder left by an interrupted run and
 any directory of parts (a Ray run's, another tool's).

@@ -169,3 +169,53 @@ def test_openvino_matches_cpu_in_f32(tmp_path):
     assert "OpenVINOExecutionProvider" in placed
     assert main(["explain", "--provider", "openvino", "--threads", "2", "--methods", "occlusion", "gradient",
                  "--out", str(tmp_path), "--no-progress"]) == 0
+
+
+def _matmul_model(w: np.ndarray, bias: np.ndarray):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", w.shape[1]])],
+                          [numpy_helper.from_array(w, "W"), numpy_helper.from_array(bias, "b")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_large_weights_are_shared_between_sessions_and_compared_in_full():
+    """Sessions of protos with byte-identical large initializers share one OrtValue; a weight
+    that differs in its last byte under the same name gets its own. Oracle: a plain
+    onnxruntime session of the serialized proto (weights inline), and numpy."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((256, 128)).astype(np.float32)            # 128 KB: shared
+    bias = rng.standard_normal(128).astype(np.float32)                 # 512 B: stays inline
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    model = _matmul_model(w, bias)
+    assert w.nbytes >= runtime.SHARED_WEIGHT_BYTES > bias.nbytes
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    a = runtime.make_session(model, "cpu")
+    b = runtime.make_session(_matmul_model(w.copy(), bias), "cpu")   # a different proto, same bytes
+    w2 = w.copy()
+    w2[-1, -1] = np.nextafter(w2[-1, -1], np.float32(np.inf))
+    c = runtime.make_session(_matmul_model(w2, bias), "cpu")
+    assert [x_.raw for x_ in a._onnxplain_weights] == [w.tobytes()]
+    assert a._onnxplain_weights[0] is b._onnxplain_weights[0]
+    assert c._onnxplain_weights[0] is not a._onnxplain_weights[0]
+    want = plain.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(a.run(None, {"x": x})[0], want)
+    np.testing.assert_array_equal(b.run(None, {"x": x})[0], want)
+    np.testing.assert_allclose(c.run(None, {"x": x})[0], x @ w2 + bias, rtol=1e-5, atol=1e-5)
+    del a, b, c
+    import gc
+
+    gc.collect()
+    assert not any(key[0] == "W" and key[2] == (256, 128) for key in runtime._WEIGHTS)  # nothing kept alive
+
+
+def test_sessions_do_not_spin_unless_asked():
+    """ORT's spinning workers of idle sessions took the cores from the running one (module
+    notes); a config entry still overrides. Oracle: ORT's own session config."""
+    model = _matmul_model(np.ones((4, 2), np.float32), np.zeros(2, np.float32))
+    assert runtime.make_session(model).get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning") == "0"
+    s = runtime.make_session(model, config={"session.intra_op.allow_spinning": "1"})
+    assert s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -289,7 +289,7 @@ def batched_shapes(model: ModelProto,
     if unknown:
         # onnx inference gives up on data-dependent shapes (e.g. Expand fed by Where);
         # onnxruntime knows them: run at both batch sizes and read the actual shapes.
-        ra, rb = runtime_shapes(model, unknown, 2), runtime_shapes(model, unknown, 3)
+        ra, rb = runtime_shapes_at(model, unknown, (2, 3))
         for name in unknown:
             if name in ra and name in rb:
                 a[name] = (ra[name][0], ra[name][1])
@@ -331,27 +331,96 @@ def unique_namer(graph: onnx.GraphProto, prefix: str):
     return fresh
 
 
+def shell(model: ModelProto, skip: Iterable[str] = ()) -> ModelProto:
+    """A new model with ``model``'s fields except ``graph`` fields named in ``skip`` (no
+    deep copy of what is skipped: building a sub-model of a 330 MB ViT-B costs nothing)."""
+    skip = set(skip)
+    m = ModelProto()
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(m, fd, value)
+    for fd, value in model.graph.ListFields():
+        if fd.name not in skip:
+            _copy_field(m.graph, fd, value)
+    return m
+
+
+def _copy_field(dst, fd, value) -> None:
+    if fd.is_repeated:
+        getattr(dst, fd.name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(dst, fd.name).CopyFrom(value)
+    else:
+        setattr(dst, fd.name, value)
+
+
+def ancestors(model: ModelProto, names: Iterable[str]) -> ModelProto:
+    """A model computing only ``names`` (its outputs, untyped): the nodes they depend on, the
+    initializers those read, every real input of ``model``; no value_info (stale shapes)."""
+    g = model.graph
+    needed = set(names)
+    nodes = []
+    for node in reversed(topo_sort(g)):
+        if any(o in needed for o in node.output):
+            nodes.append(node)
+            needed.update(i for i in node.input if i)
+            needed.update(subgraph_inputs(node))
+    m = shell(model, ("node", "initializer", "output", "value_info", "input"))
+    inits = initializer_names(g)
+    m.graph.input.extend(i for i in g.input if i.name not in inits)
+    m.graph.node.extend(reversed(nodes))
+    m.graph.initializer.extend(t for t in g.initializer if t.name in needed)
+    m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in dict.fromkeys(names))
+    return m
+
+
 def runtime_shapes(model: ModelProto, names: list[str], batch: int) -> dict:
     """Actual shapes of tensors when the model runs on zeros at the given batch size."""
-    m = with_batch(model, batch)
-    have = {o.name for o in m.graph.output}
-    for name in names:
-        if name not in have:
-            m.graph.output.append(helper.make_empty_tensor_value_info(name))
-    feeds = {}
-    for vi in real_inputs(m.graph):
-        dims = value_info_shape(vi)
-        if dims is None or any(not isinstance(d, int) for d in dims):
-            return {}
-        feeds[vi.name] = np.zeros(dims, np_dtype(vi.type.tensor_type.elem_type))
+    return runtime_shapes_at(model, names, (batch,))[0]
+
+
+def runtime_shapes_at(model: ModelProto, names: list[str], batches: Iterable[int]) -> list[dict]:
+    """:func:`runtime_shapes` at several batch sizes: one session of only the nodes the
+    names depend on (on ViT-B the class-token Expand needs the input's Shape, not the 12
+    blocks), run once per batch size. Every symbolic dim 0 of an input takes the batch
+    size; an entry is {} where onnxruntime cannot run the graph."""
+    batches = list(batches)
+    names = list(dict.fromkeys(names))
+    if not names:
+        return [{} for _ in batches]
+    sub = ancestors(model, names)
+    inputs = real_inputs(sub.graph)
+    for vi in inputs:
+        dims = list(value_info_shape(vi) or ())
+        if dims and not isinstance(dims[0], int):
+            dims[0] = "N"
+            set_dims(vi, dims)
     try:
-        sess = make_session(m, "cpu", optimization="none")
-        res = sess.run(names, feeds)
+        sess = make_session(sub, "cpu", optimization="none")
     except Exception:
-        return {}
-    out = {}
-    for name, value in zip(names, res):
-        value = np.asarray(value)
-        out[name] = (tuple(int(d) for d in value.shape),
-                     helper.np_dtype_to_tensor_dtype(value.dtype))
-    return out
+        return [{} for _ in batches]
+    results = []
+    for batch in batches:
+        feeds = {}
+        for vi in inputs:
+            dims = list(value_info_shape(vi) or ())
+            if dims and not isinstance(dims[0], int):
+                dims[0] = batch
+            if not dims or any(not isinstance(d, int) for d in dims):
+                feeds = None
+                break
+            feeds[vi.name] = np.zeros(dims, np_dtype(vi.type.tensor_type.elem_type))
+        try:
+            res = sess.run(names, feeds) if feeds is not None else None
+        except Exception:
+            res = None
+        if res is None:
+            results.append({})
+            continue
+        out = {}
+        for name, value in zip(names, res):
+            value = np.asarray(value)
+            out[name] = (tuple(int(d) for d in value.shape),
+                         helper.np_dtype_to_tensor_dtype(value.dtype))
+        results.append(out)
+    return results

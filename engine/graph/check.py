@@ -215,7 +215,7 @@ class GuardReport:
 def guard_gradient(run_grad, run_forward, x: np.ndarray, seed: np.ndarray, *,
                    outputs: Sequence[str], reduction: str, grad_name: str,
                    directional: bool = True, rtol: float = 1e-3, drtol: float = 0.3,
-                   random_state: int = 0) -> GuardReport:
+                   random_state: int = 0, directional_samples: int | None = None) -> GuardReport:
     """Check a freshly built gradient graph before anyone sees a map from it.
 
     1. Forward: the gradient graph's outputs (``outputs`` and ``reduction``) must equal
@@ -232,6 +232,9 @@ def guard_gradient(run_grad, run_forward, x: np.ndarray, seed: np.ndarray, *,
        on EfficientNet-Lite0: 2-10% at h = 1e-4..1e-3), hence the loose default: this
        catches a grossly wrong graph (buffers reused at the wrong size give an unrelated
        gradient), not a subtly wrong rule; the per-op rule tests do that.
+
+    ``directional_samples``: check the first k samples only (default all); each costs four
+    forward runs (the steps +-h, +-h/2).
 
     ``run_grad(x, seed)`` returns a dict with ``outputs``, ``reduction`` and
     ``grad_name``; ``run_forward(x)`` a dict with ``outputs`` and ``reduction``.
@@ -258,7 +261,9 @@ def guard_gradient(run_grad, run_forward, x: np.ndarray, seed: np.ndarray, *,
                              f"{len(x)}")
     records = []
     if directional:
-        g = np.asarray(got[grad_name], np.float64)
+        k = len(x) if directional_samples is None else max(1, min(len(x), directional_samples))
+        g = np.asarray(got[grad_name], np.float64)[:k]
+        x, seed = x[:k], seed[:k]
         rng = np.random.default_rng(random_state)
         v = rng.standard_normal(x.shape)
         h = 1e-3 * float(np.sqrt(np.mean(np.square(x.astype(np.float64))))) or 1e-3

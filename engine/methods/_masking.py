@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -43,25 +44,38 @@ def resolve_fill(name: str, value: Any, pixels: np.ndarray | None, *, mean_word:
     return arr.astype(np.float32)
 
 
-def stream(model: Model, environment: str, total: int, batch: int, write: Callable[[int, int], np.ndarray],
-           consume: Callable[[int, int, np.ndarray], None], progress: Callable[[int, int], None] | None,
+def stream(model: Model, environment: str, total: int, batch: int, write: Callable[[int, int, int], np.ndarray],
+           consume: Callable[[int, int, np.ndarray, int], None], progress: Callable[[int, int], None] | None,
            timings: dict[str, float], source: str | None = None) -> None:
     """Run ``total`` synthetic samples through the model ``batch`` at a time.
 
-    ``write(start, n)`` fills and returns the native batch of samples start..start+n-1;
-    ``consume(start, n, scores)`` takes their (n, num_classes) scores. Time in ``write`` and
-    ``consume`` is added to ``timings["masking"]``, time in the model to ``timings["inference"]``.
+    ``write(start, n, slot)`` fills and returns the native batch of samples start..start+n-1
+    in buffer ``slot`` (0 or 1); ``consume(start, n, scores, slot)`` takes their (n,
+    num_classes) scores. The next batch is written in a helper thread while the model runs
+    on this one (ONNX Runtime and the numba kernels release the GIL), alternating the two
+    slots: ``write`` calls run one at a time and in order, ``consume`` calls in order on the
+    calling thread, and a slot is rewritten only after its batch was consumed. Time the
+    calling thread waits for ``write`` plus time in ``consume`` is added to
+    ``timings["masking"]``, time in the model to ``timings["inference"]``.
     """
-    for start in range(0, total, batch):
-        n = min(batch, total - start)
-        t0 = time.perf_counter()
-        x = write(start, n)
-        t1 = time.perf_counter()
-        scores = model.scores_native(x, environment=environment, source=source)
-        t2 = time.perf_counter()
-        consume(start, n, scores)
-        t3 = time.perf_counter()
-        timings["masking"] += (t1 - t0) + (t3 - t2)
-        timings["inference"] += t2 - t1
-        if progress is not None:
-            progress(start + n, total)
+    starts = list(range(0, total, batch))
+    if not starts:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-masks") as pool:
+        pending = pool.submit(write, 0, min(batch, total), 0)
+        for i, start in enumerate(starts):
+            n = min(batch, total - start)
+            t0 = time.perf_counter()
+            x = pending.result()
+            if i + 1 < len(starts):   # the other slot: its batch (i - 1) was consumed last round
+                nxt = starts[i + 1]
+                pending = pool.submit(write, nxt, min(batch, total - nxt), (i + 1) % 2)
+            t1 = time.perf_counter()
+            scores = model.scores_native(x, environment=environment, source=source)
+            t2 = time.perf_counter()
+            consume(start, n, scores, i % 2)
+            t3 = time.perf_counter()
+            timings["masking"] += (t1 - t0) + (t3 - t2)
+            timings["inference"] += t2 - t1
+            if progress is not None:
+                progress(start + n, total)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import logging
 import numbers
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -340,13 +341,26 @@ def is_multi(label: Any, reduction: Any) -> bool:
     return _is_target_list(spec)
 
 
-def per_sample_shape(model: Model, tensor: str, is_output: bool) -> tuple[int, ...]:
-    """The per-sample shape of the reduction tensor (from the graph's static shapes, else a forward run)."""
+_OUTPUT_SHAPES: "weakref.WeakKeyDictionary[Model, tuple[int, ...]]" = weakref.WeakKeyDictionary()
 
+
+def per_sample_shape(model: Model, tensor: str, is_output: bool) -> tuple[int, ...]:
+    """The per-sample shape of the reduction tensor (from the graph's static shapes, else a forward run).
+
+    The model output's shape comes from one forward run of a zero image, cached per model: the
+    graph facts behind :func:`tensor_shape` tap every tensor of unknown shape (a session of the
+    whole graph with hundreds of outputs, ~3 s of a ViT-B/16's first call) and the output
+    needs none of them.
+    """
+    if is_output and model.input_size is not None:
+        if model not in _OUTPUT_SHAPES:
+            x = model.to_native(np.zeros((1, *model.input_size, 3), np.float32))
+            _OUTPUT_SHAPES[model] = tuple(int(d) for d in model.run_native(x).shape[1:])
+        return _OUTPUT_SHAPES[model]
     shape = tensor_shape(model, tensor)
     if shape is not None:
         return tuple(int(d) for d in shape)
     if is_output:
-        x = model.to_native(np.zeros((1, *model.input_size, 3), np.float32))
-        return tuple(model.run_native(x).shape[1:])
+        raise OptionError(f"the shape of the model output {tensor!r} is not static and the model's input size "
+                          "is unknown; declare preprocessing input_size.")
     raise OptionError(f"the shape of reduction tensor {tensor!r} is not static; name a tensor with a known shape.")

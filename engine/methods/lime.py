@@ -65,6 +65,7 @@ import math
 import numbers
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -408,27 +409,39 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
     """Scores (N, K) float64 of the explained labels; returns (scores, sampling s, inference s)."""
     n = onoff.shape[0]
     batch = min(batch, n)
-    buf = np.empty(spec.native_shape(batch), dtype=on.dtype)
-    half = np.empty(buf.shape, dtype=np.float16) if spec.dtype == np.float16 else None
-    state = K.new_state(batch, onoff.shape[1])  # what each buffer slot holds: only changes are rewritten
-    scores = np.empty((n, len(ctx.labels)), dtype=np.float64)
+    slots = 2 if n > batch else 1   # the next batch is written in a helper thread while the model runs
+    bufs = [np.empty(spec.native_shape(batch), dtype=on.dtype) for _ in range(slots)]
+    halves = [np.empty(bufs[0].shape, dtype=np.float16) if spec.dtype == np.float16 else None for _ in range(slots)]
+    states = [K.new_state(batch, onoff.shape[1]) for _ in range(slots)]  # what each buffer holds: only changes
+    scores = np.empty((n, len(ctx.labels)), dtype=np.float64)              # are rewritten
     inference = 0.0
-    for start in range(0, n, batch):
-        t = time.perf_counter()
+
+    def write(start: int, slot: int) -> np.ndarray:
         b = min(batch, n - start)
-        K.synthetic_batch(on, off, onoff[start:start + b], runs, buf[:b], state)
-        x = buf[:b]
-        if half is not None:
-            half[:b] = x
-            x = half[:b]
-        t2 = time.perf_counter()
-        out = ctx.model.scores_native(x, environment=ctx.environment, source=f"LIME samples of {ctx.source}")
-        scores[start:start + b] = out[:, ctx.labels]
-        t3 = time.perf_counter()
-        sampling += t2 - t
-        inference += t3 - t2
-        if progress is not None:
-            progress(start + b, n)
+        buf, half = bufs[slot], halves[slot]
+        K.synthetic_batch(on, off, onoff[start:start + b], runs, buf[:b], states[slot])
+        if half is None:
+            return buf[:b]
+        half[:b] = buf[:b]
+        return half[:b]
+
+    starts = list(range(0, n, batch))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-lime") as pool:
+        pending = pool.submit(write, 0, 0)
+        for i, start in enumerate(starts):
+            t = time.perf_counter()
+            b = min(batch, n - start)
+            x = pending.result()
+            if i + 1 < len(starts):   # the other buffer: its batch's scores were taken last round
+                pending = pool.submit(write, starts[i + 1], (i + 1) % 2)
+            t2 = time.perf_counter()
+            out = ctx.model.scores_native(x, environment=ctx.environment, source=f"LIME samples of {ctx.source}")
+            scores[start:start + b] = out[:, ctx.labels]
+            t3 = time.perf_counter()
+            sampling += t2 - t
+            inference += t3 - t2
+            if progress is not None:
+                progress(start + b, n)
     return scores, sampling, inference
 
 

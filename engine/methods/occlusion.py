@@ -138,17 +138,18 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     spec = model.spec_for(pixels.shape[:2])
     base = model.to_native(pixels[None])[0]
     fill_native = model.to_native(fill.reshape(1, 1, 1, 3)).reshape(3)
-    buffer = np.empty((min(mini_batch_size, total),) + base.shape, dtype=base.dtype)
+    slots = 2 if total > mini_batch_size else 1   # the next batch is written while the model runs (see stream)
+    buffers = [np.empty((min(mini_batch_size, total),) + base.shape, dtype=base.dtype) for _ in range(slots)]
     deltas = np.empty((total, len(ctx.labels)), dtype=np.float64)
     base64 = base_scores.astype(np.float64)
     labels = ctx.labels
     timings["masking"] += time.perf_counter() - t0
 
-    def write(start: int, n: int) -> np.ndarray:
+    def write(start: int, n: int, slot: int) -> np.ndarray:
         return occlude_batch(base, fill_native, rows[start:start + n], cols[start:start + n], window, spec.layout,
-                             buffer)
+                             buffers[slot])
 
-    def consume(start: int, n: int, scores: np.ndarray) -> None:
+    def consume(start: int, n: int, scores: np.ndarray, slot: int) -> None:
         deltas[start:start + n] = base64 - scores[:, labels]
 
     stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings,

@@ -148,23 +148,24 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     table_x = upsample_table((grid[1] + 1) * cell[1], grid[1])
     spec = model.spec_for(pixels.shape[:2])
     b = min(mini_batch_size, num_masks)
-    masks = np.empty((b, h, w), dtype=np.float32)
-    out = np.empty(spec.native_shape(b), dtype=spec.dtype)
-    scratch = np.empty(out.shape, dtype=np.float32) if spec.dtype == np.float16 else None
+    slots = 2 if num_masks > b else 1     # the next batch is written while the model runs (see stream)
+    masks = [np.empty((b, h, w), dtype=np.float32) for _ in range(slots)]
+    out = [np.empty(spec.native_shape(b), dtype=spec.dtype) for _ in range(slots)]
+    scratch = np.empty(out[0].shape, dtype=np.float32) if spec.dtype == np.float16 else None
     sal = np.zeros((h, w, len(ctx.labels)), dtype=np.float64)
     labels = ctx.labels
     timings["masking"] += time.perf_counter() - t0
 
     draws = MaskDraws(rng, grid, p, cell)
 
-    def write(start: int, n: int) -> np.ndarray:
+    def write(start: int, n: int, slot: int) -> np.ndarray:
         grids, shifts = draws.take(n)
-        m = make_masks(grids, shifts, table_y, table_x, masks)
-        return apply_masks(pixels, m, fill_rgb, spec.layout, spec.channel_source, spec.scale, spec.offset, out,
+        m = make_masks(grids, shifts, table_y, table_x, masks[slot])
+        return apply_masks(pixels, m, fill_rgb, spec.layout, spec.channel_source, spec.scale, spec.offset, out[slot],
                            scratch)
 
-    def consume(start: int, n: int, scores: np.ndarray) -> None:
-        accumulate_saliency(masks[:n], scores[:, labels], sal)
+    def consume(start: int, n: int, scores: np.ndarray, slot: int) -> None:
+        accumulate_saliency(masks[slot][:n], scores[:, labels], sal)
 
     stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings,
            source=f"masked copies of {ctx.source}")

@@ -25,7 +25,11 @@ from onnxplain.cli import main
 from onnxplain.dataset import _Progress, list_images
 from onnxplain.errors import ImageError, LabelError, OnnxplainError
 from onnxplain.methods.gradcam import _GRADCAM, _GRADCAMPP, grad_cam, grad_cam_plus_plus
-from onnxplain.methods.gradients import gradient_attribution, gradient_attribution_batch
+from onnxplain.methods.gradients import (
+    gradient_attribution,
+    gradient_attribution_batch,
+    gradient_attribution_samples_batch,
+)
 from onnxplain.results import (
     SCHEMA_VERSION,
     ResultsError,
@@ -85,6 +89,50 @@ def test_gradient_batch_is_bit_identical_to_single_calls(bundled, three, method)
         single = gradient_attribution(bundled, three[b], labels[b], method=method, mini_batch_size=2)
         _same(single, given[b])
         np.testing.assert_array_equal(single.gradients, given[b].gradients)
+
+
+def _close(single, pooled, rtol=1e-4):
+    """Same labels/params, maps equal up to float32 rounding of another ORT batch composition."""
+    assert single.labels == pooled.labels and single.label_names == pooled.label_names
+    scale = float(np.abs(single.score_map).max())
+    np.testing.assert_allclose(pooled.score_map, single.score_map, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(pooled.gradients, single.gradients, rtol=rtol,
+                               atol=rtol * float(np.abs(single.gradients).max()))
+    np.testing.assert_allclose(pooled.scores, single.scores, rtol=1e-5)
+    assert {k: v for k, v in single.params.items() if k != "runtime"} == \
+        {k: v for k, v in pooled.params.items() if k != "runtime"}
+
+
+@pytest.mark.parametrize("method, opts", [("integrated-gradients", {"num_steps": 5}),
+                                          ("smoothgrad", {"num_samples": 3, "random_state": 7})])
+def test_pooled_samples_equal_single_calls(bundled, three, method, opts):
+    """Integrated gradients / SmoothGrad with several images' samples in one engine run (4 rows
+    per run, 5 or 3 samples per image: runs straddle images). Oracle: gradient_attribution on
+    each image (itself checked against captum elsewhere), within float32 tolerance."""
+    labels = [281, [968, 504], "tabby"]
+    pooled, out = gradient_attribution_samples_batch(bundled, three, labels, method=method, mini_batch_size=4, **opts)
+    for b in range(3):
+        _close(gradient_attribution(bundled, three[b], labels[b], method=method, mini_batch_size=4, **opts), pooled[b])
+    assert pooled[1].score_map.shape == (224, 224, 2)
+    # the raw output rows are each image's own forward output
+    np.testing.assert_allclose(out, bundled.run_native(bundled.to_native(three)), rtol=1e-4, atol=1e-6)
+
+
+def test_dataset_integrated_gradients_pools_images_and_equals_single_calls(bundled, photo_tree, tmp_path):
+    """A dataset run of integrated gradients (pooled across the batch's images) stores, per
+    image, the map of gradient_attribution on its working image for its top class."""
+    opts = {"num_steps": 3, "mini_batch_size": 2}
+    out = tmp_path / "ig.parquet"
+    onnxplain.explain_dataset(bundled, photo_tree, ["integrated-gradients"], out=out,
+                              options={"integrated-gradients": opts}, batch_size=4, progress=False)
+    df = read_results(out).to_pandas(maps=True)
+    ok = df[df.error.isna()]
+    assert len(ok) == 4
+    for row in ok.itertuples():
+        px = working(bundled, row.image)
+        single = gradient_attribution(bundled, px, int(row.label), method="integrated-gradients", **opts)
+        scale = float(np.abs(single.score_map).max())
+        np.testing.assert_allclose(row.map, single.score_map, rtol=1e-4, atol=1e-4 * scale)
 
 
 # ---- one embedded run on the ImageFolder tree -----------------------------------------------

@@ -204,3 +204,23 @@ def test_guard_accepts_a_saturated_softmax_and_the_gradient_is_the_hand_derived_
     want = np.zeros((16, 16, 3))
     want[:8, :8, :] = p1 * (1.0 - p1) * 2.0 / 20.0 / (3 * 64)
     np.testing.assert_allclose(res.gradients, want, rtol=1e-3, atol=1e-12)
+
+
+def test_runtime_shapes_from_the_pruned_graph_are_the_full_graphs(folded):
+    """Run-time shape probes run only the nodes the names depend on, in one session for both
+    batch sizes. Oracle: onnxruntime running the whole graph with every tensor exposed."""
+    from onnxplain.graph import _util as U
+    from onnxplain.graph import tap_model
+
+    _, proto = folded
+    names = [o for n in proto.graph.node for o in n.output if o and n.op_type != "Constant"]
+    got = U.runtime_shapes_at(proto, names, (2, 3))
+    sess = ort.InferenceSession(tap_model(proto, names).SerializeToString(), providers=["CPUExecutionProvider"])
+    for k, batch in enumerate((2, 3)):
+        x = np.zeros((batch, 3, 16, 16), np.float32)
+        want = {n: v.shape for n, v in zip(names, sess.run(names, {"x": x}))}
+        assert {n: s for n, (s, _) in got[k].items()} == want
+    early = next(n for n in names if "embed" in n)
+    sub = U.ancestors(proto, [early])
+    assert 0 < len(sub.graph.node) < len(proto.graph.node) / 4
+    assert [o.name for o in sub.graph.output] == [early]
