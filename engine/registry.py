@@ -8,8 +8,8 @@ Presets (one meaning per method, written down once):
 
 - ``"main"``: the settings of ``onnxplain explain`` with no options: every method in the
   default run on the bundled model, aimed at about a minute on 2 quiet CPU cores (~5,250
-  forward passes, ~23 s of raw inference there) and at most 1 GB resident (931 MiB measured;
-  91 s wall on 2 cores, so the minute is missed: README "Memory"), at settings whose maps
+  forward passes, ~23 s of raw inference there) and at most 1 GB resident (855 MiB measured;
+  92 s wall on 2 cores, so the minute is missed: README "Memory"), at settings whose maps
   are not seed-dominated (LIME: MATLAB's 2048 samples on ~49 SLIC superpixels; RISE: 2000 masks, since 500 proved seed-dominated,
   bench/results/stability.md; Kernel SHAP 1024 coalitions).
 - ``"quick"``: the settings of evaluate / sanity / compare, which run each method on many
