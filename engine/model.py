@@ -39,8 +39,8 @@ from .errors import ModelError, OnnxplainWarning, OptionError
 from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, load_image_sized,
                      reduced_size, reduction_factor, resize_image)
 from .labels import read_labels, resolve_label
-from .runtime import (check_precision, check_provider, check_threads, make_session, return_free_memory,
-                      session_device, session_report, shared_arena_in_use)
+from .runtime import (arena_shrinkage_run_options, check_precision, check_provider, check_threads, make_session,
+                      return_free_memory, session_device, session_report, shared_arena_in_use)
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +238,7 @@ class Model:
         ``onnxplain explain``: ~360 MB after the gradient methods); the next run re-grows what it needs."""
         if self.input_size is None or not shared_arena_in_use():
             return
-        import onnxruntime as ort
-
-        options = ort.RunOptions()
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        options = arena_shrinkage_run_options()
         x = self.to_native(np.zeros((self.static_batch or 1, *self.input_size, 3), np.float32))
         try:
             self.session.run([self.output_name], {self.input_name: x}, options)

@@ -67,6 +67,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import onnxruntime as ort
+from onnx import helper
 
 from .errors import EnvironmentUnavailableError, OptionError, OptionTypeError
 
@@ -205,8 +206,6 @@ class _Weight:
 
 
 def _numpy_dtype(data_type: int) -> Any:
-    from onnx import helper
-
     try:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
     except Exception:  # bfloat16, float8, strings: stay inline
@@ -369,6 +368,13 @@ def session_device(session: ort.InferenceSession) -> str:
 
 
 _LIBC: list[Any] = []
+
+
+def arena_shrinkage_run_options() -> ort.RunOptions:
+    """Run options that return the shared CPU arena's unused chunks to the system after the run."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def return_free_memory() -> bool:
