@@ -236,9 +236,12 @@ def _prune(key: tuple) -> None:
         _WEIGHTS.pop(key, None)
 
 
-def _copy_fields(dst: Any, src: Any, skip: str) -> None:
+def copy_fields(dst: Any, src: Any, skip: str | frozenset[str] | set[str]) -> None:
+    """Copy the set fields of protobuf message ``src`` into ``dst``, except the fields named in
+    ``skip`` (no deep copy of what is skipped: a model without its 330 MB of weights costs nothing)."""
+    skip = {skip} if isinstance(skip, str) else skip
     for fd, value in src.ListFields():
-        if fd.name == skip:
+        if fd.name in skip:
             continue
         if fd.is_repeated:
             getattr(dst, fd.name).extend(value)
@@ -265,8 +268,8 @@ def _split_weights(model: Any) -> tuple[bytes, list[str], list[_Weight]] | None:
     if not big:
         return None
     light = type(model)()
-    _copy_fields(light, model, "graph")
-    _copy_fields(light.graph, g, "initializer")
+    copy_fields(light, model, "graph")
+    copy_fields(light.graph, g, "initializer")
     names, weights = [], []
     for k, t in enumerate(g.initializer):
         if k not in big:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
-from ..runtime import make_session
+from ..runtime import copy_fields, make_session
 from .errors import GraphError
 
 MIN_OPSET = 13
@@ -334,24 +334,10 @@ def unique_namer(graph: onnx.GraphProto, prefix: str):
 def shell(model: ModelProto, skip: Iterable[str] = ()) -> ModelProto:
     """A new model with ``model``'s fields except ``graph`` fields named in ``skip`` (no
     deep copy of what is skipped: building a sub-model of a 330 MB ViT-B costs nothing)."""
-    skip = set(skip)
     m = ModelProto()
-    for fd, value in model.ListFields():
-        if fd.name != "graph":
-            _copy_field(m, fd, value)
-    for fd, value in model.graph.ListFields():
-        if fd.name not in skip:
-            _copy_field(m.graph, fd, value)
+    copy_fields(m, model, "graph")
+    copy_fields(m.graph, model.graph, set(skip))
     return m
-
-
-def _copy_field(dst, fd, value) -> None:
-    if fd.is_repeated:
-        getattr(dst, fd.name).extend(value)
-    elif fd.type == fd.TYPE_MESSAGE:
-        getattr(dst, fd.name).CopyFrom(value)
-    else:
-        setattr(dst, fd.name, value)
 
 
 def ancestors(model: ModelProto, names: Iterable[str]) -> ModelProto:

@@ -57,6 +57,14 @@ METHODS = ("gradient", "guided-backprop", "zeiler-fergus", "integrated-gradients
 _RELU_MODE = {"guided-backprop": "guided", "zeiler-fergus": "deconvnet"}
 
 
+def _check_counts(method: str, choices: Sequence[str], mini_batch_size: Any, num_steps: Any, num_samples: Any,
+                  noise_level: Any) -> tuple[int, int, int, float]:
+    """The method name and the sample counts every gradient entry point takes."""
+    check_choice("method", method, choices)
+    return (check_int("mini_batch_size", mini_batch_size, minimum=1), check_int("num_steps", num_steps, minimum=2),
+            check_int("num_samples", num_samples, minimum=1), check_float("noise_level", noise_level, minimum=0.0))
+
+
 @shared_names
 def gradient_attribution(model: Model, image: Any, label: Any = None, *, method: str = "gradient",
                          baseline: Any = None, num_steps: int = 25, num_samples: int = 25,
@@ -111,11 +119,8 @@ def gradient_attribution(model: Model, image: Any, label: Any = None, *, method:
         Unknown method, bad counts/levels/baseline; a graph the engine cannot differentiate.
     """
     started = time.perf_counter()
-    check_choice("method", method, METHODS)
-    mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
-    num_steps = check_int("num_steps", num_steps, minimum=2)
-    num_samples = check_int("num_samples", num_samples, minimum=1)
-    noise_level = check_float("noise_level", noise_level, minimum=0.0)
+    mini_batch_size, num_steps, num_samples, noise_level = _check_counts(
+        method, METHODS, mini_batch_size, num_steps, num_samples, noise_level)
     if baseline is not None and method != "integrated-gradients":
         raise OptionError(f"The 'baseline' parameter applies only to method='integrated-gradients'; got "
                          f"method={method!r}.")
@@ -325,11 +330,8 @@ def gradient_attribution_samples_batch(model: Model, pixels: np.ndarray, labels:
     (list of B Explanations, raw model output rows (B, ...) of each image)
     """
     started = time.perf_counter()
-    check_choice("method", method, SAMPLED)
-    mini_batch_size = check_int("mini_batch_size", mini_batch_size, minimum=1)
-    num_steps = check_int("num_steps", num_steps, minimum=2)
-    num_samples = check_int("num_samples", num_samples, minimum=1)
-    noise_level = check_float("noise_level", noise_level, minimum=0.0)
+    mini_batch_size, num_steps, num_samples, noise_level = _check_counts(
+        method, SAMPLED, mini_batch_size, num_steps, num_samples, noise_level)
     pixels, env = start_batch(model, pixels, execution_environment, "gradient_attribution_samples_batch")
     count = len(pixels)
     if labels is None or len(labels) != count:
