@@ -79,14 +79,7 @@ def ensure() -> tuple[str, str]:
 
 def check() -> dict:
     """The zoo checks of make_real_zoo.check, with the TensorFlow float64 oracle."""
-    import onnxplain
-
-    from tests.data.make_real_zoo import (
-        CORR_BAR,
-        _first_line,
-        _layer_info,
-        captured_stderr,
-    )
+    from tests.data.make_real_zoo import CORR_BAR, StageError, _first_line, captured_stderr, check_onnxplain, finish
 
     res: dict = {"row": "keras_mobilenetv2", "exporter": "tf2onnx", "family": "Keras MobileNetV2"}
     stage = "export"
@@ -97,32 +90,13 @@ def check() -> dict:
             label, expected, logits = int(o["label"]), o["grad64"], o["logits"]
             top2 = np.sort(logits)[-2:]
             res.update(top1_torch=label, margin=float(top2[1] - top2[0]))
-            image = o["image"]
-            stage = "load"
-            m = onnxplain.load_model(path)
-            stage = "classify"
-            res["top1_onnxplain"] = int(m.classify(image, top_k=1)[0][0])
-            res["top1_ok"] = res["top1_onnxplain"] == label
-            stage = "gradient"
-            e = onnxplain.gradient_attribution(m, image, label=label, method="gradient")
-            got = np.asarray(e.gradients, dtype=np.float64).reshape(expected.shape)
-            res["corr"] = float(np.corrcoef(got.ravel(), expected.ravel())[0, 1])
-            res["rel_l2"] = float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
-            stage = "guided-backprop"
-            g = onnxplain.gradient_attribution(m, image, label=label, method="guided-backprop")
-            res["guided_ok"] = bool(np.all(np.isfinite(g.score_map)) and np.any(g.score_map != 0))
-            stage = "grad-cam"
-            c = onnxplain.grad_cam(m, image, label=label)
-            res["gradcam_ok"] = bool(np.all(np.isfinite(c.score_map)))
-            res["feature_layer_info"] = _layer_info(m)
-            stage = "done"
+            stage = check_onnxplain(res, path, o["image"], label, expected)
+        except StageError as e:
+            stage = e.stage
+            res["error"] = f"{stage}: {_first_line(e.__cause__)}"
         except Exception as e:
             res["error"] = f"{stage}: {_first_line(e)}"
-    res["shape_mismatch"] = sum("Shape mismatch" in ln for ln in log)
-    res["stage"] = stage
-    res["passed"] = bool(stage == "done" and res.get("top1_ok") and res.get("corr", 0) >= CORR_BAR
-                         and res.get("guided_ok") and res.get("gradcam_ok") and res["shape_mismatch"] == 0)
-    return res
+    return finish(res, stage, log, CORR_BAR)
 
 
 # ---- runs inside the TensorFlow environment ------------------------------------------------

@@ -248,7 +248,6 @@ def check(row: real_zoo.Row, exporter: str, reference=None) -> dict:
     ``feature_layer`` (Grad-CAM's automatic choice), ``shape_mismatch`` (count of ONNX
     Runtime "Shape mismatch" log lines), ``error`` (first failing stage's message).
     """
-    import onnxplain
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -264,30 +263,59 @@ def check(row: real_zoo.Row, exporter: str, reference=None) -> dict:
             logits, label, expected = reference
             top2 = np.sort(logits)[-2:]
             res.update(top1_torch=label, margin=float(top2[1] - top2[0]))
-            stage = "load"
-            m = onnxplain.load_model(path)
-            stage = "classify"
-            res["top1_onnxplain"] = int(m.classify(image, top_k=1)[0][0])
-            res["top1_ok"] = res["top1_onnxplain"] == label
-            stage = "gradient"
-            e = onnxplain.gradient_attribution(m, image, label=label, method="gradient")
-            got = np.asarray(e.gradients, dtype=np.float64).reshape(expected.shape)
-            res["corr"] = float(np.corrcoef(got.ravel(), expected.ravel())[0, 1])
-            res["rel_l2"] = float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
-            stage = "guided-backprop"
-            g = onnxplain.gradient_attribution(m, image, label=label, method="guided-backprop")
-            res["guided_ok"] = bool(np.all(np.isfinite(g.score_map)) and np.any(g.score_map != 0))
-            stage = "grad-cam"
-            c = onnxplain.grad_cam(m, image, label=label)
-            res["gradcam_ok"] = bool(np.all(np.isfinite(c.score_map)))
-            res["feature_layer_info"] = _layer_info(m)
-            stage = "done"
+            stage = check_onnxplain(res, path, image, label, expected)
+        except StageError as e:  # recorded, the table shows it
+            stage = e.stage
+            res["error"] = f"{stage}: {_first_line(e.__cause__)}"
+            res["traceback"] = traceback.format_exc()[-2000:]
         except Exception as e:  # recorded, the table shows it
             res["error"] = f"{stage}: {_first_line(e)}"
             res["traceback"] = traceback.format_exc()[-2000:]
+    return finish(res, stage, log, bar(row.name, exporter))
+
+
+class StageError(Exception):
+    """A check failed at ``stage``; the cause is chained."""
+
+    def __init__(self, stage: str):
+        super().__init__(stage)
+        self.stage = stage
+
+
+def check_onnxplain(res: dict, path: str, image, label: int, expected) -> str:
+    """onnxplain's side of a zoo row, filling ``res``: top-1, the input gradient against the
+    oracle's float64 ``expected`` (corr, rel_l2), guided backprop and Grad-CAM run, Grad-CAM's
+    layer. Returns "done"; a failure raises StageError naming the stage (cause chained)."""
+    import onnxplain
+
+    stage = "load"
+    try:
+        m = onnxplain.load_model(path)
+        stage = "classify"
+        res["top1_onnxplain"] = int(m.classify(image, top_k=1)[0][0])
+        res["top1_ok"] = res["top1_onnxplain"] == label
+        stage = "gradient"
+        e = onnxplain.gradient_attribution(m, image, label=label, method="gradient")
+        got = np.asarray(e.gradients, dtype=np.float64).reshape(expected.shape)
+        res["corr"] = float(np.corrcoef(got.ravel(), expected.ravel())[0, 1])
+        res["rel_l2"] = float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+        stage = "guided-backprop"
+        g = onnxplain.gradient_attribution(m, image, label=label, method="guided-backprop")
+        res["guided_ok"] = bool(np.all(np.isfinite(g.score_map)) and np.any(g.score_map != 0))
+        stage = "grad-cam"
+        c = onnxplain.grad_cam(m, image, label=label)
+        res["gradcam_ok"] = bool(np.all(np.isfinite(c.score_map)))
+        res["feature_layer_info"] = _layer_info(m)
+    except Exception as exc:
+        raise StageError(stage) from exc
+    return "done"
+
+
+def finish(res: dict, stage: str, log: list, corr_bar: float) -> dict:
+    """The verdict of a row: every check done, top-1 equal, corr >= its bar, no ORT shape warnings."""
     res["shape_mismatch"] = sum("Shape mismatch" in ln for ln in log)
     res["stage"] = stage
-    res["passed"] = bool(stage == "done" and res.get("top1_ok") and res.get("corr", 0) >= bar(row.name, exporter)
+    res["passed"] = bool(stage == "done" and res.get("top1_ok") and res.get("corr", 0) >= corr_bar
                          and res.get("guided_ok") and res.get("gradcam_ok") and res["shape_mismatch"] == 0)
     return res
 
