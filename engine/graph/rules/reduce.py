@@ -31,21 +31,11 @@ def _vjp_reduce_max(b, node, gy):
     """The gradient goes to the positions that attain the extreme, split evenly among ties
     (torch.amax / amin convention). onnxruntime emits ReduceMax when it inlines Softmax
     (x - max(x)); softmax is shift invariant, so that path contributes ~0 anyway."""
-    x, y = node.input[0], node.output[0]
-    s = b.shape(x, node)
-    rank = len(s)
-    axes = U.attr(node, "axes", None)
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = b.const_operand(node, 1, "axes").tolist()
-    if not axes:
-        if U.attr(node, "noop_with_empty_axes", 0):
-            return [gy[0], None]
-        axes = list(range(rank))
-    axes = sorted(a % rank for a in axes)
-    g = gy[0]
-    if not U.attr(node, "keepdims", 1):
-        g = b.op("Unsqueeze", [g, b.ints(axes)])
-        y = b.op("Unsqueeze", [y, b.ints(axes)])
+    x = node.input[0]
+    axes = reduce_axes(b, node)
+    if axes is None:
+        return [gy[0], None]
+    g, y = _kept(b, node, gy[0], axes), _kept(b, node, node.output[0], axes)
     hit = b.mask(b.op("Equal", [x, y]))
     count = b.reduce("ReduceSum", hit, axes, keepdims=1)
     return [b.mul(hit, b.op("Div", [g, count])), None]
@@ -54,19 +44,10 @@ def _vjp_reduce_max(b, node, gy):
 @rule("ReduceMean", "ReduceSum")
 def _vjp_reduce(b, node, gy):
     x = node.input[0]
-    s = b.shape(x, node)
-    rank = len(s)
-    axes = U.attr(node, "axes", None)
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = b.const_operand(node, 1, "axes").tolist()
-    if not axes:
-        if U.attr(node, "noop_with_empty_axes", 0):
-            return [gy[0]]
-        axes = list(range(rank))
-    axes = sorted(a % rank for a in axes)
-    g = gy[0]
-    if not U.attr(node, "keepdims", 1):
-        g = b.op("Unsqueeze", [g, b.ints(axes)])
+    axes = reduce_axes(b, node)
+    if axes is None:
+        return [gy[0]]
+    g = _kept(b, node, gy[0], axes)
     if node.op_type == "ReduceMean":
         count = np.prod(b.static_dims(x, node, axes))
         g = b.mul(g, b.const(1.0 / float(count)))
