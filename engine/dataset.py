@@ -615,7 +615,14 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
     results: dict[tuple[int, str, str], tuple[Explanation | None, int, str | None, float]] = {}
 
     def pending(run: MethodRun, t: Any) -> list[int]:
-        return [b for b, d in enumerate(ok) if (d.item.id, run.name, str(t)) not in config.done]
+        """Images of the batch still to do for (method, target); a "true" target on an image
+        without a label is recorded as that error row's reason and left out."""
+        idx = [b for b, d in enumerate(ok) if (d.item.id, run.name, str(t)) not in config.done]
+        if t != "true":
+            return idx
+        for b in [b for b in idx if ok[b].item.label is None]:
+            results[(b, run.name, "true")] = (None, 0, "no true label for this image", 0.0)
+        return [b for b in idx if ok[b].item.label is not None]
 
     # 1. batched gradient methods: one engine call per (method, target) for the whole batch
     for run in config.methods:
@@ -623,11 +630,6 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
             continue
         for t in config.targets:
             idx = pending(run, t)
-            if t == "true":
-                missing = [b for b in idx if ok[b].item.label is None]
-                for b in missing:
-                    results[(b, run.name, "true")] = (None, 0, "no true label for this image", 0.0)
-                idx = [b for b in idx if ok[b].item.label is not None]
             if not idx:
                 continue
             labels = None if t == "top" else [ok[b].item.label if t == "true" else t for b in idx]
@@ -660,10 +662,6 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
             continue
         for t in config.targets:
             idx = pending(run, t)
-            if t == "true":
-                for b in [b for b in idx if ok[b].item.label is None]:
-                    results[(b, run.name, "true")] = (None, 0, "no true label for this image", 0.0)
-                idx = [b for b in idx if ok[b].item.label is not None]
             if not idx:
                 continue
             classes = [top[b] if t == "top" else ok[b].item.label if t == "true" else t for b in idx]

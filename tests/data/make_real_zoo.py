@@ -38,7 +38,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -205,20 +204,14 @@ def ensure(row: real_zoo.Row, exporter: str, *, force: bool = False) -> str:
 # ---- checks --------------------------------------------------------------------------------
 @contextlib.contextmanager
 def captured_stderr():
-    """Capture fd 2 (ONNX Runtime's C++ log lines) into a list of lines."""
+    """ONNX Runtime's C++ log lines (fd 2) as a list, filled when the block ends
+    (onnxplain.graph.diagnose.capture_ort_log; other stderr lines are passed through)."""
+    from onnxplain.graph.diagnose import capture_ort_log
+
     lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().decode(errors="replace").splitlines())
+    with capture_ort_log() as log:
+        yield lines
+    lines.extend(log.lines)
 
 
 def torch_reference(model, row: real_zoo.Row, image: np.ndarray, label: int | None = None):
