@@ -82,13 +82,19 @@ class CAMMethod:
             maps = resize_map(cam_hwk, original, output_upsampling)
         multi = T.is_multi(label, reduction)
         timings["total"] = time.perf_counter() - started
+        return self._explanation(model, layer, tensor, targets, cam_hwk, maps, weights, scores, multi,
+                                 output_upsampling, mini_batch_size, env, started, timings)
+
+    def _explanation(self, model, layer, tensor, targets, cam_hwk, maps, weights, scores, multi, output_upsampling,
+                     mini_batch_size, env, started, timings) -> Explanation:
+        """The Explanation of one image's CAM (single and batched calls alike)."""
         params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
                   "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
                   "execution_environment": env, "runtime": model.runtime(env, since=started)}
         extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
                   "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
         return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
-                           np.asarray(scores, np.float32), params, extras, timings)
+                           np.asarray(scores, np.float32), params, extras, dict(timings))
 
     def _explain_fused(self, model, image, label, *, feature_layers, output_upsampling, started, **options):
         """Several feature layers (pytorch-grad-cam's multi-layer aggregation): each layer's map at
@@ -253,17 +259,11 @@ class GradientCAM(CAMMethod):
         if not (np.all(np.isfinite(weights)) and np.all(np.isfinite(acts))):
             raise ModelError(f"{model.path}: the activations of feature layer {layer.name!r} or their channel "
                              f"weights are NaN or inf on {describe_image(pixels)}.")
-        cam = np.maximum(np.einsum("kc,kchw->khw", weights.astype(np.float64), acts.astype(np.float64)), 0.0)
-        cam = cam.astype(np.float32)
+        cam = self.combine(acts, weights).astype(np.float32)     # the single call's arithmetic
         cam_hwk = np.ascontiguousarray(cam.transpose(1, 2, 0))
         maps = cam_hwk if output_upsampling == "none" else upsample(cam_hwk, pixels.shape[:2], output_upsampling)
-        params = {"feature_layer": layer.name, "reduction_layer": tensor, "output_upsampling": output_upsampling,
-                  "feature_layout": layer.layout, "reduction": targets.kind, "mini_batch_size": mini_batch_size,
-                  "execution_environment": env, "runtime": model.runtime(env, since=started)}
-        extras = {"feature_layer": layer.name, "reduction_layer": tensor, "cam": cam_hwk if multi else cam_hwk[..., 0],
-                  "channel_weights": weights if multi else weights[0], "feature_layout": layer.layout}
-        return Explanation(self.name, maps if multi else maps[..., 0], list(targets.labels), list(targets.names),
-                           np.asarray(scores, np.float32), params, extras, dict(timings))
+        return self._explanation(model, layer, tensor, targets, cam_hwk, maps, weights, scores, multi,
+                                 output_upsampling, mini_batch_size, env, started, timings)
 
 
 def upsample(maps_hwk: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
