@@ -92,10 +92,14 @@ def prepare_model(
     batch, static1 = _pin_inputs(m, input_shape)
     keep_names = list(dict.fromkeys(list(keep) + [o.name for o in m.graph.output]))
 
-    def build(fixed: int | None) -> ModelProto:
-        # one copy of m; every step below rewrites the model it is given in place (a copy of
-        # ViT-B/16's 330 MB proto costs ~0.25 s, and there were six per build)
-        g = U.copy_model(m)
+    # Only a batch-1 export may be built twice (see below); otherwise the first build may
+    # consume m itself (a copy of ViT-B/16's 330 MB proto costs ~0.25 s).
+    second_build = batch is None and static1
+
+    def build(fixed: int | None, consume: bool = False) -> ModelProto:
+        # every step below rewrites the model it is given in place (there were six copies
+        # per build); one copy of m unless m is no longer needed
+        g = m if consume else U.copy_model(m)
         if fixed is not None:
             _set_batch(g, fixed)
             g = _fold(g, (fixed,), keep_names)
@@ -107,8 +111,8 @@ def prepare_model(
         g = _scalarize_uniform_constants(g)
         return _finalize(g, fixed)
 
-    prepared = build(batch)
-    if batch is None and static1:
+    prepared = build(batch, consume=not second_build)
+    if second_build:
         # A graph exported at batch 1 may hide the batch in constants we cannot see through.
         try:
             _check_batch_consistency(prepared, rtol, atol)
@@ -116,7 +120,7 @@ def prepare_model(
             log.warning("graph exported with static batch 1 does not run batched after "
                         "preparation (%s); keeping batch 1", exc)
             batch = 1
-            prepared = build(1)
+            prepared = build(1, consume=True)
     if batch is not None:
         prepared.metadata_props.append(
             onnx.StringStringEntryProto(key=FIXED_BATCH_KEY, value=str(batch)))
@@ -140,7 +144,8 @@ def verify_equivalent(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     seed: int = 0,
-) -> None:
+    prepared_session=None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Raise GraphError unless prepared computes the original's outputs.
 
     Runs both on the same standard-normal inputs at batch 2 where both graphs accept it,
@@ -148,10 +153,20 @@ def verify_equivalent(
     batch of 2 run alone, the batch-2 row (so prepared at batch 1 equals the original's row
     within twice the tolerance). Six sample-runs and one session of each graph: on
     ViT-B/16 each sample-run is ~0.7 CPU s.
+
+    ``prepared_session``: an onnxruntime CPU session of ``prepared`` to run it in (the
+    gradient engine's own forward session, so its build-time guard can reuse the outputs
+    below instead of running the same batch again); default a new one.
+
+    Returns
+    -------
+    (feeds, outputs)
+        The inputs of the first comparison and the prepared model's outputs on them (by
+        output name), as compared with the original's.
     """
     rng = np.random.default_rng(seed)
     orig_sess = _session(original)
-    prep_sess = _session(prepared)
+    prep_sess = prepared_session if prepared_session is not None else _session(prepared)
     orig_static1 = any((U.value_info_shape(i) or (None,))[0] == 1
                        for i in U.real_inputs(original.graph))
     batched = not (orig_static1 or fixed_batch(prepared) == 1)
@@ -166,6 +181,7 @@ def verify_equivalent(
             one = _run_prepared(prepared, prep_sess, {n: v[k:k + 1] for n, v in feeds.items()}, 1)
             for name, a in zip(prep_names, one):
                 _compare(name, a, got[name][k:k + 1], rtol, atol, f"batch 2 row {k} vs batch 1")
+    return feeds, got
 
 
 def _compare_all(names, want, got, rtol, atol, what):
@@ -534,9 +550,14 @@ def _remove_unused(m: ModelProto) -> None:
     keep_nodes.reverse()
     del g.node[:]
     g.node.extend(keep_nodes)
-    inits = [t for t in g.initializer if t.name in needed]
-    del g.initializer[:]
-    g.initializer.extend(inits)
+    _drop_initializers(g, needed)
+
+
+def _drop_initializers(g: onnx.GraphProto, needed: set[str]) -> None:
+    """Delete the initializers not in ``needed``, in place: re-adding the kept ones would copy
+    every weight (~0.2 s per pass over ViT-B/16's 330 MB)."""
+    for k in reversed([k for k, t in enumerate(g.initializer) if t.name not in needed]):
+        del g.initializer[k]
 
 
 def _batch_agnostic(node, k, a, b, sa, sb) -> np.ndarray:
@@ -612,6 +633,9 @@ def _debatch_reshapes(model: ModelProto) -> ModelProto:
     return m
 
 
+_RAM_DIR = "/dev/shm"
+
+
 def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
     """onnxruntime's basic (portable) optimisations, kept names exposed so they survive."""
 
@@ -620,7 +644,9 @@ def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
     extra = [k for k in keep if k not in outputs]
     for name in extra:
         m.graph.output.append(helper.make_empty_tensor_value_info(name))
-    fd, path = tempfile.mkstemp(suffix=".onnx")
+    # In memory where the system has a RAM file system: on disk, writing, reading back and
+    # deleting ViT-B/16's 330 MB cost ~1 s more.
+    fd, path = tempfile.mkstemp(suffix=".onnx", dir=_RAM_DIR if os.path.isdir(_RAM_DIR) else None)
     os.close(fd)
     try:
         # onnxruntime's QDQ transformers (Q/DQ propagation, DQ duplication, S8->U8, ...)
@@ -700,9 +726,7 @@ def _scalarize_uniform_constants(model: ModelProto) -> ModelProto:
         used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
         for n in g.node:
             used |= U.subgraph_inputs(n)
-        keep = [t for t in g.initializer if t.name in used]
-        del g.initializer[:]
-        g.initializer.extend(keep)
+        _drop_initializers(g, used)
     return m
 
 
