@@ -9,8 +9,7 @@ from onnx import ModelProto
 
 from .errors import ModelError, OptionError
 from .graph.check import capture_ort_log, declared_shape_errors, guard_gradient, kinked_ops
-from .graph import (build_gradient_model, fixed_batch, gradient_name, prepare_model, real_inputs, tap_model,
-                    verify_equivalent)
+from .graph import build_gradient_model, fixed_batch, gradient_name, prepare_model, real_inputs, tap_model
 from .graph.errors import GraphError
 from .graph.reverse import RELU_MODES, SEED, TARGET
 from .runtime import make_session
@@ -62,38 +61,45 @@ class GradientEngine:
         # engine's forward session: the build-time guard's forward pass on the same batch
         self._verified: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
         try:
-            # verified below, in the engine's own forward session where that runs on the CPU
-            self.model = prepare_model(model, input_shape, keep=keep, verify=False) if prepare else model
-            inputs = real_inputs(self.model.graph)
-            self.input_name = inputs[0].name
-            self.output_name = self.model.graph.output[0].name
-            self.fixed_batch = fixed_batch(self.model)
+            verified: dict = {}
             if prepare:
-                self._verify_prepared(model)
+                self.model = prepare_model(model, input_shape, keep=keep, verified=verified,
+                                           prepared_session=self._verification_session if verify else None)
+            else:
+                self.model = model
+            self._name_io()
         except GraphError as exc:
             raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
+        x = verified.get("feeds", {}).get(self.input_name)
+        if self._shared_verification and len(verified["feeds"]) == 1 and x is not None and x.dtype == np.float32:
+            self._verified = (x, verified["outputs"])
 
-    def _verify_prepared(self, original: ModelProto) -> None:
-        """:func:`verify_equivalent` of the prepared model, run in this engine's forward session.
+    def _name_io(self) -> None:
+        inputs = real_inputs(self.model.graph)
+        self.input_name = inputs[0].name
+        self.output_name = self.model.graph.output[0].name
+        self.fixed_batch = fixed_batch(self.model)
 
-        The verification's prepared-side session is the forward session every later
-        :meth:`forward` (and the build-time guard) uses, and its batch-2 outputs are kept for
-        the guard, which checks the gradient graph on the same standard-normal batch: on
-        ViT-B/16 one session and one forward run of two samples fewer (~1.5 s). Off the CPU
-        (CUDA's TF32 matmuls, OpenVINO) the verification keeps its own CPU session, as
-        :func:`prepare_model` does, and nothing is reused; so does an engine without the guard.
+    _shared_verification = False
+
+    def _verification_session(self, prepared: ModelProto):
+        """The session :func:`prepare_model`'s verification runs the prepared model in: this
+        engine's forward session, where it runs on the CPU.
+
+        Every later :meth:`forward` (and the build-time guard) uses that session, and the
+        verification's batch-2 outputs are kept for the guard, which checks the gradient graph
+        on the same standard-normal batch: on ViT-B/16 one session and one forward run of two
+        samples fewer (~1.5 s). Off the CPU (CUDA's TF32 matmuls, OpenVINO) the verification
+        keeps its own CPU session (None), as without an engine, and nothing is reused; so does
+        an engine without the guard (no forward session before one is asked for).
         """
-        if not self.verify:  # no guard to share with: no forward session before one is asked for
-            verify_equivalent(original, self.model)
-            return
-        sess = self._forward_session(tuple(o.name for o in self.model.graph.output))
+        self.model = prepared
+        self._name_io()
+        sess = self._forward_session(tuple(o.name for o in prepared.graph.output))
         if sess.get_providers()[0] != "CPUExecutionProvider":
-            verify_equivalent(original, self.model)
-            return
-        feeds, outputs = verify_equivalent(original, self.model, prepared_session=sess)
-        x = feeds.get(self.input_name)
-        if len(feeds) == 1 and x is not None and x.dtype == np.float32:
-            self._verified = (x, outputs)
+            return None
+        self._shared_verification = True
+        return sess
 
     def _session(self, model: ModelProto, graph: str, *, warnings: bool = False):
         # QDQ graphs mean float arithmetic with fake quantization: keep onnxruntime's QDQ

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -340,21 +340,29 @@ def shell(model: ModelProto, skip: Iterable[str] = ()) -> ModelProto:
     return m
 
 
-def ancestors(model: ModelProto, names: Iterable[str]) -> ModelProto:
-    """A model computing only ``names`` (its outputs, untyped): the nodes they depend on, the
-    initializers those read, every real input of ``model``; no value_info (stale shapes)."""
-    g = model.graph
+def ancestor_nodes(graph: onnx.GraphProto, names: Iterable[str]) -> tuple[list[NodeProto], set[str]]:
+    """The nodes ``names`` depend on (in topological order) and every tensor name they read."""
     needed = set(names)
     nodes = []
-    for node in reversed(topo_sort(g)):
+    for node in reversed(topo_sort(graph)):
         if any(o in needed for o in node.output):
             nodes.append(node)
             needed.update(i for i in node.input if i)
             needed.update(subgraph_inputs(node))
+    nodes.reverse()
+    return nodes, needed
+
+
+def ancestors(model: ModelProto, names: Iterable[str]) -> ModelProto:
+    """A model computing only ``names`` (its outputs, untyped): the nodes they depend on, the
+    initializers those read, every real input of ``model``; no value_info (stale shapes)."""
+    g = model.graph
+    names = list(names)
+    nodes, needed = ancestor_nodes(g, names)
     m = shell(model, ("node", "initializer", "output", "value_info", "input"))
     inits = initializer_names(g)
     m.graph.input.extend(i for i in g.input if i.name not in inits)
-    m.graph.node.extend(reversed(nodes))
+    m.graph.node.extend(nodes)
     m.graph.initializer.extend(t for t in g.initializer if t.name in needed)
     m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in dict.fromkeys(names))
     return m
@@ -365,16 +373,24 @@ def runtime_shapes(model: ModelProto, names: list[str], batch: int) -> dict:
     return runtime_shapes_at(model, names, (batch,))[0]
 
 
-def runtime_shapes_at(model: ModelProto, names: list[str], batches: Iterable[int]) -> list[dict]:
+def runtime_shapes_at(model: ModelProto, names: list[str], batches: Iterable[int], *,
+                      feeds: dict[int, dict[str, np.ndarray]] | None = None,
+                      values: Sequence[str] = (), got: dict[str, np.ndarray] | None = None) -> list[dict]:
     """:func:`runtime_shapes` at several batch sizes: one session of only the nodes the
     names depend on (on ViT-B the class-token Expand needs the input's Shape, not the 12
     blocks), run once per batch size. Every symbolic dim 0 of an input takes the batch
-    size; an entry is {} where onnxruntime cannot run the graph."""
+    size; an entry is {} where onnxruntime cannot run the graph.
+
+    ``feeds``: the inputs to run at a batch size (default zeros); ``values``: tensors whose
+    values at the first batch size are written into ``got`` as well (graph preparation
+    fetches the original model's outputs on the verification's inputs in the same run; the
+    session has no graph optimisation, so these are the graph's own ONNX semantics)."""
     batches = list(batches)
     names = list(dict.fromkeys(names))
-    if not names:
+    values = [v for v in dict.fromkeys(values) if v not in names] if got is not None else []
+    if not names and not values:
         return [{} for _ in batches]
-    sub = ancestors(model, names)
+    sub = ancestors(model, names + values)
     inputs = real_inputs(sub.graph)
     for vi in inputs:
         dims = list(value_info_shape(vi) or ())
@@ -386,7 +402,8 @@ def runtime_shapes_at(model: ModelProto, names: list[str], batches: Iterable[int
     except Exception:
         return [{} for _ in batches]
     results = []
-    for batch in batches:
+    given_feeds = feeds or {}
+    for k, batch in enumerate(batches):
         feeds = {}
         for vi in inputs:
             dims = list(value_info_shape(vi) or ())
@@ -396,13 +413,25 @@ def runtime_shapes_at(model: ModelProto, names: list[str], batches: Iterable[int
                 feeds = None
                 break
             feeds[vi.name] = np.zeros(dims, np_dtype(vi.type.tensor_type.elem_type))
+        if feeds is not None and batch in given_feeds:
+            mine = given_feeds[batch]
+            if set(mine) != set(feeds) or any(np.shape(mine[n]) != feeds[n].shape for n in feeds):
+                raise GraphError(f"runtime_shapes_at: feeds at batch {batch} do not match the inputs "
+                                 f"{ {n: v.shape for n, v in feeds.items()} }")
+            feeds = dict(mine)
+        fetch = names + (values if k == 0 else [])
+        if not fetch:  # values only: nothing to run at the other sizes
+            results.append({})
+            continue
         try:
-            res = sess.run(names, feeds) if feeds is not None else None
+            res = sess.run(fetch, feeds) if feeds is not None else None
         except Exception:
             res = None
         if res is None:
             results.append({})
             continue
+        if k == 0 and values:
+            got.update(zip(values, res[len(names):]))
         out = {}
         for name, value in zip(names, res):
             value = np.asarray(value)

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import tempfile
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import onnx
@@ -54,6 +54,8 @@ def prepare_model(
     keep: Sequence[str] = (),
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    prepared_session: Callable[[ModelProto], Any] | None = None,
+    verified: dict | None = None,
 ) -> ModelProto:
     """Pin input shapes, fold constants and shape subgraphs, and verify the result.
 
@@ -73,6 +75,12 @@ def prepare_model(
         Graph outputs always survive.
     rtol, atol : float
         Verification tolerance: ``max|a - b| <= atol + rtol * max|a|`` per output.
+    prepared_session : callable(prepared ModelProto) -> onnxruntime CPU session or None, optional
+        The session the verification runs the prepared model in (the gradient engine's own
+        forward session); None or returning None: a new one.
+    verified : dict, optional
+        Filled with ``"feeds"`` and ``"outputs"``: the verification's first inputs and the
+        prepared model's outputs on them (the gradient engine's build-time guard reuses them).
 
     Returns
     -------
@@ -90,6 +98,17 @@ def prepare_model(
     _drop_initializer_inputs(m)
     _check_keep(m, keep)
     batch, static1 = _pin_inputs(m, input_shape)
+    # The verification's batch-2 inputs, drawn now: where the fold's shape probe runs (most
+    # of) the original graph anyway, it runs it on these at batch 2 and fetches the outputs
+    # too, so the verification needs no session and no run of the original of its own (on
+    # ViT-B/16 ~1 s). Only where m still is the original graph (no opset conversion; a
+    # batch-1 export is verified at batch 1) and the batch stays symbolic.
+    probe = None
+    if verify and batch is None and not static1 and U.onnx_opset(original) >= U.MIN_OPSET:
+        try:
+            probe = {"feeds": _random_feeds(_input_specs(m.graph), 2, np.random.default_rng(0)), "outputs": {}}
+        except GraphError:  # inputs the verification cannot draw: it will say so itself
+            probe = None
     keep_names = list(dict.fromkeys(list(keep) + [o.name for o in m.graph.output]))
 
     # Only a batch-1 export may be built twice (see below); otherwise the first build may
@@ -106,7 +125,7 @@ def prepare_model(
         else:
             if static1:
                 g = _debatch_reshapes(g)
-            g = _fold(g, (2, 3), keep_names)
+            g = _fold(g, (2, 3), keep_names, probe=probe if consume else None)
         g = _ort_basic(g, keep_names)
         g = _scalarize_uniform_constants(g)
         return _finalize(g, fixed)
@@ -125,7 +144,14 @@ def prepare_model(
         prepared.metadata_props.append(
             onnx.StringStringEntryProto(key=FIXED_BATCH_KEY, value=str(batch)))
     if verify:
-        verify_equivalent(original, prepared, rtol=rtol, atol=atol)
+        original_run = None
+        if probe is not None and len(probe["outputs"]) == len(original.graph.output):
+            original_run = (probe["feeds"], probe["outputs"])
+        sess = prepared_session(prepared) if prepared_session is not None else None
+        feeds, outputs = verify_equivalent(original, prepared, rtol=rtol, atol=atol, prepared_session=sess,
+                                           original_run=original_run)
+        if verified is not None:
+            verified.update(feeds=feeds, outputs=outputs)
     return prepared
 
 
@@ -145,6 +171,7 @@ def verify_equivalent(
     atol: float = 1e-5,
     seed: int = 0,
     prepared_session=None,
+    original_run: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Raise GraphError unless prepared computes the original's outputs.
 
@@ -158,6 +185,11 @@ def verify_equivalent(
     gradient engine's own forward session, so its build-time guard can reuse the outputs
     below instead of running the same batch again); default a new one.
 
+    ``original_run``: (feeds, outputs by name) of the original model on the batch this
+    comparison would draw (preparation's shape probe fetched them, running the original
+    graph without optimisation); used where the feeds fit the prepared model's inputs at
+    the batch chosen here, else the original runs in a session of its own.
+
     Returns
     -------
     (feeds, outputs)
@@ -165,23 +197,32 @@ def verify_equivalent(
         output name), as compared with the original's.
     """
     rng = np.random.default_rng(seed)
-    orig_sess = _session(original)
     prep_sess = prepared_session if prepared_session is not None else _session(prepared)
     orig_static1 = any((U.value_info_shape(i) or (None,))[0] == 1
                        for i in U.real_inputs(original.graph))
     batched = not (orig_static1 or fixed_batch(prepared) == 1)
-    feeds = _random_feeds(prep_sess, 2 if batched else 1, rng)
-    names = [o.name for o in orig_sess.get_outputs()]
+    feeds = _random_feeds(prep_sess.get_inputs(), 2 if batched else 1, rng)
+    names = [o.name for o in original.graph.output]
+    if original_run is not None and _same_feeds(original_run[0], feeds) and set(names) <= set(original_run[1]):
+        feeds = original_run[0]
+        want = [original_run[1][n] for n in names]
+    else:
+        want = _session(original).run(names, feeds)
     prep_names = [o.name for o in prep_sess.get_outputs()]
     got = dict(zip(prep_names, _run_prepared(prepared, prep_sess, feeds, 2 if batched else 1)))
-    _compare_all(names, orig_sess.run(None, feeds), got, rtol, atol,
-                 f"original vs prepared at batch {2 if batched else 1}")
+    _compare_all(names, want, got, rtol, atol, f"original vs prepared at batch {2 if batched else 1}")
     if batched and fixed_batch(prepared) is None:
         for k in range(2):
             one = _run_prepared(prepared, prep_sess, {n: v[k:k + 1] for n, v in feeds.items()}, 1)
             for name, a in zip(prep_names, one):
                 _compare(name, a, got[name][k:k + 1], rtol, atol, f"batch 2 row {k} vs batch 1")
     return feeds, got
+
+
+def _same_feeds(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    """Same input names, shapes, dtypes and values (the arrays are compared in full)."""
+    return set(a) == set(b) and all(a[n].shape == b[n].shape and a[n].dtype == b[n].dtype
+                                    and np.array_equal(a[n], b[n]) for n in a)
 
 
 def _compare_all(names, want, got, rtol, atol, what):
@@ -215,7 +256,7 @@ def _check_batch_consistency(model: ModelProto, rtol: float, atol: float) -> Non
     """A batch of 2 must equal two batch-1 runs."""
     sess = _session(model)
     rng = np.random.default_rng(1)
-    feeds = _random_feeds(sess, 2, rng)
+    feeds = _random_feeds(sess.get_inputs(), 2, rng)
     both = _run_prepared(model, sess, feeds, 2)
     for k in range(2):
         one = sess.run(None, {n: v[k:k + 1] for n, v in feeds.items()})
@@ -249,9 +290,29 @@ def _session(model: ModelProto):
         raise GraphError(f"onnxruntime cannot load the model: {exc}") from exc
 
 
-def _random_feeds(sess, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+_ORT_TYPES = {onnx.TensorProto.FLOAT: "tensor(float)", onnx.TensorProto.DOUBLE: "tensor(double)",
+              onnx.TensorProto.FLOAT16: "tensor(float16)", onnx.TensorProto.UINT8: "tensor(uint8)"}
+
+
+class _Input(NamedTuple):
+    """A graph input as onnxruntime describes it (``NodeArg``'s name, type and shape)."""
+
+    name: str
+    type: str
+    shape: list
+
+
+def _input_specs(graph: onnx.GraphProto) -> list[_Input]:
+    """The real inputs of a graph, described like ``session.get_inputs()``."""
+    return [_Input(vi.name, _ORT_TYPES.get(vi.type.tensor_type.elem_type, "other"),
+                   list(U.value_info_shape(vi) or ())) for vi in U.real_inputs(graph)]
+
+
+def _random_feeds(inputs, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Standard-normal (float) or uniform (uint8) inputs at ``batch``; ``inputs`` are
+    onnxruntime ``NodeArg``s or :func:`_input_specs`."""
     feeds = {}
-    for i in sess.get_inputs():
+    for i in inputs:
         dims = [batch if k == 0 else d for k, d in enumerate(i.shape)]
         if any(not isinstance(d, int) for d in dims):
             raise GraphError(f"input {i.name!r} has non-static shape {i.shape}")
@@ -326,7 +387,7 @@ def _set_batch(m: ModelProto, batch: int) -> None:
         U.set_dims(vi, dims)
 
 
-def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> ModelProto:
+def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str], probe: dict | None = None) -> ModelProto:
     """Fold Constant/Shape/Size/If-on-constant and small all-constant nodes, to a fixpoint.
 
     The graph is evaluated at every batch size in ``batches`` in lockstep. A node whose
@@ -334,6 +395,12 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
     shape that contains the batch) is remembered per batch but its node stays; at the end
     its Reshape/Expand consumers get a batch-agnostic constant where possible
     (:func:`_batch_agnostic`), and the dynamic chain is kept where not.
+
+    ``probe`` (``{"feeds": ..., "outputs": {}}``, batch 2 first in ``batches``): where the
+    shape probe below runs at least half of the graph's nodes anyway, its first run takes
+    these feeds instead of zeros and writes the graph outputs into ``probe["outputs"]``
+    (the original model's outputs for the verification). A shape that depends on the data
+    then differs between that run and the zeros at batch 3, so it is not folded.
     """
     m = model  # in place (see prepare_model's build)
     _set_batch(m, BATCH_DIM)
@@ -346,7 +413,12 @@ def _fold(model: ModelProto, batches: Sequence[int], keep: Sequence[str]) -> Mod
     # minutes on ViT-B). Facts from one run per batch fold them all in one pass; the
     # result is verified against the original model like every fold.
     probed = [n.input[0] for n in g.node if n.op_type in ("Shape", "Size") and n.input]
-    runtime = U.runtime_shapes_at(m, probed, batches)
+    share: dict = {}
+    if probe is not None and probed and batches[0] == 2 and 2 * len(U.ancestor_nodes(g, probed)[0]) >= len(g.node):
+        # onnxruntime runs every node of a session whatever is fetched: fetching the outputs
+        # too costs little only where the probe runs most of the graph already
+        share = dict(feeds={2: probe["feeds"]}, values=[o.name for o in g.output], got=probe["outputs"])
+    runtime = U.runtime_shapes_at(m, probed, batches, **share)
     lazy = _LazyConstants(g)
     unfoldable: set[str] = set()
     for _ in range(100):
