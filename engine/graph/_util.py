@@ -15,6 +15,8 @@ from .errors import GraphError
 MIN_OPSET = 13
 # IR version for small probe models built here (onnxruntime 1.17+ reads IR 9).
 PROBE_IR_VERSION = 8
+#: onnxruntime session config: no pre-packed weight copies, for sessions that run once or twice
+NO_PREPACK = "session.disable_prepacking"
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
 def copy_model(model: ModelProto) -> ModelProto:
@@ -398,7 +400,8 @@ def runtime_shapes_at(model: ModelProto, names: list[str], batches: Iterable[int
             dims[0] = "N"
             set_dims(vi, dims)
     try:
-        sess = make_session(sub, "cpu", optimization="none")
+        # two runs: building pre-packed copies of every weight costs more than it saves
+        sess = make_session(sub, "cpu", optimization="none", config={NO_PREPACK: "1"})
     except Exception:
         return [{} for _ in batches]
     results = []
