@@ -49,7 +49,9 @@ class GradientEngine:
         (:func:`onnxplain.graph.check.guard_gradient`). Costs one gradient run and one
         forward run on a batch of 2, and a forward run on a batch of 4 for the directional
         derivative of the first sample (the batch-2 runs and onnxruntime's warnings cover
-        batch handling; a wrong rule shows on any sample), per graph built.
+        batch handling; a wrong rule shows on any sample), per graph built. The batch-2
+        forward run is the preparation's verification run where that ran in this engine's
+        forward session (CPU): the same batch, so the guard reads its outputs.
     """
 
     def __init__(self, model: ModelProto, *, session_factory: Callable[..., Any] | None = None,

@@ -178,8 +178,8 @@ def verify_equivalent(
     Runs both on the same standard-normal inputs at batch 2 where both graphs accept it,
     else at batch 1; a symbolic-batch prepared graph must also give, for each row of that
     batch of 2 run alone, the batch-2 row (so prepared at batch 1 equals the original's row
-    within twice the tolerance). Six sample-runs and one session of each graph: on
-    ViT-B/16 each sample-run is ~0.7 CPU s.
+    within twice the tolerance). Six sample-runs and one session of each graph (two and
+    none of the original with ``original_run``): on ViT-B/16 each sample-run is ~0.3-0.7 CPU s.
 
     ``prepared_session``: an onnxruntime CPU session of ``prepared`` to run it in (the
     gradient engine's own forward session, so its build-time guard can reuse the outputs
