@@ -717,24 +717,42 @@ def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
     extra = [k for k in keep if k not in outputs]
     for name in extra:
         m.graph.output.append(helper.make_empty_tensor_value_info(name))
-    # In memory where the system has a RAM file system: on disk, writing, reading back and
-    # deleting ViT-B/16's 330 MB cost ~1 s more.
-    fd, path = tempfile.mkstemp(suffix=".onnx", dir=_RAM_DIR if os.path.isdir(_RAM_DIR) else None)
-    os.close(fd)
+    # In memory where the system has a RAM file system with room for it (twice the model: a
+    # container's /dev/shm may be 64 MB): on disk, writing, reading back and deleting
+    # ViT-B/16's 330 MB cost ~1 s more. Any failure there is retried on disk.
+    dirs = [None]
     try:
-        # onnxruntime's QDQ transformers (Q/DQ propagation, DQ duplication, S8->U8, ...)
-        # run at the basic level too and are not value-preserving for a QDQ graph
-        # evaluated in float (EfficientNet-Lite0 int8: probabilities off by 0.06-0.2);
-        # only folding is wanted here.
+        st = os.statvfs(_RAM_DIR)
+        if st.f_bavail * st.f_frsize > 2 * m.ByteSize():
+            dirs.insert(0, _RAM_DIR)
+    except (OSError, AttributeError):  # no /dev/shm (macOS, Windows)
+        pass
+    for k, where in enumerate(dirs):
         try:
-            # the session never runs: no pre-packed weight copies (~0.3 s on ViT-B/16)
-            make_session(m, "cpu", optimization="basic", optimized_model_path=path,
-                         config={"session.disable_quant_qdq": "1", NO_PREPACK: "1"})
-        except Exception as exc:
-            raise GraphError(f"onnxruntime cannot load the folded model: {exc}") from exc
-        opt = onnx.load(path)
-    finally:
-        os.unlink(path)
+            fd, path = tempfile.mkstemp(suffix=".onnx", dir=where)
+        except OSError:
+            if k + 1 < len(dirs):
+                continue
+            raise
+        os.close(fd)
+        try:
+            # onnxruntime's QDQ transformers (Q/DQ propagation, DQ duplication, S8->U8, ...)
+            # run at the basic level too and are not value-preserving for a QDQ graph
+            # evaluated in float (EfficientNet-Lite0 int8: probabilities off by 0.06-0.2);
+            # only folding is wanted here.
+            try:
+                # the session never runs: no pre-packed weight copies (~0.3 s on ViT-B/16)
+                make_session(m, "cpu", optimization="basic", optimized_model_path=path,
+                             config={"session.disable_quant_qdq": "1", NO_PREPACK: "1"})
+                opt = onnx.load(path)
+                break
+            except Exception as exc:
+                if k + 1 < len(dirs):
+                    log.info("onnxruntime's optimised graph in %s failed (%s); retrying on disk", where, exc)
+                    continue
+                raise GraphError(f"onnxruntime cannot load the folded model: {exc}") from exc
+        finally:
+            os.unlink(path)
     foreign = {n.domain for n in opt.graph.node if n.domain not in ("", "ai.onnx")}
     if foreign - {n.domain for n in model.graph.node}:
         raise GraphError(f"onnxruntime basic optimisation introduced ops from {foreign}")
