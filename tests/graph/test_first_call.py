@@ -140,3 +140,37 @@ def test_the_guard_still_compares_forward_outputs_with_reused_outputs(deep, monk
     x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with pytest.raises(GraphError, match="forward output 'y' differs from the model's"):
         engine.run(x, None)
+
+
+def test_ort_pass_falls_back_to_disk_when_the_ram_dir_fails(deep, monkeypatch):
+    """ORT's optimised graph goes through /dev/shm; a failure there (a container's 64 MB
+    /dev/shm full) is retried in the default temporary folder, not reported as a bad model.
+    Oracle: the prepared model equals the one prepared without the failure (same nodes and
+    outputs on the same input)."""
+    import os
+    import tempfile
+
+    _, model = deep
+    want = prepare_model(model)
+    real = prepare_mod.make_session
+    paths = []
+
+    def full(*args, **kwargs):
+        path = kwargs.get("optimized_model_path")
+        if path is not None:
+            paths.append(path)
+            if len(paths) == 1:
+                raise RuntimeError("No space left on device")
+        return real(*args, **kwargs)
+
+    tmp = tempfile.mkdtemp()
+    monkeypatch.setattr(prepare_mod, "_RAM_DIR", tmp)
+    monkeypatch.setattr(prepare_mod, "make_session", full)
+    got = prepare_model(model)
+    assert [os.path.dirname(p) for p in paths] == [tmp, tempfile.gettempdir()]
+    assert [n.op_type for n in got.graph.node] == [n.op_type for n in want.graph.node]
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for m in (want, got)]
+    np.testing.assert_array_equal(run[0], run[1])
+    os.rmdir(tmp)
