@@ -706,6 +706,9 @@ def _debatch_reshapes(model: ModelProto) -> ModelProto:
 
 
 _RAM_DIR = "/dev/shm"
+_ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
+             onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1, onnx.TensorProto.BOOL: 1,
+             onnx.TensorProto.INT16: 2, onnx.TensorProto.UINT16: 2, onnx.TensorProto.INT32: 4}
 NO_PREPACK = U.NO_PREPACK
 
 
@@ -723,7 +726,9 @@ def _ort_basic(model: ModelProto, keep: Sequence[str]) -> ModelProto:
     dirs = [None]
     try:
         st = os.statvfs(_RAM_DIR)
-        if st.f_bavail * st.f_frsize > 2 * m.ByteSize():
+        # the weights' size from their dims (ByteSize() serialises the whole model in upb)
+        size = sum(math.prod(t.dims) * _ITEMSIZE.get(t.data_type, 8) for t in m.graph.initializer)
+        if st.f_bavail * st.f_frsize > 2 * size + (1 << 26):
             dirs.insert(0, _RAM_DIR)
     except (OSError, AttributeError):  # no /dev/shm (macOS, Windows)
         pass
