@@ -160,10 +160,12 @@ def main_features(args) -> int:
     return 0
 
 
-#: method -> (sample-count parameter, budgets compared, reference budget)
-CONVERGENCE = {"lime": ("num_samples", [256, 512, 1024, 2048], 16384),
-               "kernelshap": ("num_samples", [256, 512, 1024], 8192),
-               "rise": ("num_masks", [500, 1000, 2000], 16000)}
+#: method -> (sample-count parameter, budgets compared, reference budget, variants: row name -> options;
+#: the reference runs with the method's main preset as it is)
+CONVERGENCE = {"lime": ("num_samples", [256, 512, 1024, 2048], 16384, {"lime": {}}),
+               "kernelshap": ("num_samples", [256, 512, 1024], 8192, {"kernelshap": {}}),
+               "rise": ("num_masks", [500, 1000, 2000], 16000,
+                        {"rise (centered)": {}, "rise (paper sum)": {"estimator": "paper"}})}
 
 
 def convergence_rows(seeds: int, image_name: str, methods: list[str]) -> list[dict]:
@@ -180,24 +182,25 @@ def convergence_rows(seeds: int, image_name: str, methods: list[str]) -> list[di
 
     rows = []
     for method in methods:
-        param, budgets, ref_n = CONVERGENCE[method]
+        param, budgets, ref_n, variants = CONVERGENCE[method]
         spec = onnxplain.METHODS[method]
-        run = lambda n, seed: spec(model, image, label, preset="main", **{param: n, "random_state": seed})  # noqa: E731
+        run = lambda n, seed, **kw: spec(model, image, label, preset="main", **{param: n, "random_state": seed}, **kw)  # noqa: E731
         t0 = time.perf_counter()
         ref = values(run(ref_n, 1000))
         print(f"{method:<11} reference {param}={ref_n}: {time.perf_counter() - t0:.1f} s", flush=True)
-        for n in budgets:
+        for (name, options), n in itertools.product(variants.items(), budgets):
             t0 = time.perf_counter()
-            got = [values(run(n, seed)) for seed in range(seeds)]
+            got = [values(run(n, seed, **options)) for seed in range(seeds)]
             seconds = (time.perf_counter() - t0) / seeds
             rho = [spearman(g, ref) for g in got]
             r = [float(np.corrcoef(g, ref)[0, 1]) for g in got]
-            rows.append({"method": method, param: n, "samples": n, "reference": ref_n, "seeds": seeds,
+            rows.append({"method": name, param: n, "samples": n, "reference": ref_n, "seeds": seeds,
                          "spearman_mean": float(np.mean(rho)), "spearman_min": float(np.min(rho)),
                          "pearson_mean": float(np.mean(r)), "pearson_min": float(np.min(r)),
                          "seconds_per_run": round(seconds, 2),
-                         "main_preset": n == onnxplain.METHODS[method].presets["main"][param]})
-            print(f"{method:<11} {param}={n:<5} vs {ref_n}: Spearman {rows[-1]['spearman_mean']:.3f} "
+                         "seed_pair_spearman": float(spearman(got[0], got[1])) if len(got) > 1 else None,
+                         "main_preset": not options and n == onnxplain.METHODS[method].presets["main"][param]})
+            print(f"{name:<17} {param}={n:<5} vs {ref_n}: Spearman {rows[-1]['spearman_mean']:.3f} "
                   f"(min {rows[-1]['spearman_min']:.3f}), Pearson {rows[-1]['pearson_mean']:.3f}, {seconds:.1f} s/run",
                   flush=True)
     return rows
@@ -217,10 +220,11 @@ def main_convergence(args) -> int:
     lines = [f"Convergence of the main job's sampling methods, {meta['image']}, {meta['model']}, "
              f"registry preset 'main', {args.seeds} seeds per budget against one reference run (seed 1000); "
              + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
-             "| method | samples | reference | Spearman vs reference (mean) | min | Pearson (mean) | s / run | main preset |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | samples | reference | Spearman vs reference (mean) | min | Pearson (mean) | seeds 0 vs 1 "
+             "| s / run | main preset |", "|---|---|---|---|---|---|---|---|---|"]
+    pair = lambda r: "" if r["seed_pair_spearman"] is None else f"{r['seed_pair_spearman']:.3f}"  # noqa: E731
     lines += [f"| {r['method']} | {r['samples']} | {r['reference']} | {r['spearman_mean']:.3f} | {r['spearman_min']:.3f} "
-              f"| {r['pearson_mean']:.3f} | {r['seconds_per_run']:.1f} | {'yes' if r['main_preset'] else ''} |"
+              f"| {r['pearson_mean']:.3f} | {pair(r)} | {r['seconds_per_run']:.1f} | {'yes' if r['main_preset'] else ''} |"
               for r in rows]
     (out / "convergence.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out / 'convergence.md'}")
