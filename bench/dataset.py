@@ -30,7 +30,6 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -312,14 +311,18 @@ def bench_ray(model, folder, n, batch, work, cores: int) -> dict:
 
 
 def bench_memory(folder_small, folder_big, batch) -> dict:
-    code = ("import sys, resource, tempfile, onnxplain; "
+    # The child's own peak is /proc/self/status VmHWM (onnxplain.runtime.process_memory), not
+    # getrusage's ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of this
+    # (multi-GB, after the masking cases) process reported this process's peak, 3269 MiB for
+    # both folders in the 2026-11-29 13:28 run, where the dataset run itself peaks near 0.95 GB.
+    code = ("import sys, tempfile, onnxplain, onnxplain.runtime as rt; "
             "onnxplain.explain_dataset(None, sys.argv[1], ['gradcam'], out=tempfile.mkdtemp() + '/r.parquet', "
             f"batch_size={batch}, progress=False); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(rt.process_memory()['peak_rss_mib'])")
     out = {}
     for key, folder in (("small", folder_small), ("big", folder_big)):
         res = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
-        out[key] = {"images": len(list(folder.iterdir())), "peak_rss_mib": int(res.stdout.split()[-1]) / 1024}
+        out[key] = {"images": len(list(folder.iterdir())), "peak_rss_mib": float(res.stdout.split()[-1])}
     out["growth"] = out["big"]["peak_rss_mib"] / out["small"]["peak_rss_mib"]
     return out
 
@@ -377,6 +380,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="onnxplain-bench")
     args = p.parse_args(argv)
     import onnxplain
+    from onnxplain.runtime import process_memory
 
     cores = os.cpu_count() or 1
     rec = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -404,10 +408,10 @@ def main(argv=None) -> int:
             big = make_folder(work / "big", 3 * args.images)
             rec["memory"] = bench_memory(folder, big, args.batch)
             print(json.dumps(rec["memory"]), flush=True)
-    rec["max_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec["max_rss_mib_this_process"] = process_memory()["peak_rss_mib"]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "dataset-" + rec["date"][:10]
+    stem = "dataset-" + rec["date"][:10] + "-" + rec["date"][11:16].replace(":", "")   # one file per run
     (out / f"{stem}.json").write_text(json.dumps(rec, indent=1, default=str) + "\n")
     (out / f"{stem}.md").write_text(markdown(rec))
     print(markdown(rec))
