@@ -205,6 +205,19 @@ def test_results_read_directly_by_pandas_and_duckdb(embedded_run):
     np.testing.assert_array_equal(decode_map(blob, "float32", shape), first["map"])
 
 
+def test_map_column_is_stored_uncompressed_and_the_rest_zstd(embedded_run):
+    """Float maps are near-random bytes to zstd (results module notes): the merged file stores
+    the map column uncompressed, every other column zstd. Oracle: the file's own Parquet
+    metadata as pyarrow reads it; the maps still equal the single-image calls (test above)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(embedded_run.out).metadata
+    codecs = {meta.row_group(g).column(c).path_in_schema: meta.row_group(g).column(c).compression
+              for g in range(meta.num_row_groups) for c in range(meta.num_columns)}
+    assert codecs["map"] == "UNCOMPRESSED"
+    assert {v for k, v in codecs.items() if k != "map"} == {"ZSTD"}
+
+
 def test_resume_skips_done_rows_adds_new_ones_and_refuses_other_options(embedded_run, photo_tree, bundled,
                                                                         tmp_path):
     out = tmp_path / "r.parquet"
