@@ -9,6 +9,14 @@ Writes ``stability.md`` and ``stability.json`` into ``--out``.
     python -m bench.stability --light          # ~2 minutes on 2 CPU cores
     python -m bench.stability                  # heavier sample counts
     python -m bench.stability --features       # feature weights: LIME / Kernel SHAP vs the lime package
+    python -m bench.stability --convergence    # main-job presets: each budget against a reference at 8x the main preset
+
+``--convergence`` writes ``convergence.md/.json``: for the sampling methods of the main job
+(LIME, Kernel SHAP, RISE with the registry's "main" preset), the Spearman and Pearson
+correlation of the result at several budgets with a reference computed at 8x the main
+preset's budget (another seed): how close the main job's maps are to what the method converges to,
+and what each halving of the budget costs. LIME and Kernel SHAP are compared on their
+per-superpixel weights, RISE on its map.
 
 ``--features`` writes ``stability-features.md/.json``: the Spearman correlation of the
 per-feature weights (not the painted maps) between seeds, on the same quickshift segments
@@ -152,9 +160,81 @@ def main_features(args) -> int:
     return 0
 
 
+#: method -> (sample-count parameter, budgets compared, reference budget, variants: row name -> options;
+#: the reference runs with the method's main preset as it is)
+CONVERGENCE = {"lime": ("num_samples", [256, 512, 1024, 2048], 16384, {"lime": {}}),
+               "kernelshap": ("num_samples", [256, 512, 1024], 8192, {"kernelshap": {}}),
+               "rise": ("num_masks", [500, 1000, 2000], 16000,
+                        {"rise (centered)": {}, "rise (paper sum)": {"estimator": "paper"}})}
+
+
+def convergence_rows(seeds: int, image_name: str, methods: list[str]) -> list[dict]:
+    """Each budget's result against the method's high-budget reference (module notes)."""
+    import skimage.data
+
+    model = onnxplain.load_model()
+    image = getattr(skimage.data, image_name)()
+    label = model.classify(image, top_k=1)[0][0]
+
+    def values(exp) -> np.ndarray:
+        fi = getattr(exp, "feature_importance", None)
+        return np.ravel(np.asarray(fi if fi is not None else exp.score_map, np.float64))
+
+    rows = []
+    for method in methods:
+        param, budgets, ref_n, variants = CONVERGENCE[method]
+        spec = onnxplain.METHODS[method]
+        run = lambda n, seed, **kw: spec(model, image, label, preset="main", **{param: n, "random_state": seed}, **kw)  # noqa: E731
+        t0 = time.perf_counter()
+        ref = values(run(ref_n, 1000))
+        print(f"{method:<11} reference {param}={ref_n}: {time.perf_counter() - t0:.1f} s", flush=True)
+        for (name, options), n in itertools.product(variants.items(), budgets):
+            t0 = time.perf_counter()
+            got = [values(run(n, seed, **options)) for seed in range(seeds)]
+            seconds = (time.perf_counter() - t0) / seeds
+            rho = [spearman(g, ref) for g in got]
+            r = [float(np.corrcoef(g, ref)[0, 1]) for g in got]
+            rows.append({"method": name, param: n, "samples": n, "reference": ref_n, "seeds": seeds,
+                         "spearman_mean": float(np.mean(rho)), "spearman_min": float(np.min(rho)),
+                         "pearson_mean": float(np.mean(r)), "pearson_min": float(np.min(r)),
+                         "seconds_per_run": round(seconds, 2),
+                         "seed_pair_spearman": float(spearman(got[0], got[1])) if len(got) > 1 else None,
+                         "main_preset": not options and n == onnxplain.METHODS[method].presets["main"][param]})
+            print(f"{name:<17} {param}={n:<5} vs {ref_n}: Spearman {rows[-1]['spearman_mean']:.3f} "
+                  f"(min {rows[-1]['spearman_min']:.3f}), Pearson {rows[-1]['pearson_mean']:.3f}, {seconds:.1f} s/run",
+                  flush=True)
+    return rows
+
+
+def main_convergence(args) -> int:
+    methods = args.methods or list(CONVERGENCE)
+    unknown = sorted(set(methods) - set(CONVERGENCE))
+    if unknown:
+        raise SystemExit(f"--convergence measures {', '.join(CONVERGENCE)}; not {', '.join(unknown)}")
+    rows = convergence_rows(args.seeds, args.image, methods)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"image": f"skimage.data.{args.image}()", "model": "bundled EfficientNet-Lite0", "seeds": args.seeds,
+            "preset": "main (every other option as the main job)", "versions": _versions()}
+    (out / "convergence.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", encoding="utf-8")
+    lines = [f"Convergence of the main job's sampling methods, {meta['image']}, {meta['model']}, "
+             f"registry preset 'main', {args.seeds} seeds per budget against one reference run (seed 1000); "
+             + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
+             "| method | samples | reference | Spearman vs reference (mean) | min | Pearson (mean) | seeds 0 vs 1 "
+             "| s / run | main preset |", "|---|---|---|---|---|---|---|---|---|"]
+    pair = lambda r: "" if r["seed_pair_spearman"] is None else f"{r['seed_pair_spearman']:.3f}"  # noqa: E731
+    lines += [f"| {r['method']} | {r['samples']} | {r['reference']} | {r['spearman_mean']:.3f} | {r['spearman_min']:.3f} "
+              f"| {r['pearson_mean']:.3f} | {pair(r)} | {r['seconds_per_run']:.1f} | {'yes' if r['main_preset'] else ''} |"
+              for r in rows]
+    (out / "convergence.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {out / 'convergence.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="seed stability of LIME, RISE and SmoothGrad maps")
-    p.add_argument("--methods", nargs="+", default=list(PLAN), choices=list(PLAN))
+    p.add_argument("--methods", nargs="+", default=None, choices=sorted(set(PLAN) | set(CONVERGENCE)),
+                   help="default: every method of the chosen mode")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--light", action="store_true", help="small sample counts (quick)")
     p.add_argument("--image", default="chelsea", help="a skimage.data sample photograph (default chelsea)")
@@ -163,10 +243,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="feature-weight stability of LIME / Kernel SHAP vs the lime package (module notes)")
     p.add_argument("--counts", default=None, help="with --features: comma-separated sample counts")
     p.add_argument("--only", nargs="+", default=None, help="with --features: rows whose name contains one of these")
+    p.add_argument("--convergence", action="store_true",
+                   help="main-job presets of LIME / Kernel SHAP / RISE against a reference at 8x the main preset (module notes)")
     args = p.parse_args(argv)
+    if args.convergence:
+        return main_convergence(args)
     if args.features:
         return main_features(args)
-    rows = run(args.methods, args.seeds, args.light, args.image)
+    methods = args.methods or list(PLAN)
+    unknown = sorted(set(methods) - set(PLAN))
+    if unknown:
+        raise SystemExit(f"seed stability measures {', '.join(PLAN)}; not {', '.join(unknown)}")
+    rows = run(methods, args.seeds, args.light, args.image)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"image": f"skimage.data.{args.image}()", "model": "bundled EfficientNet-Lite0", "seeds": args.seeds,

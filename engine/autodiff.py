@@ -41,6 +41,10 @@ class GradientEngine:
         Run :func:`prepare_model` (default). Pass False for an already prepared model.
     keep : sequence of str
         Tensor names that preparation must keep (layers that will be asked for).
+    step_masks : {"hardsigmoid", "compare"}
+        How rectifier masks are written (:func:`onnxplain.graph.build_gradient_model`):
+        :meth:`onnxplain.Model.gradient_engine` asks for "compare" on every provider but
+        ORT's CPU one.
     verify : bool
         Guard every gradient graph when it is first built (default): its forward outputs
         must equal the prepared model's, onnxruntime must not warn of a shape mismatch
@@ -53,8 +57,10 @@ class GradientEngine:
     """
 
     def __init__(self, model: ModelProto, *, session_factory: Callable[..., Any] | None = None,
-                 input_shape=None, prepare: bool = True, keep: Sequence[str] = (), verify: bool = True):
+                 input_shape=None, prepare: bool = True, keep: Sequence[str] = (), verify: bool = True,
+                 step_masks: str = "hardsigmoid"):
         self.verify = verify
+        self.step_masks = step_masks
         try:
             self.model = prepare_model(model, input_shape, keep=keep) if prepare else model
         except GraphError as exc:
@@ -145,7 +151,7 @@ class GradientEngine:
             try:
                 gm = build_gradient_model(self.model, reduction=reduction, wrt=wrt,
                                           activations=activations, relu_mode=relu_mode,
-                                          rectifiers=rectifiers, seed=mode)
+                                          rectifiers=rectifiers, seed=mode, step_masks=self.step_masks)
             except GraphError as exc:
                 raise (exc if isinstance(exc, GradientGraphError) else GradientGraphError(str(exc))) from None
             self._sessions[key] = self._new_gradient_session(gm, reduction, wrt, relu_mode)

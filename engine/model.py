@@ -39,7 +39,7 @@ from .errors import ModelError, OnnxplainWarning, OptionError
 from .images import (MAX_MAP_PIXELS, MAX_PIXELS, describe_image, image_size, load_image, load_image_sized,
                      reduced_size, reduction_factor, resize_image)
 from .labels import read_labels, resolve_label
-from .runtime import (arena_shrinkage_run_options, check_precision, check_provider, check_threads, make_session,
+from .runtime import (arena_shrinkage_run_options, check_precision, check_provider, check_threads, make_session, ort_provider,
                       return_free_memory, session_device, session_report, shared_arena_in_use)
 
 log = logging.getLogger(__name__)
@@ -468,7 +468,10 @@ class Model:
                 return self.new_session(proto, env, graph=graph, **options)
 
             try:
-                self._engines[key] = GradientEngine(self.fused_model(), session_factory=session, keep=list(key[1]))
+                # ORT's CPU provider runs the fast HardSigmoid masks exactly; others get comparisons
+                masks = "hardsigmoid" if ort_provider(env) == "CPUExecutionProvider" else "compare"
+                self._engines[key] = GradientEngine(self.fused_model(), session_factory=session, keep=list(key[1]),
+                                                    step_masks=masks)
             except GraphError as exc:
                 # preparation compares its graph with the original on random images: a model whose
                 # own output is NaN/inf fails that check, and the fault is the model's, not preparation's

@@ -7,11 +7,15 @@ test. Adding a method is one entry here.
 Presets (one meaning per method, written down once):
 
 - ``"main"``: the settings of ``onnxplain explain`` with no options: every method in the
-  default run on the bundled model, aimed at about a minute on 2 quiet CPU cores (~5,250
-  forward passes, ~23 s of raw inference there) and at most 1 GB resident (855 MiB measured;
-  92 s wall on 2 cores, so the minute is missed: README "Memory"), at settings whose maps
-  are not seed-dominated (LIME: MATLAB's 2048 samples on ~49 SLIC superpixels; RISE: 2000 masks, since 500 proved seed-dominated,
-  bench/results/stability.md; Kernel SHAP 1024 coalitions).
+  default run on the bundled model, aimed at under a minute on 2 CPU cores and at most 1 GB
+  resident (README "Memory"). The sampling budgets are the smallest measured to sit near what
+  each method converges to (``python -m bench.stability --convergence``,
+  bench/results/convergence-2026-11-29.md: Spearman of the result with an 8x-budget
+  reference): LIME 1024 samples on ~49 SLIC superpixels (0.979 with 16384 samples, the same
+  as 2048; the ``lime`` package's default is 1000, MATLAB's 2048); RISE 1000 masks with the
+  centred estimator (0.93 with a 16000-mask reference, where the paper's sum at 2000 masks
+  reached 0.67: bench/results/convergence-rise-2026-11-29.md); Kernel SHAP 1024 coalitions
+  (0.795 with 8192; 512 falls to 0.62). ~3,200 forward passes in all (was ~5,250).
 - ``"quick"``: the settings of evaluate / sanity / compare, which run each method on many
   images (or many randomised models): LIME 256 samples on a 7 x 7 grid (no SLIC, so the
   features are the same on every model and image), RISE 500 masks, integrated gradients
@@ -124,7 +128,7 @@ _GRAD_BATCH = {"mini_batch_size": 1}
 #: name -> MethodSpec, in the order the tools run and list them.
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in [
     MethodSpec("lime", image_lime, needs_gradients=False, render="heat",
-               presets={"main": {"num_samples": 2048, "num_features": 49, "segmentation": "superpixels", **_BATCH, **_SEED},
+               presets={"main": {"num_samples": 1024, "num_features": 49, "segmentation": "superpixels", **_BATCH, **_SEED},
                         "quick": {"num_samples": 256, "num_features": 49, "segmentation": "grid", **_BATCH, **_SEED}},
                summary="LIME: a surrogate model of the class score over on/off superpixels"),
     MethodSpec("gradcam", grad_cam, render="heat",
@@ -174,7 +178,7 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in [
                         "quick": {"num_samples": 256, "num_features": 49, "segmentation": "grid", **_BATCH, **_SEED}},
                summary="Kernel SHAP: Shapley values of superpixels (efficiency: they add up to f(x) - base_value)"),
     MethodSpec("rise", rise, needs_gradients=False, render="heat",
-               presets={"main": {"num_masks": 2000, "cell_size": 7, **_BATCH, **_SEED},
+               presets={"main": {"num_masks": 1000, "cell_size": 7, **_BATCH, **_SEED},
                         "quick": {"num_masks": 500, **_BATCH, **_SEED}},
                summary="RISE: class score averaged over random coarse masks"),
 ]})

@@ -9,10 +9,16 @@ command line):
 
 - ``"cpu"``: ONNX Runtime's CPU provider.
 - ``"cuda"`` (alias ``"gpu"``), ``"tensorrt"``: need ``onnxruntime-gpu`` and a device.
-- ``"openvino"``: the ``onnxruntime-ep-openvino`` plugin (``pip install onnxplain[openvino]``),
-  registered with onnxruntime >= 1.23 through ``register_execution_provider_library``. The
-  plugin only offers devices it supports (Intel CPUs, GPUs, NPUs); on other hardware the
-  request is an error. Precision is float32 by default (``INFERENCE_PRECISION_HINT=f32``:
+- ``"openvino"``: OpenVINO through one of two routes. (a) The ``onnxruntime-openvino`` build
+  of ONNX Runtime (it replaces the ``onnxruntime`` package, as onnxruntime-gpu does), which has
+  the provider compiled in: used whenever ``OpenVINOExecutionProvider`` is among
+  ``onnxruntime.get_available_providers()``, on OpenVINO's CPU device; it runs on any x86-64
+  CPU OpenVINO supports (verified on this repository's AMD EPYC VM with onnxruntime-openvino
+  1.24.1: the bundled model matches ORT's CPU provider to 2.5e-7). (b) Otherwise the
+  ``onnxruntime-ep-openvino`` plugin (``pip install onnxplain[openvino]``) registered with
+  stock onnxruntime >= 1.23 through ``register_execution_provider_library``; the plugin only
+  offers devices it supports (Intel CPUs, GPUs, NPUs), and on other hardware the request is an
+  error that names route (a). Precision is float32 by default (``INFERENCE_PRECISION_HINT=f32``:
   OpenVINO's CPU device would otherwise drop to bf16 on CPUs that have it and move outputs by
   up to ~3e-2); ``precision="reduced"`` lets the device choose and is recorded.
 - ``"auto"``: CUDA when onnxruntime-gpu sees a device, else CPU (the default; what was
@@ -146,16 +152,24 @@ def _openvino_devices() -> list[Any]:
         seen = ", ".join(sorted({f"{d.ep_name} on {d.device.type.name} ({d.device.vendor})" for d in ort.get_ep_devices()}))
         raise EnvironmentUnavailableError(
             "provider 'openvino': the OpenVINO plugin is installed but offers no device on this machine (it "
-            f"supports Intel CPUs, GPUs and NPUs); onnxruntime sees only: {seen}.")
+            f"supports Intel CPUs, GPUs and NPUs); onnxruntime sees only: {seen}. The onnxruntime-openvino build "
+            "(pip uninstall -y onnxruntime && pip install onnxruntime-openvino) runs OpenVINO's CPU device on other "
+            "x86-64 CPUs too (README).")
     return devices
 
 
 def _openvino_options(devices: list[Any], threads: int | None, precision: str) -> tuple[list[Any], dict[str, str]]:
-    import json
-
+    """The plugin route: the first CPU device (else the first device) and its provider options."""
     cpu = [d for d in devices if d.device.type == ort.OrtHardwareDeviceType.CPU]
     chosen = cpu[:1] or devices[:1]
-    kind = chosen[0].device.type.name  # CPU / GPU / NPU
+    return chosen, _openvino_config(chosen[0].device.type.name, threads, precision)  # CPU / GPU / NPU
+
+
+def _openvino_config(kind: str, threads: int | None, precision: str) -> dict[str, str]:
+    """OpenVINO provider options for device ``kind``: f32 pinned unless ``precision="reduced"``,
+    ``INFERENCE_NUM_THREADS`` from ``threads`` on the CPU device."""
+    import json
+
     config: dict[str, str] = {}
     if precision == "f32":
         config["INFERENCE_PRECISION_HINT"] = "f32"
@@ -164,7 +178,7 @@ def _openvino_options(devices: list[Any], threads: int | None, precision: str) -
     options = {"device_type": kind}
     if config:
         options["load_config"] = json.dumps({kind: config})
-    return chosen, options
+    return options
 
 
 _SHARED_ARENA: list[bool] = []
@@ -330,7 +344,11 @@ def make_session(model: Any, provider: str = "cpu", *, threads: int | None = Non
         options.add_session_config_entry(key, value)
     if weights:
         options.add_external_initializers(names, [w.value for w in weights])
-    if name == "OpenVINOExecutionProvider":
+    if name == "OpenVINOExecutionProvider" and name in ort.get_available_providers():  # onnxruntime-openvino
+        session = ort.InferenceSession(model, sess_options=options,
+                                       providers=[(name, _openvino_config("CPU", threads, precision)),
+                                                  "CPUExecutionProvider"])
+    elif name == "OpenVINOExecutionProvider":
         devices, ov_options = _openvino_options(_openvino_devices(), threads, precision)
         options.add_provider_for_devices(devices, ov_options)
         session = ort.InferenceSession(model, sess_options=options)

@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
                    help="what masked pixels fade to, image pixel units (default mean: the image's mean colour)")
     p.add_argument("--upsampling", choices=("bilinear", "bicubic", "nearest", "none"), default="bilinear",
                    help="resize of the map to the image size (default bilinear)")
+    p.add_argument("--estimator", choices=("centered", "paper"), default="centered",
+                   help="centered (default): the mean score subtracted before summing and added back, same "
+                        "expectation, far less noise; paper: the reference code's sum")
     add_sampling_args(p, "masked images")
     p.set_defaults(func=run_rise)
 
@@ -38,6 +41,7 @@ def run_rise(args: argparse.Namespace) -> int:
                       cell_size=parse_pair("--cell-size", args.cell_size, auto=False),
                       keep_probability=args.keep_probability,
                       fill=parse_value("--fill", args.fill, ("mean", "zero")), output_upsampling=args.upsampling,
-                      mini_batch_size=args.batch_size, allow_long=args.allow_long, random_state=args.seed, progress=bar)
+                      estimator=args.estimator, mini_batch_size=args.batch_size, allow_long=args.allow_long,
+                      random_state=args.seed, progress=bar)
     write_and_report(result, image, model, args.out, f"{name}_rise", f"{result.params['num_masks']} masks")
     return 0

@@ -24,8 +24,9 @@ class Builder:
     """Emits backward nodes; one instance per gradient model."""
 
     def __init__(self, model: ModelProto, shapes, relu_mode: str, rectifiers: set[str],
-                 batch_dims: dict[str, tuple[bool, ...]] | None = None):
+                 batch_dims: dict[str, tuple[bool, ...]] | None = None, step_masks: str = "hardsigmoid"):
         self.model = model
+        self.step_masks = step_masks
         self.batch_dims = batch_dims or {}
         self.g = model.graph
         self.opset = U.onnx_opset(model)

@@ -44,6 +44,9 @@ RELU_MODES = ("standard", "guided", "deconvnet")
 RECTIFIERS = ("Relu", "Clip")
 TARGET = "target"
 SEED_MODES = ("input", "top")
+#: how rectifier-like rules write their 0/1 masks (see build_gradient_model)
+STEP_MASKS = ("hardsigmoid", "compare")
+
 
 def build_gradient_model(
     model: ModelProto,
@@ -54,6 +57,7 @@ def build_gradient_model(
     relu_mode: str = "standard",
     rectifiers: Sequence[str] = RECTIFIERS,
     seed: str = "input",
+    step_masks: str = "hardsigmoid",
 ) -> ModelProto:
     """Build the reverse-mode gradient model of ``model``.
 
@@ -78,6 +82,13 @@ def build_gradient_model(
         seed is the one-hot row of its first largest entry (numpy's argmax), computed in
         the graph, and the index is returned as output ``target`` (int64, (N,)). This is
         the default "explain the predicted class" run without a separate forward pass.
+    step_masks : {"hardsigmoid", "compare"}
+        How the 0/1 masks of rectifier-like rules (Relu, Clip, HardSigmoid, HardSwish) are
+        written. ``"hardsigmoid"``: ``HardSigmoid(y; +-2**100, ...)``, exact in float32 and
+        kept by onnxruntime's CPU provider in its blocked layout next to the Convs (the fast
+        form there). ``"compare"``: ``Cast(Greater/Less(...))``, the portable form for other
+        providers: OpenVINO's CPU device computes the 2**100 HardSigmoid wrongly (relative
+        error ~1 on the bundled model's first Clip mask, found by the build-time guard).
 
     Returns
     -------
@@ -98,6 +109,8 @@ def build_gradient_model(
                          f"got {relu_mode!r}")
     if seed not in SEED_MODES:
         raise GraphError(f"The 'seed' parameter must be one of {set(SEED_MODES)}; got {seed!r}")
+    if step_masks not in STEP_MASKS:
+        raise GraphError(f"The 'step_masks' parameter must be one of {STEP_MASKS}; got {step_masks!r}")
     bad = [r for r in rectifiers if r not in RECTIFIERS]
     if bad:
         raise GraphError(f"The 'rectifiers' parameter items must be in {set(RECTIFIERS)}; "
@@ -150,7 +163,7 @@ def build_gradient_model(
         if s is None:
             raise GraphError(f"tensor {name!r} has no inferred shape; run prepare_model first")
 
-    b = Builder(m, shapes, relu_mode, set(rectifiers), batch_dims)
+    b = Builder(m, shapes, relu_mode, set(rectifiers), batch_dims, step_masks)
     if seed == "top":
         _top_class_seed(b, reduction)
     b.run(nodes, reduction, wrt)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..render import OUTLIER_PERCENT, colorize, scale_stops, style_for
+from ..render import OUTLIER_PERCENT, PNG_COMPRESS_LEVEL, colorize, scale_stops, style_for
 from .records import ReportError, RunRecord
 from ..images import resize_map
 
@@ -154,7 +154,7 @@ def _save(rgb01: np.ndarray, path: pathlib.Path) -> None:
     if path.suffix == ".jpg":
         img.save(tmp, quality=90)
     else:
-        img.save(tmp)
+        img.save(tmp, compress_level=PNG_COMPRESS_LEVEL)
     os.replace(tmp, path)
 
 

@@ -822,12 +822,14 @@ def test_resize_scales_rounding_mismatch_refused():
         build_gradient_model(prepare_model(model))
 
 
+@pytest.mark.parametrize("step_masks", ["hardsigmoid", "compare"])
 @pytest.mark.parametrize("op,lo,hi", [("Relu", 0.0, None), ("Clip", 0.0, 6.0),
                                       ("Clip", -0.5, 0.8), ("Clip", None, 3.0)])
-def test_rectifier_masks_exact_at_edges(op, lo, hi):
+def test_rectifier_masks_exact_at_edges(op, lo, hi, step_masks):
     """The HardSigmoid-built masks are exactly 0 at a bound and exactly 1 one float step
-    inside it (2**-100 inside a bound of 0: the documented sliver). Oracle: the analytic
-    derivative lo < x < hi (0 on the bound, as before)."""
+    inside it (2**-100 inside a bound of 0: the documented sliver); the comparison masks
+    (other providers) exactly 0/1 with no sliver. Oracle: the analytic derivative
+    lo < x < hi (0 on the bound, as before)."""
     f32 = np.float32
     edges = [f32(v) for v in (lo, hi) if v is not None]
     vals = [f32(0.0), f32(-0.0), f32(2.0 ** -100), f32(-2.0 ** -100), f32(1e-29), f32(2.0),
@@ -841,14 +843,27 @@ def test_rectifier_masks_exact_at_edges(op, lo, hi):
         nodes = [node("Relu", ["x"], ["y"])]
     else:  # an absent bound is an empty input name
         nodes = [node("Clip", ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""], ["y"])]
-    out, seed, gm = onnx_grad(make_model(nodes, ["N", x.shape[1]], inits=inits), x)
-    assert "HardSigmoid" in {n.op_type for n in gm.graph.node}
+    out, seed, gm = onnx_grad(make_model(nodes, ["N", x.shape[1]], inits=inits), x, step_masks=step_masks)
+    assert ("HardSigmoid" in {n.op_type for n in gm.graph.node}) == (step_masks == "hardsigmoid")
     inside = np.ones_like(x, bool)
     if lo is not None:
         inside &= x > f32(lo)
     if hi is not None:
         inside &= x < f32(hi)
     np.testing.assert_array_equal(out["grad:x"], np.where(inside, seed, 0).astype(f32))
+
+
+def test_rectifier_rules_match_torch_with_comparison_masks():
+    """Relu, Clip, HardSigmoid, HardSwish, LeakyRelu with ``step_masks="compare"`` (the form
+    every provider but ORT's CPU one gets). Oracle: torch autograd, float64."""
+    nodes, dims, inits, fn = case_rectifiers()
+    x = R.standard_normal((3, 4, 6)).astype(np.float32) * 3
+    out, seed, gm = onnx_grad(make_model(nodes, dims, inits=inits), x, step_masks="compare")
+    assert "HardSigmoid" not in {n.op_type for n in gm.graph.node if n.name.startswith("grad/")}
+    _, want = torch_grad(fn, x, seed)
+    assert rel_err(out["grad:x"], want) < 1e-5
+    with pytest.raises(GraphError, match="step_masks"):
+        build_gradient_model(prepare_model(make_model(nodes, dims, inits=inits)), step_masks="fast")
 
 
 @pytest.mark.parametrize("name", ["conv_depthwise_stride2_tf_pads",

@@ -3,7 +3,11 @@
 Oracles: (1) the RISE reference code (eclique/RISE ``generate_masks`` + ``explain``:
 ``skimage.transform.resize(grid, up_size, order=1, mode="reflect", anti_aliasing=False)``,
 random crop, ``sal = scores.T @ masks / N / p1``) retyped in numpy, drawing from the
-Generator in the documented order; (2) keep_probability = 1, where every mask is all ones
+Generator in the documented order (``estimator="paper"``); the default centred estimator is
+checked against the same reference's sums recombined by its formula, ``(sal - mean(s) *
+sum(M)) / (N p) + mean(s)``, and its premise (every mask pixel is a convex combination of
+grid cells, so an all-ones grid gives an all-ones mask and E[M] = p) against the kernel;
+(2) keep_probability = 1, where every mask is all ones
 and the map is the score everywhere; (3) the rectangle toy task's ground-truth boxes;
 (4) the documented option rules and errors.
 """
@@ -43,13 +47,15 @@ def _image(size=16, seed=0):
     return (np.random.default_rng(seed).random((size, size, 3)) * 255).astype(np.float32)
 
 
-def _reference_rise(model, pixels, labels, n, s, p, fill, batch, seed):
-    """The reference code's algorithm, batch by batch, same Generator draws as documented (blocks of 64)."""
+def _reference_rise(model, pixels, labels, n, s, p, fill, batch, seed, estimator="paper"):
+    """The reference code's algorithm, batch by batch, same Generator draws as documented (blocks of 64);
+    ``estimator="centered"`` recombines its sums by the centred formula."""
     rng = np.random.default_rng(seed)
     h, w = pixels.shape[:2]
     cell = np.ceil(np.array([h, w]) / s).astype(int)
     up = (s + 1) * cell
     sal = np.zeros((len(labels), h * w))
+    mask_sum, score_sum = np.zeros(h * w), np.zeros(len(labels))
     blocks = []
     for _ in range(-(-n // 64)):  # drawn in blocks of 64 masks, whatever the batch size
         g = (rng.random((64, s, s)) < p).astype("float32")
@@ -63,16 +69,23 @@ def _reference_rise(model, pixels, labels, n, s, p, fill, batch, seed):
         masked = pixels[None] * masks[..., None] + (1 - masks[..., None]) * fill
         scores = model.scores_native(model.to_native(masked.astype(np.float32)))[:, labels]
         sal += scores.T.astype(np.float64) @ masks.reshape(b, -1)
+        mask_sum += masks.reshape(b, -1).sum(axis=0)
+        score_sum += scores.sum(axis=0)
+    if estimator == "centered":
+        mean = (score_sum / n)[:, None]
+        return ((sal - mean * mask_sum) / n / p + mean).T.reshape(h, w, len(labels))
     return (sal / n / p).T.reshape(h, w, len(labels))
 
 
+@pytest.mark.parametrize("estimator", ["paper", "centered"])
 @pytest.mark.parametrize("layout, dtype", [(v[0], v[1]) for v in VARIANTS])
-def test_equals_the_reference_code(linear, layout, dtype):
+def test_equals_the_reference_code(linear, layout, dtype, estimator):
     model = linear[(layout, dtype)]
     pixels = _image()
     res = onnxplain.rise(model, pixels, [0, 1], num_masks=50, cell_size=4, keep_probability=0.4, fill="zero",
-                      mini_batch_size=16, random_state=7, output_upsampling="none")
-    want = _reference_rise(model, pixels, [0, 1], 50, 4, 0.4, np.zeros(3, np.float32), 16, 7)
+                      mini_batch_size=16, random_state=7, output_upsampling="none", estimator=estimator)
+    want = _reference_rise(model, pixels, [0, 1], 50, 4, 0.4, np.zeros(3, np.float32), 16, 7, estimator)
+    assert res.params["estimator"] == estimator
     assert res.score_map.shape == (16, 16, 2) and res.score_map.dtype == np.float32
     np.testing.assert_allclose(res.score_map, want, rtol=0, atol=2e-5 * np.abs(want).max())
 
@@ -83,9 +96,39 @@ def test_equals_the_reference_code_on_a_zoo_network():
     fill = pixels.reshape(-1, 3).mean(axis=0)
     res = onnxplain.rise(model, pixels, 4, num_masks=40, cell_size=7, mini_batch_size=32, random_state=1,
                       output_upsampling="none")
-    want = _reference_rise(model, pixels, [4], 40, 7, 0.5, fill, 32, 1)[..., 0]
+    want = _reference_rise(model, pixels, [4], 40, 7, 0.5, fill, 32, 1, "centered")[..., 0]
     np.testing.assert_allclose(res.score_map, want, rtol=0, atol=1e-5 * np.abs(want).max())
     np.testing.assert_allclose(res.params["fill"], fill, rtol=1e-6)
+
+
+def test_masks_are_convex_combinations_of_grid_cells():
+    """The centred estimator's premise: E[M(x)] = p at every pixel, because each mask pixel
+    weighs grid cells with weights summing to 1 (an all-ones grid gives exactly ones), all
+    weights >= 0 (masks of a 0/1 grid stay in [0, 1]); at every shift."""
+    from onnxplain.kernels.rise import make_masks, upsample_table
+
+    h, w, grid = 37, 52, (5, 7)
+    cell = (-(-h // grid[0]), -(-w // grid[1]))
+    ty, tx = upsample_table((grid[0] + 1) * cell[0], grid[0]), upsample_table((grid[1] + 1) * cell[1], grid[1])
+    shifts = np.array([(dy, dx) for dy in range(cell[0]) for dx in range(cell[1])], np.int64)
+    ones = make_masks(np.ones((len(shifts), *grid), np.float32), shifts, ty, tx,
+                      np.empty((len(shifts), h, w), np.float32))
+    np.testing.assert_allclose(ones, 1.0, rtol=0, atol=1e-6)
+    rng = np.random.default_rng(0)
+    grids = (rng.random((len(shifts), *grid)) < 0.5).astype(np.float32)
+    m = make_masks(grids, shifts, ty, tx, np.empty((len(shifts), h, w), np.float32))
+    assert m.min() >= 0.0 and m.max() <= 1.0 + 1e-6
+
+
+def test_centred_is_the_default_and_estimator_is_checked(linear):
+    model = linear[("NCHW", "float32")]
+    kw = dict(num_masks=64, cell_size=4, mini_batch_size=16, random_state=5, output_upsampling="none")
+    centred = onnxplain.rise(model, _image(), 0, **kw)
+    paper = onnxplain.rise(model, _image(), 0, estimator="paper", **kw)
+    assert centred.params["estimator"] == "centered" and paper.params["estimator"] == "paper"
+    assert not np.allclose(paper.score_map, centred.score_map)
+    with pytest.raises(ValueError, match="estimator"):
+        onnxplain.rise(model, _image(), 0, estimator="mean", **kw)
 
 
 def test_keep_probability_one_gives_the_score_everywhere(linear):

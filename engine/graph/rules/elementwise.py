@@ -71,8 +71,16 @@ def _open_interval_mask(b, y: str, lo, hi) -> str | None:
     cannot turn a nonzero difference into zero, so the mask is exact 0/1 outside that
     2**-100 sliver. Why not Greater/Less/And/Cast: onnxruntime runs HardSigmoid and Mul in
     its blocked NCHWc layout next to the Convs, the comparisons only in plain NCHW (two
-    reorders out, one back, five passes per rectifier).
+    reorders out, one back, five passes per rectifier). With ``b.step_masks == "compare"``
+    (providers other than ORT's CPU one: OpenVINO gets the 2**100 HardSigmoid wrong) the
+    mask is ``Cast(Greater(y, lo) And Less(y, hi))``, exact everywhere.
     """
+    if b.step_masks == "compare":
+        conds = [b.op(op, [y, b.const(np.asarray(bound, np.float32))])
+                 for bound, op in ((lo, "Greater"), (hi, "Less")) if bound is not None]
+        if not conds:
+            return None
+        return b.mask(conds[0] if len(conds) == 1 else b.op("And", conds))
     parts = []
     for bound, sign in ((lo, 1.0), (hi, -1.0)):
         if bound is None:
