@@ -186,10 +186,16 @@ def profile_gradcam(model, folder, n, batch, repeats: int = 2) -> dict:
         writer = R.ResultWriter(pathlib.Path(_tf.mkdtemp()) / "r.parquet")
         for r in table_rows:
             writer.write(r)
-        writer.close()
-        return writer
+        writer.finish()
 
-    parts = write().existing()
+    def parts():
+        writer = R.ResultWriter(pathlib.Path(_tf.mkdtemp()) / "r.parquet")
+        for r in table_rows:
+            writer.write(r)
+        writer.close()
+        return writer.existing()
+
+    parts = parts()
 
     def timed(f) -> float:
         f()                                                             # warm-up
@@ -213,9 +219,11 @@ def profile_gradcam(model, folder, n, batch, repeats: int = 2) -> dict:
         best = {k: min(best[k], split[k]) for k in best}
     per["Grad-CAM engine run (forward + gradient to the feature layer)"] = best["engine"]
     per["CAM assembly (weights, upsampling, checks)"] = best["assembly"]
-    per["Parquet part writing (encode, zstd except maps, fsync, rename)"] = timed(write)
+    per["Parquet writing (parts: encode, zstd except maps, fsync, rename; rows streamed to the final file)"] = \
+        timed(write)
     merged = pathlib.Path(_tf.mkdtemp()) / "merged.parquet"
-    per["Parquet merge of the parts into one file (end of run)"] = timed(lambda: R.merge_into(parts, merged))
+    per["Parquet merge of the parts into one file (resumed runs only; reference)"] = \
+        timed(lambda: R.merge_into(parts, merged))
     return {k: v / n for k, v in per.items()}
 
 
