@@ -19,7 +19,8 @@ batches of ``batch_size`` images:
 - the model session (and the gradient graphs) are built once and reused.
 
 Every finished batch is written as one Parquet part (atomically); the run ends by merging
-the parts into ``out`` (schema: :mod:`onnxplain.results`). Re-running with the same ``out``
+the parts into ``out`` (schema: :mod:`onnxplain.results`), or, for a fresh run, by renaming
+the file its rows were streamed into along the way. Re-running with the same ``out``
 skips rows already written and refuses to mix rows made with other options.
 
 What is explained per image is ``labels``: None / "top" = the model's top class; "true" =
