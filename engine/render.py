@@ -445,7 +445,7 @@ def _panels_figure(img: np.ndarray, maps: list[np.ndarray], kinds: list[str], qu
     if photo:
         ax = fig.add_subplot(grid[0, 0])
         ax.imshow(img)
-        ax.set_title("image", fontsize=9)
+        ax.set_title("image", fontsize=9, y=1.0)  # y given: no per-draw title placement search (below)
         ax.axis("off")
         next(slots)
     from mpl_toolkits.axes_grid1 import make_axes_locatable
@@ -458,7 +458,9 @@ def _panels_figure(img: np.ndarray, maps: list[np.ndarray], kinds: list[str], qu
         ax.imshow(shown)
         ax.axis("off")
         if ptitle:
-            ax.set_title(ptitle, fontsize=9)
+            # an explicit y=1.0 is where matplotlib puts it anyway over an axis-off image, without
+            # its per-draw search for tick labels to dodge (~20 % of a figure's drawing time)
+            ax.set_title(ptitle, fontsize=9, y=1.0)
         div = make_axes_locatable(ax)
         cax = div.append_axes("bottom" if landscape else "right", size="5%", pad=0.06)
         factor, label = _scaled_label(scale)
