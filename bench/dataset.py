@@ -30,7 +30,6 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -157,8 +156,9 @@ def profile_gradcam(model, folder, n, batch, repeats: int = 2) -> dict:
             with Image.open(f) as im:
                 im.load()
 
-    def decode():
-        return [load_image_sized(f, max_pixels=model.max_image_pixels, working_size=size)[0] for f in files]
+    def decode():   # as model.prepare decodes: 8-bit images stay uint8 up to the resize
+        return [load_image_sized(f, max_pixels=model.max_image_pixels, working_size=size, keep_uint8=True)[0]
+                for f in files]
 
     loaded = decode()
     pixels = np.stack([resize_image(a, size) for a in loaded])
@@ -186,7 +186,16 @@ def profile_gradcam(model, folder, n, batch, repeats: int = 2) -> dict:
         writer = R.ResultWriter(pathlib.Path(_tf.mkdtemp()) / "r.parquet")
         for r in table_rows:
             writer.write(r)
+        writer.finish()
+
+    def parts():
+        writer = R.ResultWriter(pathlib.Path(_tf.mkdtemp()) / "r.parquet")
+        for r in table_rows:
+            writer.write(r)
         writer.close()
+        return writer.existing()
+
+    parts = parts()
 
     def timed(f) -> float:
         f()                                                             # warm-up
@@ -198,7 +207,7 @@ def profile_gradcam(model, folder, n, batch, repeats: int = 2) -> dict:
         return best
 
     per = {"Pillow decode alone (reference)": timed(pil),
-           "decode (Pillow + EXIF + JPEG draft + to float32)": timed(decode),
+           "decode (Pillow + EXIF + JPEG draft; 8-bit images kept uint8)": timed(decode),
            "resize to the working size": timed(lambda: [resize_image(a, size) for a in loaded]),
            "preprocessing (to_native)": timed(lambda: [model.to_native(pixels[s:s + batch])
                                                        for s in range(0, n, batch)]),
@@ -210,7 +219,11 @@ def profile_gradcam(model, folder, n, batch, repeats: int = 2) -> dict:
         best = {k: min(best[k], split[k]) for k in best}
     per["Grad-CAM engine run (forward + gradient to the feature layer)"] = best["engine"]
     per["CAM assembly (weights, upsampling, checks)"] = best["assembly"]
-    per["Parquet part writing (encode, zstd, fsync, rename)"] = timed(write)
+    per["Parquet writing (parts: encode, zstd except maps, fsync, rename; rows streamed to the final file)"] = \
+        timed(write)
+    merged = pathlib.Path(_tf.mkdtemp()) / "merged.parquet"
+    per["Parquet merge of the parts into one file (resumed runs only; reference)"] = \
+        timed(lambda: R.merge_into(parts, merged))
     return {k: v / n for k, v in per.items()}
 
 
@@ -244,7 +257,7 @@ def bench_decode_pool(model, folder, workers: int = 2, repeats: int = 3) -> dict
 def _prepare_in_worker(path: str):
     from onnxplain.images import load_image_sized, resize_image
 
-    img, size = load_image_sized(path, working_size=(224, 224))
+    img, size = load_image_sized(path, working_size=(224, 224), keep_uint8=True)   # as model.prepare
     return resize_image(img, (224, 224)), size
 
 
@@ -312,14 +325,18 @@ def bench_ray(model, folder, n, batch, work, cores: int) -> dict:
 
 
 def bench_memory(folder_small, folder_big, batch) -> dict:
-    code = ("import sys, resource, tempfile, onnxplain; "
+    # The child's own peak is /proc/self/status VmHWM (onnxplain.runtime.process_memory), not
+    # getrusage's ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of this
+    # (multi-GB, after the masking cases) process reported this process's peak, 3269 MiB for
+    # both folders in the 2026-11-29 13:28 run, where the dataset run itself peaks near 0.95 GB.
+    code = ("import sys, tempfile, onnxplain, onnxplain.runtime as rt; "
             "onnxplain.explain_dataset(None, sys.argv[1], ['gradcam'], out=tempfile.mkdtemp() + '/r.parquet', "
             f"batch_size={batch}, progress=False); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(rt.process_memory()['peak_rss_mib'])")
     out = {}
     for key, folder in (("small", folder_small), ("big", folder_big)):
         res = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
-        out[key] = {"images": len(list(folder.iterdir())), "peak_rss_mib": int(res.stdout.split()[-1]) / 1024}
+        out[key] = {"images": len(list(folder.iterdir())), "peak_rss_mib": float(res.stdout.split()[-1])}
     out["growth"] = out["big"]["peak_rss_mib"] / out["small"]["peak_rss_mib"]
     return out
 
@@ -377,6 +394,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="onnxplain-bench")
     args = p.parse_args(argv)
     import onnxplain
+    from onnxplain.runtime import process_memory
 
     cores = os.cpu_count() or 1
     rec = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -404,10 +422,10 @@ def main(argv=None) -> int:
             big = make_folder(work / "big", 3 * args.images)
             rec["memory"] = bench_memory(folder, big, args.batch)
             print(json.dumps(rec["memory"]), flush=True)
-    rec["max_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec["max_rss_mib_this_process"] = process_memory()["peak_rss_mib"]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "dataset-" + rec["date"][:10]
+    stem = "dataset-" + rec["date"][:10] + "-" + rec["date"][11:16].replace(":", "")   # one file per run
     (out / f"{stem}.json").write_text(json.dumps(rec, indent=1, default=str) + "\n")
     (out / f"{stem}.md").write_text(markdown(rec))
     print(markdown(rec))

@@ -19,7 +19,8 @@ batches of ``batch_size`` images:
 - the model session (and the gradient graphs) are built once and reused.
 
 Every finished batch is written as one Parquet part (atomically); the run ends by merging
-the parts into ``out`` (schema: :mod:`onnxplain.results`). Re-running with the same ``out``
+the parts into ``out`` (schema: :mod:`onnxplain.results`), or, for a fresh run, by renaming
+the file its rows were streamed into along the way. Re-running with the same ``out``
 skips rows already written and refuses to mix rows made with other options.
 
 What is explained per image is ``labels``: None / "top" = the model's top class; "true" =
@@ -53,7 +54,7 @@ from ._validation import check_choice, check_int
 from .errors import ImageError, LabelError, OnnxplainError, OptionError
 from .model import Model, load_model
 from .result import Explanation
-from .methods import gradcam as G, gradients as GR
+from .methods import gradcam as G, gradients as GR, keep_batch_buffers
 from .registry import METHODS
 from .evaluate import DEFAULT_BLUR_SIGMA, DEFAULT_STEPS, auc, energy_in_region, perturbation_curve, pointing_game
 from .images import resize_map
@@ -809,7 +810,9 @@ def _run_embedded(model: Model, source: Source, config: RunConfig, writer: R.Res
     # One part is written (encoded, compressed, fsync'd, renamed) in a background thread while the
     # next batch runs: pyarrow and fsync release the GIL. At most one write is pending, so a
     # killed run loses at most the batch in flight and the part being written.
-    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-write") as pool:
+    # The masking methods' batch buffers (77 MB at 128 x 224 x 224 x 3) are kept from one image
+    # to the next instead of being mapped and page-faulted in afresh (onnxplain.methods._masking).
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-write") as pool, keep_batch_buffers():
         pending: cf.Future | None = None
         for chunk in _decoded_batches(model, source.items, batch_size, threads, keep):
             rows = process_batch(model, chunk, config)

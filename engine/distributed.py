@@ -40,6 +40,7 @@ from .model import Model
 from .model import load_model
 from .preprocessing import Preprocessing
 from .dataset import Item, _FirstBatchGuard, decode, process_batch
+from .methods import keep_batch_buffers
 from .results import rows_to_table
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class Explainer:
         self.model = load_spec(spec)
         self.config = config
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, decode_threads)) if decode_threads else None
+        # the masking methods' batch buffers stay from one call to the next for the actor's life
+        self._keep = keep_batch_buffers()
+        self._keep.__enter__()
 
     def __call__(self, batch: dict[str, np.ndarray]):
         keys = list(batch)

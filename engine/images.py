@@ -97,7 +97,7 @@ def image_size(image: Any) -> tuple[int, int]:
 
 
 def load_image(image: Any, *, name: str = "image", max_pixels: int | None = MAX_PIXELS,
-               working_size: tuple[int, int] | None = None) -> np.ndarray:
+               working_size: tuple[int, int] | None = None, keep_uint8: bool = False) -> np.ndarray:
     """Return the canonical float32 (H, W, 3) RGB form of a path or an array.
 
     Parameters
@@ -111,6 +111,11 @@ def load_image(image: Any, *, name: str = "image", max_pixels: int | None = MAX_
         The size the image will be resized to: allows reducing it further while decoding
         (to at least twice this size). Without it, the image comes back at its own size, or
         reduced within :data:`MAX_MAP_PIXELS` (with an :class:`OnnxplainWarning`).
+    keep_uint8 : bool
+        Return an 8-bit image (a file, a uint8 array) as uint8 RGB (H, W, 3) instead of its
+        float32 copy: the same values, for a caller that resizes it next
+        (:func:`resize_image` takes uint8 and gives float32, the bits of the float32 path)
+        and so skips converting the full-size image. Reduced images are float32 either way.
 
     Raises
     ------
@@ -119,7 +124,7 @@ def load_image(image: Any, *, name: str = "image", max_pixels: int | None = MAX_
         has an unsupported shape/dtype or NaN/inf.
     """
     if isinstance(image, (str, os.PathLike)):
-        return _read_file(os.fspath(image), max_pixels, working_size)[0]
+        return _read_file(os.fspath(image), max_pixels, working_size, keep_uint8)[0]
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{name} must be a file path or a numpy array (H, W, 3); got {type(image).__name__}.")
     arr = image
@@ -143,20 +148,22 @@ def load_image(image: Any, *, name: str = "image", max_pixels: int | None = MAX_
         if working_size is None:
             _warn_capped(name, arr.shape[:2], k)
         return _block_reduce(arr, k)
+    if keep_uint8 and arr.dtype == np.uint8:
+        return np.ascontiguousarray(_to_rgb(arr))
     return np.ascontiguousarray(_to_rgb(arr), dtype=np.float32)
 
 
-def load_image_sized(image: Any, *, max_pixels: int | None = MAX_PIXELS,
-                     working_size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def load_image_sized(image: Any, *, max_pixels: int | None = MAX_PIXELS, working_size: tuple[int, int] | None = None,
+                     keep_uint8: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`load_image` and :func:`image_size` of the same image, a file opened once.
 
     (A PNG's EXIF orientation may sit after its pixel data, so Pillow decodes the whole
     image to read it: asking for the size and then the pixels decoded a PNG twice.)
     """
     if isinstance(image, (str, os.PathLike)):
-        return _read_file(os.fspath(image), max_pixels, working_size)
+        return _read_file(os.fspath(image), max_pixels, working_size, keep_uint8)
     size = image_size(image)
-    return load_image(image, max_pixels=max_pixels, working_size=working_size), size
+    return load_image(image, max_pixels=max_pixels, working_size=working_size, keep_uint8=keep_uint8), size
 
 
 def describe_image(image: Any) -> str:
@@ -274,7 +281,7 @@ def _oriented_size(im) -> tuple[int, int]:
     return (w, h) if _orientation(im) in (5, 6, 7, 8) else (h, w)
 
 
-def _read_file(path: str, max_pixels: int | None, working_size: tuple[int, int] | None
+def _read_file(path: str, max_pixels: int | None, working_size: tuple[int, int] | None, keep_uint8: bool = False
                ) -> tuple[np.ndarray, tuple[int, int]]:
     """(canonical image, its size (H, W) as displayed)."""
     from PIL import Image
@@ -322,7 +329,7 @@ def _read_file(path: str, max_pixels: int | None, working_size: tuple[int, int] 
             raise ImageError(f"{name} cannot be decoded: {_first_line(exc)}") from None
     if k > 1 and working_size is None:
         _warn_capped(name, shown, k)
-    return load_image(arr, name=name, max_pixels=None), (int(shown[0]), int(shown[1]))
+    return load_image(arr, name=name, max_pixels=None, keep_uint8=keep_uint8), (int(shown[0]), int(shown[1]))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -333,15 +340,18 @@ def _first_line(exc: BaseException) -> str:
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float32 (H, W, C) image to ``size`` = (H, W); unchanged if equal.
 
+    A uint8 (H, W, C) image (``load_image(..., keep_uint8=True)``) gives float32, bit for bit
+    what its float32 copy gives (converted only when no resize is needed).
+
     Downsizing uses anti-aliasing (a Gaussian pre-filter) so thin structures do not alias.
     This is ``skimage.transform.resize(order=1, mode="edge", anti_aliasing=<downsizing>,
     preserve_range=True)``; float32 images go through :func:`onnxplain.kernels.resize.resample`,
     the same arithmetic in float64 with one rounding (within a few float32 ulps of it).
     """
     if tuple(image.shape[:2]) == tuple(size):
-        return image
+        return image.astype(np.float32) if image.dtype == np.uint8 else image
     anti = size[0] < image.shape[0] or size[1] < image.shape[1]
-    if image.dtype == np.float32 and image.ndim == 3:
+    if image.dtype in (np.float32, np.uint8) and image.ndim == 3:
         # scikit-image's resize below as two tap tables in a GIL-free kernel: within a few
         # float32 ulps of it (onnxplain.kernels.resize), 4-6x faster
         return resample(image, (int(size[0]), int(size[1])), anti)

@@ -310,7 +310,10 @@ class Model:
         """
         if self.input_size is not None:
             # one read for the size and the pixels (a PNG is decoded to read its EXIF orientation)
-            img, given = load_image_sized(image, max_pixels=self.max_image_pixels, working_size=self.input_size)
+            # 8-bit images stay uint8 until the resize, which reads them as they are (no float
+            # copy of the full-size image; the same bits as resizing that copy)
+            img, given = load_image_sized(image, max_pixels=self.max_image_pixels, working_size=self.input_size,
+                                          keep_uint8=True)
             k = reduction_factor(given)
             original = reduced_size(given, k)
         else:  # the working size is the (capped) image size itself: known only from the size

@@ -1,9 +1,20 @@
-"""Pieces the forward-only masking methods (occlusion, RISE) share: fill values and the
-batch loop that streams synthetic batches through the model."""
+"""Pieces the forward-only masking methods (occlusion, RISE, LIME) share: fill values, the
+batch loop that streams synthetic batches through the model, and their batch buffers.
+
+Batch buffers (:func:`batch_buffers`): a mini-batch of 128 synthetic 224 x 224 images is a
+77 MB array, above glibc's largest mmap threshold, so every call maps fresh pages and
+faults them in again as it fills them: measured 30-55 ms per buffer against 13-16 ms to
+rewrite a kept one, 3-5 % of an occlusion call at 169 windows (two buffers). Within
+:func:`keep_batch_buffers` (a dataset run: many calls of the same shapes one after the
+other) a call's buffers are kept for the next call; outside it (one explanation) they are
+freed when the call returns, as before, so a single call's memory after it is unchanged."""
 from __future__ import annotations
 
+import contextlib
 import numbers
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -79,3 +90,45 @@ def stream(model: Model, environment: str, total: int, batch: int, write: Callab
             timings["inference"] += t2 - t1
             if progress is not None:
                 progress(start + n, total)
+
+
+# ---- batch buffers ------------------------------------------------------------------------
+_KEEP = {"depth": 0}
+_KEPT: dict[tuple, list[np.ndarray]] = {}       # (shape, dtype) -> free arrays, while kept
+_KEPT_LOCK = threading.Lock()
+_KEPT_KEYS = 2                                   # shapes kept at most (e.g. occlusion's and RISE's)
+
+
+@contextlib.contextmanager
+def keep_batch_buffers() -> Iterator[None]:
+    """Inside: :func:`batch_buffers` reuses the arrays earlier calls gave back (module notes);
+    on leaving the outermost one, every kept array is dropped."""
+    with _KEPT_LOCK:
+        _KEEP["depth"] += 1
+    try:
+        yield
+    finally:
+        with _KEPT_LOCK:
+            _KEEP["depth"] -= 1
+            if _KEEP["depth"] == 0:
+                _KEPT.clear()
+
+
+@contextlib.contextmanager
+def batch_buffers(shape: tuple[int, ...], dtype: Any, count: int) -> Iterator[list[np.ndarray]]:
+    """``count`` uninitialised C-contiguous arrays of ``shape`` and ``dtype`` for one call.
+    Within :func:`keep_batch_buffers` they are taken from, and given back to, the kept ones
+    (a caller has them to itself until it gives them back: concurrent calls never share)."""
+    key = (tuple(int(v) for v in shape), np.dtype(dtype))
+    with _KEPT_LOCK:
+        kept = _KEPT.pop(key, []) if _KEEP["depth"] else []
+    arrays = kept[:count] + [np.empty(key[0], key[1]) for _ in range(count - len(kept[:count]))]
+    try:
+        yield arrays
+    finally:
+        with _KEPT_LOCK:
+            if _KEEP["depth"]:
+                _KEPT.pop(key, None)
+                _KEPT[key] = arrays                   # most recent last
+                while len(_KEPT) > _KEPT_KEYS:
+                    del _KEPT[next(iter(_KEPT))]

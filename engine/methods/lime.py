@@ -77,6 +77,7 @@ from ..kernels import lime as K
 from ..model import InputSpec, Model
 from ..result import Explanation
 from ._limits import check_allow_long, check_work
+from ._masking import batch_buffers
 from .context import Context, begin
 from ._coalitions import random_coalitions, stratified_sizes
 
@@ -410,7 +411,15 @@ def _score_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarra
     n = onoff.shape[0]
     batch = min(batch, n)
     slots = 2 if n > batch else 1   # the next batch is written in a helper thread while the model runs
-    bufs = [np.empty(spec.native_shape(batch), dtype=on.dtype) for _ in range(slots)]
+    with batch_buffers(spec.native_shape(batch), on.dtype, slots) as bufs:   # kept across a dataset run's calls
+        return _stream_samples(ctx, spec, on, off, onoff, runs, batch, progress, sampling, bufs)
+
+
+def _stream_samples(ctx: Context, spec: InputSpec, on: np.ndarray, off: np.ndarray, onoff: np.ndarray,
+                    runs: tuple[np.ndarray, np.ndarray, np.ndarray], batch: int, progress: Any, sampling: float,
+                    bufs: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+    n = onoff.shape[0]
+    slots = len(bufs)
     halves = [np.empty(bufs[0].shape, dtype=np.float16) if spec.dtype == np.float16 else None for _ in range(slots)]
     states = [K.new_state(batch, onoff.shape[1]) for _ in range(slots)]  # what each buffer holds: only changes
     scores = np.empty((n, len(ctx.labels)), dtype=np.float64)              # are rewritten

@@ -42,7 +42,7 @@ from ..model import Model
 from ..result import Explanation
 from ._limits import check_allow_long, check_work
 from .context import begin
-from ._masking import resolve_fill, stream
+from ._masking import batch_buffers, resolve_fill, stream
 
 UPSAMPLING = ("bicubic", "nearest", "none")
 AUTO_MASK_FRACTION = 0.2
@@ -139,7 +139,7 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     base = model.to_native(pixels[None])[0]
     fill_native = model.to_native(fill.reshape(1, 1, 1, 3)).reshape(3)
     slots = 2 if total > mini_batch_size else 1   # the next batch is written while the model runs (see stream)
-    buffers = [np.empty((min(mini_batch_size, total),) + base.shape, dtype=base.dtype) for _ in range(slots)]
+    buffers: list[np.ndarray] = []     # filled below, for the time of the stream
     deltas = np.empty((total, len(ctx.labels)), dtype=np.float64)
     base64 = base_scores.astype(np.float64)
     labels = ctx.labels
@@ -152,8 +152,10 @@ def occlusion_sensitivity(model: Model, image: Any, label: Any = None, *, mask_s
     def consume(start: int, n: int, scores: np.ndarray, slot: int) -> None:
         deltas[start:start + n] = base64 - scores[:, labels]
 
-    stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings,
-           source=f"masked copies of {ctx.source}")
+    with batch_buffers((min(mini_batch_size, total),) + base.shape, base.dtype, slots) as arrays:
+        buffers.extend(arrays)
+        stream(model, ctx.environment, total, mini_batch_size, write, consume, progress, timings,
+               source=f"masked copies of {ctx.source}")
 
     t0 = time.perf_counter()
     sums = np.zeros((h, w, len(labels)), dtype=np.float64)

@@ -59,7 +59,7 @@ from ..model import Model
 from ..result import Explanation
 from ._limits import check_allow_long, check_work
 from .context import begin
-from ._masking import resolve_fill, stream
+from ._masking import batch_buffers, resolve_fill, stream
 
 UPSAMPLING = ("bilinear", "bicubic", "nearest", "none")
 ESTIMATORS = ("centered", "paper")
@@ -172,9 +172,9 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
     spec = model.spec_for(pixels.shape[:2])
     b = min(mini_batch_size, num_masks)
     slots = 2 if num_masks > b else 1     # the next batch is written while the model runs (see stream)
-    masks = [np.empty((b, h, w), dtype=np.float32) for _ in range(slots)]
-    out = [np.empty(spec.native_shape(b), dtype=spec.dtype) for _ in range(slots)]
-    scratch = np.empty(out[0].shape, dtype=np.float32) if spec.dtype == np.float16 else None
+    masks: list[np.ndarray] = []         # batch buffers, filled below for the time of the stream
+    out: list[np.ndarray] = []
+    scratch = np.empty(spec.native_shape(b), dtype=np.float32) if spec.dtype == np.float16 else None
     sal = np.zeros((h, w, len(ctx.labels)), dtype=np.float64)
     mask_sum = np.zeros((h, w), dtype=np.float64)
     score_sum = np.zeros(len(ctx.labels), dtype=np.float64)
@@ -195,8 +195,11 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
             np.add(mask_sum, masks[slot][:n].sum(axis=0, dtype=np.float64), out=mask_sum)
             np.add(score_sum, scores[:, labels].sum(axis=0, dtype=np.float64), out=score_sum)
 
-    stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings,
-           source=f"masked copies of {ctx.source}")
+    with batch_buffers((b, h, w), np.float32, slots) as m, batch_buffers(spec.native_shape(b), spec.dtype, slots) as o:
+        masks.extend(m)
+        out.extend(o)
+        stream(model, ctx.environment, num_masks, mini_batch_size, write, consume, progress, timings,
+               source=f"masked copies of {ctx.source}")
     if estimator == "centered":  # sum_i (s_i - mean) M_i / (N p) + mean (module notes)
         mean = score_sum / num_masks
         saliency = ((sal - mask_sum[..., None] * mean) / (num_masks * p) + mean).astype(np.float32)

@@ -205,6 +205,19 @@ def test_results_read_directly_by_pandas_and_duckdb(embedded_run):
     np.testing.assert_array_equal(decode_map(blob, "float32", shape), first["map"])
 
 
+def test_map_column_is_stored_uncompressed_and_the_rest_zstd(embedded_run):
+    """Float maps are near-random bytes to zstd (results module notes): the merged file stores
+    the map column uncompressed, every other column zstd. Oracle: the file's own Parquet
+    metadata as pyarrow reads it; the maps still equal the single-image calls (test above)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(embedded_run.out).metadata
+    codecs = {meta.row_group(g).column(c).path_in_schema: meta.row_group(g).column(c).compression
+              for g in range(meta.num_row_groups) for c in range(meta.num_columns)}
+    assert codecs["map"] == "UNCOMPRESSED"
+    assert {v for k, v in codecs.items() if k != "map"} == {"ZSTD"}
+
+
 def test_resume_skips_done_rows_adds_new_ones_and_refuses_other_options(embedded_run, photo_tree, bundled,
                                                                         tmp_path):
     out = tmp_path / "r.parquet"
@@ -405,3 +418,44 @@ def test_progress_lines_when_piped():
     q = _Progress(3, seen.append)
     q.update(1)
     assert seen[0]["done"] == 1 and seen[0]["total"] == 3 and seen[0]["eta_seconds"] is not None
+
+
+def _rows(i0: int, n: int, image: str = "img") -> list[dict]:
+    return [{"schema_version": SCHEMA_VERSION, "image": f"{image}{i}", "image_index": i, "method": "gradcam",
+             "target": "top", "map": np.full(4, i, np.float32).tobytes(), "map_dtype": "float32", "map_shape": [2, 2],
+             "options": "{}", "seconds": 0.0, "model": "m.onnx"} for i in range(i0, i0 + n)]
+
+
+def test_a_fresh_run_streams_the_final_file_and_a_resumed_or_repeating_one_merges(tmp_path):
+    """A fresh run's rows go to the final file as they are written, and finish() renames it into
+    place. Oracle: merge_into of the same parts (the end-of-run merge it replaces), table for
+    table; a key met twice and a resumed run fall back to that merge (first row per key)."""
+    import pyarrow.parquet as pq
+
+    from onnxplain.results import ResultWriter, merge_into
+
+    out = tmp_path / "fresh.parquet"
+    w = ResultWriter(out)
+    w.write(_rows(0, 3))
+    w.write(_rows(3, 2))
+    assert (w.parts / "stream.parquet.tmp").exists()
+    merge_into(w.existing(), tmp_path / "reference.parquet")
+    w.finish()
+    assert not w.parts.exists()
+    assert pq.read_table(out).equals(pq.read_table(tmp_path / "reference.parquet"))
+
+    dup = tmp_path / "dup.parquet"                     # the same image twice (a listing naming it twice)
+    w = ResultWriter(dup)
+    w.write(_rows(0, 3))
+    w.write(_rows(2, 2))
+    assert not (w.parts / "stream.parquet.tmp").exists()
+    w.finish()
+    got = pq.read_table(dup)
+    assert got.column("image").to_pylist() == ["img0", "img1", "img2", "img3"]
+    assert got.equals(pq.read_table(tmp_path / "reference.parquet").slice(0, 4))
+
+    w = ResultWriter(out)                              # resuming: out exists, so the parts are merged
+    assert w._keys is None
+    w.write(_rows(5, 1))
+    w.finish()
+    assert pq.read_table(out).column("image").to_pylist() == [f"img{i}" for i in range(6)]

@@ -96,3 +96,38 @@ def test_load_image_sized_equals_load_image_and_image_size(tmp_path):
     pixels, size = load_image_sized(path, working_size=(224, 224))
     assert size == image_size(path) == (451, 300)
     np.testing.assert_array_equal(pixels, load_image(path, working_size=(224, 224)))
+
+
+def test_uint8_input_gives_the_bits_of_its_float32_copy():
+    """The decode path resizes the 8-bit image as decoded (no float copy of the full image).
+    Oracle: the float32 path above (itself held to scikit-image), compared bit for bit."""
+    for name in ("astronaut", "coffee", "camera"):
+        a = getattr(data, name)()
+        a = np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a[..., :3])
+        for size in [(224, 224), (64, 96), (600, 700), a.shape[:2]]:
+            got = resize_image(a, size)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, resize_image(a.astype(np.float32), size), err_msg=f"{name} {size}")
+
+
+def test_prepare_of_files_equals_float_decode_then_resize(tmp_path):
+    """model.prepare (8-bit files kept uint8 up to the resize) equals the float32 canonical image
+    (load_image) resized with resize_image, bit for bit, for RGB JPEG, grayscale, RGBA, palette
+    and exactly-working-size PNGs and a uint8 array."""
+    import onnxplain
+
+    model = onnxplain.load_model()
+    rgba = np.dstack([data.astronaut(), np.tile((np.arange(512) // 2).astype(np.uint8)[:, None], (1, 512))])
+    images = {"rgb.jpg": Image.fromarray(data.coffee()), "gray.png": Image.fromarray(data.camera()),
+              "rgba.png": Image.fromarray(rgba, "RGBA"), "pal.png": Image.fromarray(data.chelsea()).convert("P"),
+              "exact.png": Image.fromarray(data.astronaut()[:224, :224])}
+    sources = [data.rocket()]
+    for fname, im in images.items():
+        im.save(tmp_path / fname)
+        sources.append(tmp_path / fname)
+    for src in sources:
+        got, size = model.prepare(src)
+        full = load_image(src, working_size=model.input_size)
+        assert full.dtype == np.float32 and got.dtype == np.float32
+        np.testing.assert_array_equal(got, resize_image(full, model.input_size), err_msg=str(src)[-9:])
+        assert size == image_size(src)
