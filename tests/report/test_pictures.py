@@ -195,3 +195,28 @@ def test_signed_gradient_pictures_use_the_per_channel_gradients():
     assert any("drawn as |attribution|" in t.get_text() for t in fig.texts)
     assert "|d score / d pixel| (sum over RGB)" in [ax.xaxis.label.get_text() for ax in fig.axes]
     plt.close(fig)
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_save_figure_crops_like_tight_and_never_clips(tmp_path, outside):
+    """save_figure draws once and crops where the content lies inside the canvas, else takes
+    matplotlib's tight path. Oracle: matplotlib's own ``bbox_inches="tight"`` file of the same
+    figure (same size within a pixel of rounding; the same pixels where nothing was clipped)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from onnxplain.render import PAD_INCHES, save_figure
+
+    fig = plt.figure(figsize=(4, 3), dpi=100)
+    ax = fig.add_axes([0.2, 0.2, 0.6, 0.6])
+    ax.imshow(np.arange(64, dtype=float).reshape(8, 8))
+    fig.text(-0.05 if outside else 0.05, 0.5, "a label at the edge", fontsize=9)
+    save_figure(fig, tmp_path / "ours.png")
+    fig.savefig(tmp_path / "tight.png", bbox_inches="tight", pad_inches=PAD_INCHES)
+    plt.close(fig)
+    ours, tight = Image.open(tmp_path / "ours.png"), Image.open(tmp_path / "tight.png")
+    assert abs(ours.size[0] - tight.size[0]) <= 1 and abs(ours.size[1] - tight.size[1]) <= 1
+    if outside:  # matplotlib's path, so the same pixels, the whole label included
+        assert np.array_equal(np.asarray(ours), np.asarray(tight))
