@@ -3,7 +3,11 @@
 A folder of scikit-image photos (and generated variants: mirrored PNGs, crops as JPEG)
 goes through :func:`onnxplain.explain_dataset`, the way a user runs it (decoding,
 resizing, predictions, Parquet writing included). Measured in one process, interleaved
-(raw, dataset, raw, dataset, ...; best of ``--repeats``), on the bundled model:
+(raw, dataset, raw, dataset, ...; ``--repeats`` pairs), on the bundled model. The ratio of a
+case is the **median over the interleaved pairs** of dataset / raw: this VM's speed drifts by
+up to 1.5x within minutes and single runs are ~0.5-1 s, so the best of each side can pair a
+lucky raw run with an unlucky dataset run (15:58 run: pairs 0.54, 0.54, 0.38 -> best-of
+0.43); the best-of ratio is still reported beside it.
 
 - **gradcam**: dataset images/s vs raw ORT forward images/s at the same batch size (the
   raw images pre-decoded and converted beforehand). Target: >= 0.5. Also the same run
@@ -128,7 +132,9 @@ def bench_gradcam(model, folder, n, batch, repeats, work) -> dict:
                                         "(decode excluded)",
                          "raw_decode_forward": "model.prepare (decode + resize) + to_native + ORT forward, "
                                                "one thread, no overlap (decode included)"}}
-    out["ratio"] = out["dataset_images_per_s"] / out["raw_forward_images_per_s"]
+    out["pair_ratios"] = [r / d for r, d in zip(raw, ds)]           # images/s ratio of each interleaved pair
+    out["ratio"] = float(np.median(out["pair_ratios"]))
+    out["ratio_best_of"] = out["dataset_images_per_s"] / out["raw_forward_images_per_s"]
     out["ratio_vs_decode_forward"] = out["dataset_images_per_s"] / out["raw_decode_forward_images_per_s"]
     out["ok"] = out["ratio"] >= 0.5
     return out
@@ -297,8 +303,10 @@ def bench_masking(model, folder, n, repeats, work, samples: int = 512) -> dict:
         for _ in range(repeats):
             raws.append(raw())
             dss.append(_dataset(model, sub, [name], work, options={name: opts}, batch_size=max(1, n // 2)))
+        pairs = [d / r for r, d in zip(raws, dss)]
         results[name] = {"images": n, "options": opts, "raw_segments_per_image": segs, "raw_seconds": raws,
-                         "dataset_seconds": dss, "ratio": min(dss) / min(raws)}
+                         "dataset_seconds": dss, "pair_ratios": pairs, "ratio": float(np.median(pairs)),
+                         "ratio_best_of": min(dss) / min(raws)}
         results[name]["ok"] = results[name]["ratio"] <= 1.05
     return results
 
@@ -346,12 +354,15 @@ def markdown(rec: dict) -> str:
     lines = [f"# Dataset mode — {rec['date']} — {rec['machine']}", "",
              f"Bundled EfficientNet-Lite0, {g['images']} images (skimage photos + mirrored/cropped variants), "
              f"batch {g['batch']}, ORT default threads, load average at start {rec['load_average']}.", "",
-             "| case | dataset | raw ORT | ratio | target |", "|---|---|---|---|---|",
+             "| case | dataset (best) | raw ORT (best) | ratio (median of pairs) | pairs | best-of ratio | target |",
+             "|---|---|---|---|---|---|---|",
              f"| gradcam (images/s) | {g['dataset_images_per_s']:.2f} | {g['raw_forward_images_per_s']:.2f} | "
-             f"{g['ratio']:.2f} | >= 0.5 {'ok' if g['ok'] else '**missed**'} |"]
+             f"{g['ratio']:.2f} | {', '.join(f'{r:.2f}' for r in g['pair_ratios'])} | {g['ratio_best_of']:.2f} | "
+             f">= 0.5 {'ok' if g['ok'] else '**missed**'} |"]
     for name, m in rec.get("masking", {}).items():
         lines.append(f"| {name} ({m['images']} images, s) | {min(m['dataset_seconds']):.2f} | "
-                     f"{min(m['raw_seconds']):.2f} | {m['ratio']:.3f} | <= 1.05 {'ok' if m['ok'] else '**missed**'} |")
+                     f"{min(m['raw_seconds']):.2f} | {m['ratio']:.3f} | {', '.join(f'{r:.3f}' for r in m['pair_ratios'])} "
+                     f"| {m['ratio_best_of']:.3f} | <= 1.05 {'ok' if m['ok'] else '**missed**'} |")
     lines += ["", f"Grad-CAM: raw ORT forward {g['raw_forward_images_per_s']:.2f} images/s on tensors decoded "
               f"beforehand (the ratio above; decode excluded); raw decode + forward (`model.prepare` + forward, "
               f"serial; decode included) {g['raw_decode_forward_images_per_s']:.2f} images/s, against which the "
