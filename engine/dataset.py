@@ -625,6 +625,23 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
             results[(b, run.name, "true")] = (None, 0, "no true label for this image", 0.0)
         return [b for b in idx if ok[b].item.label is not None]
 
+    def grouped(kind: str, run: MethodRun, t: Any, idx: list[int], labels: Any, singles: list[Any]) -> Any:
+        """One ``run.batch`` / ``run.pooled`` call for images ``idx``, recorded per image; when it
+        fails, each image alone through :func:`_single` (label ``singles[i]``), so one bad image
+        is its own error row. Returns the call's raw outputs, or None after the fallback."""
+        call = run.batch if kind == "batched" else run.pooled
+        try:
+            exps, out = call(model, pixels[idx], labels, **run.batch_options)
+        except Exception as exc:  # isolate the failing image: run them one by one
+            log.info("%s %s failed (%s); retrying image by image", kind, run.name, exc)
+            for b, c in zip(idx, singles):
+                results[(b, run.name, str(t))] = _single(model, ok[b], run, t, c)
+            return None
+        share = exps[0].timings.get("total", 0.0) / len(idx)
+        for b, e in zip(idx, exps):
+            results[(b, run.name, str(t))] = (e, 0, None, share)
+        return out
+
     # 1. batched gradient methods: one engine call per (method, target) for the whole batch
     for run in config.methods:
         if run.batch is None:
@@ -634,16 +651,8 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
             if not idx:
                 continue
             labels = None if t == "top" else [ok[b].item.label if t == "true" else t for b in idx]
-            try:
-                exps, out = run.batch(model, pixels[idx], labels, **run.batch_options)
-            except Exception as exc:  # isolate the failing image: run them one by one
-                log.info("batched %s failed (%s); retrying image by image", run.name, exc)
-                for b in idx:
-                    results[(b, run.name, str(t))] = _single(model, ok[b], run, t)
-                continue
-            share = exps[0].timings.get("total", 0.0) / len(idx)
-            for b, e, o in zip(idx, exps, out):
-                results[(b, run.name, str(t))] = (e, 0, None, share)
+            out = grouped("batched", run, t, idx, labels, [None] * len(idx))
+            for b, o in zip(idx, () if out is None else out):
                 outputs.setdefault(b, o)
     # 2. predictions for every image (from the engine's output where a batched run gave one)
     need = [b for b in range(len(ok)) if b not in outputs]
@@ -666,16 +675,7 @@ def process_batch(model: Model, decoded: Sequence[Decoded], config: RunConfig) -
             if not idx:
                 continue
             classes = [top[b] if t == "top" else ok[b].item.label if t == "true" else t for b in idx]
-            try:
-                exps, _ = run.pooled(model, pixels[idx], classes, **run.batch_options)
-            except Exception as exc:  # isolate the failing image: run them one by one
-                log.info("pooled %s failed (%s); retrying image by image", run.name, exc)
-                for b, c in zip(idx, classes):
-                    results[(b, run.name, str(t))] = _single(model, ok[b], run, t, c)
-                continue
-            share = exps[0].timings.get("total", 0.0) / len(idx)
-            for b, e in zip(idx, exps):
-                results[(b, run.name, str(t))] = (e, 0, None, share)
+            grouped("pooled", run, t, idx, classes, classes)
     # 4. every other method, image by image (all targets of an image in one call)
     for run in config.methods:
         if run.batch is not None or run.pooled is not None:
