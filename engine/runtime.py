@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import json
 import logging
 import math
 import sys
@@ -168,8 +169,6 @@ def _openvino_options(devices: list[Any], threads: int | None, precision: str) -
 def _openvino_config(kind: str, threads: int | None, precision: str) -> dict[str, str]:
     """OpenVINO provider options for device ``kind``: f32 pinned unless ``precision="reduced"``,
     ``INFERENCE_NUM_THREADS`` from ``threads`` on the CPU device."""
-    import json
-
     config: dict[str, str] = {}
     if precision == "f32":
         config["INFERENCE_PRECISION_HINT"] = "f32"

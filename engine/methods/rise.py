@@ -190,10 +190,11 @@ def rise(model: Model, image: Any, label: Any = None, *, num_masks: int = 4000, 
                            scratch)
 
     def consume(start: int, n: int, scores: np.ndarray, slot: int) -> None:
-        accumulate_saliency(masks[slot][:n], scores[:, labels], sal)
+        picked = scores[:, labels]
+        accumulate_saliency(masks[slot][:n], picked, sal)
         if estimator == "centered":
             np.add(mask_sum, masks[slot][:n].sum(axis=0, dtype=np.float64), out=mask_sum)
-            np.add(score_sum, scores[:, labels].sum(axis=0, dtype=np.float64), out=score_sum)
+            np.add(score_sum, picked.sum(axis=0, dtype=np.float64), out=score_sum)
 
     with batch_buffers((b, h, w), np.float32, slots) as m, batch_buffers(spec.native_shape(b), spec.dtype, slots) as o:
         masks.extend(m)
